@@ -1,0 +1,74 @@
+"""Test-split evaluation as pure functions of labels and predicted probabilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn import metrics
+
+from forgery.data import CLASS_NAMES
+
+# The ROC/PR positive class is REAL (label 1), scikit-learn's default; ROC AUC is the same either way.
+POSITIVE_CLASS = 1
+_EPSILON = 1e-7  # Keras clips probabilities by the same amount inside its cross-entropy
+REPORT_ROWS = (*CLASS_NAMES, "macro avg", "weighted avg")
+REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
+
+
+def headline_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """test_loss (cross-entropy), test_accuracy, test_roc_auc and test_pr_auc."""
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], _EPSILON, 1.0)
+    scores = probabilities[:, POSITIVE_CLASS]
+    return {
+        "test_loss": float(-np.mean(np.log(picked))),
+        "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
+        "test_roc_auc": float(metrics.roc_auc_score(labels == POSITIVE_CLASS, scores)),
+        "test_pr_auc": float(metrics.average_precision_score(labels == POSITIVE_CLASS, scores)),
+    }
+
+
+def roc_points(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, list[float]]:
+    """ROC curve points (false and true positive rates) for the positive class."""
+    fpr, tpr, _ = metrics.roc_curve(labels == POSITIVE_CLASS, probabilities[:, POSITIVE_CLASS])
+    return {"fpr": _rounded(fpr), "tpr": _rounded(tpr)}
+
+
+def pr_points(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, list[float]]:
+    """Precision-recall curve points for the positive class, recall increasing."""
+    precision, recall, _ = metrics.precision_recall_curve(labels == POSITIVE_CLASS, probabilities[:, POSITIVE_CLASS])
+    return {"recall": _rounded(recall[::-1]), "precision": _rounded(precision[::-1])}
+
+
+def confusion(labels: np.ndarray, probabilities: np.ndarray) -> list[list[int]]:
+    """Confusion matrix, rows = true class, columns = predicted class, in CLASS_NAMES order."""
+    matrix = metrics.confusion_matrix(labels, probabilities.argmax(axis=1), labels=list(range(len(CLASS_NAMES))))
+    return matrix.astype(int).tolist()
+
+
+def classification_report(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, dict[str, float]]:
+    """scikit-learn's report with rows FAKE, REAL, macro avg, weighted avg (no accuracy row)."""
+    report: dict[str, Any] = metrics.classification_report(
+        labels,
+        probabilities.argmax(axis=1),
+        labels=list(range(len(CLASS_NAMES))),
+        target_names=list(CLASS_NAMES),
+        output_dict=True,
+        zero_division=0,
+    )
+    return {row: {column: report[row][column] for column in REPORT_COLUMNS} for row in REPORT_ROWS}
+
+
+def format_report_tsv(report: dict[str, dict[str, float]]) -> str:
+    """The report as tab-separated text: an empty corner cell, 4-decimal scores and whole-number support."""
+    lines = ["\t".join(("", *REPORT_COLUMNS))]
+    for row in REPORT_ROWS:
+        values = report[row]
+        cells = [f"{values[column]:.4f}" for column in REPORT_COLUMNS[:-1]]
+        lines.append("\t".join((row, *cells, str(int(values["support"])))))
+    return "\n".join(lines) + "\n"
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    """Floats rounded to 6 places so JSON stays small and readable."""
+    return [round(float(value), 6) for value in values]

@@ -1,0 +1,108 @@
+"""Grad-CAM (Selvaraju et al. 2017): which regions of an input raise a class's score, as pure functions.
+
+The model is cut at its last convolution into `body` (pixels -> feature maps) and `head` (feature maps
+-> classifier input). The class score is the classifier's logit, taken before softmax, because softmax
+gradients shrink towards zero for confident predictions and then say nothing about where to look.
+Cutting the functional graph (instead of reaching into nested blocks) keeps this working when the
+augmentation block sits inside the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+from forgery.models import CLASSIFIER_LAYER, last_conv_layer
+
+
+@dataclass(frozen=True)
+class GradcamModel:
+    """A model cut for Grad-CAM: feature maps, and the logits computed from them."""
+
+    body: keras.Model
+    logits_from_maps: Callable[[object], object]
+    layer_name: str
+
+
+def cut_model(model: keras.Model, layer_name: str | None = None) -> GradcamModel:
+    """Cut `model` at `layer_name` (default: its last top-level Conv2D)."""
+    layer = model.get_layer(layer_name) if layer_name else last_conv_layer(model)
+    classifier = model.get_layer(CLASSIFIER_LAYER)
+    body = keras.Model(model.inputs[0], layer.output)
+    head = keras.Model(layer.output, classifier.input)
+
+    def logits_from_maps(maps: object) -> object:
+        features = head(maps, training=False)
+        return keras.ops.matmul(features, classifier.kernel) + classifier.bias
+
+    return GradcamModel(body=body, logits_from_maps=logits_from_maps, layer_name=layer.name)
+
+
+def make_gradcam_heatmap(cut: GradcamModel, image: np.ndarray, class_index: int) -> np.ndarray:
+    """Heatmap (h, w) in [0, 1] over the cut layer's grid for one image (32, 32, 3) in 0-255."""
+    batch = np.asarray(image, dtype="float32")[None]
+    maps = cut.body(batch, training=False)
+    grads = _logit_gradient(cut, maps, class_index)
+    maps_np = keras.ops.convert_to_numpy(maps)[0]
+    return heatmap_from_gradients(maps_np, keras.ops.convert_to_numpy(grads)[0])
+
+
+def heatmap_from_gradients(maps: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Grad-CAM's combination: channel weights = mean gradient, ReLU of the weighted sum, scaled to [0, 1]."""
+    weights = grads.mean(axis=(0, 1))  # (channels,)
+    cam = np.maximum(maps @ weights, 0.0)
+    peak = cam.max()
+    # No positive evidence anywhere: an all-zero map, rather than noise blown up by the division.
+    return (cam / peak if peak > 0 else cam).astype("float32")
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, upscale: int = 8, alpha: float = 0.45) -> np.ndarray:
+    """The image upscaled `upscale` times with the heatmap blended on top in the 'jet' colours, uint8 RGB."""
+    base = upscaled(image, upscale).astype("float32")
+    size = (base.shape[1], base.shape[0])
+    smooth = Image.fromarray((heatmap * 255).astype("uint8")).resize(size, Image.BILINEAR)
+    colours = colormaps["jet"](np.asarray(smooth, dtype="float32") / 255.0)[..., :3] * 255.0
+    return np.clip((1.0 - alpha) * base + alpha * colours, 0, 255).astype("uint8")
+
+
+def upscaled(image: np.ndarray, upscale: int = 8) -> np.ndarray:
+    """The image enlarged with nearest-neighbour, so each pixel stays a visible square."""
+    height, width = image.shape[:2]
+    enlarged = Image.fromarray(np.asarray(image, dtype="uint8")).resize((width * upscale, height * upscale), Image.NEAREST)
+    return np.asarray(enlarged)
+
+
+def _logit_gradient(cut: GradcamModel, maps: object, class_index: int) -> object:
+    """d logit[class_index] / d maps, with the autodiff of whichever Keras backend is active."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        maps_tensor = tf.convert_to_tensor(maps)
+        with tf.GradientTape() as tape:
+            tape.watch(maps_tensor)
+            score = cut.logits_from_maps(maps_tensor)[:, class_index]
+        return tape.gradient(score, maps_tensor)
+    if backend == "jax":
+        import jax
+
+        return jax.grad(lambda m: cut.logits_from_maps(m)[:, class_index].sum())(maps)
+    if backend == "torch":
+        import torch
+
+        maps_tensor = maps.detach().clone().requires_grad_(True)
+        score = cut.logits_from_maps(maps_tensor)[:, class_index].sum()
+        (gradient,) = torch.autograd.grad(score, maps_tensor)
+        return gradient
+    raise NotImplementedError(f"Grad-CAM has no gradient for Keras backend {backend!r}")
+
+
+def pick_examples(labels: np.ndarray, seed: int) -> dict[int, int]:
+    """One seeded index per class present in `labels`, so the same run always explains the same images."""
+    rng = np.random.default_rng(seed)
+    return {int(label): int(rng.choice(np.flatnonzero(labels == label))) for label in np.unique(labels)}

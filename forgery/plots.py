@@ -1,0 +1,64 @@
+"""Matplotlib figures of a run (curves, ROC, PR, confusion matrix), returned unsaved: the caller writes them."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed: figures only go to files
+
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+
+from forgery.data import CLASS_NAMES
+
+
+def history_figure(history: dict[str, list[float]], metric: str) -> Figure:
+    """Training and validation `metric` per epoch."""
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+        if key in history:
+            epochs = range(1, len(history[key]) + 1)
+            axes.plot(epochs, history[key], marker="o", label=label)
+    axes.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch")
+    axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def roc_figure(fpr: list[float], tpr: list[float], auc: float) -> Figure:
+    """ROC curve with the chance diagonal."""
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    axes.plot(fpr, tpr, label=f"AUC = {auc:.4f}")
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (positive: REAL)")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def pr_figure(recall: list[float], precision: list[float], auc: float) -> Figure:
+    """Precision-recall curve."""
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    axes.plot(recall, precision, label=f"AP = {auc:.4f}")
+    axes.set(xlabel="recall", ylabel="precision", title="Precision-recall (positive: REAL)", ylim=(0, 1.02))
+    axes.legend(loc="lower left")
+    figure.tight_layout()
+    return figure
+
+
+def confusion_figure(matrix: list[list[int]]) -> Figure:
+    """Confusion matrix with counts in the cells."""
+    figure, axes = plt.subplots(figsize=(4, 3.5))
+    image = axes.imshow(matrix, cmap="Blues")
+    ticks = range(len(CLASS_NAMES))
+    axes.set(xticks=ticks, yticks=ticks, xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES)
+    axes.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
+    peak = max(max(row) for row in matrix) or 1
+    for row_index, row in enumerate(matrix):
+        for column_index, count in enumerate(row):
+            colour = "white" if count > peak / 2 else "black"
+            axes.text(column_index, row_index, str(count), ha="center", va="center", color=colour)
+    figure.colorbar(image, ax=axes)
+    figure.tight_layout()
+    return figure
+

@@ -1,0 +1,119 @@
+"""The report's JSON payloads (training_metrics, model_card, gradcam_results) as pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from forgery.data import CLASS_NAMES
+from forgery.evaluate import POSITIVE_CLASS
+
+# The six Grad-CAM files of the report: <sample>-input.png and <sample>-gradcam-<target>.png.
+GRADCAM_SAMPLES: tuple[str, ...] = tuple(name.lower() for name in CLASS_NAMES)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One explained test image: its true class, predicted probabilities and a heatmap per target class."""
+
+    name: str
+    image: np.ndarray
+    true_label: int
+    probabilities: np.ndarray
+    heatmaps: dict[int, np.ndarray]
+
+
+def input_file(sample: str) -> str:
+    """File name of a sample's upscaled input image."""
+    return f"{sample}-input.png"
+
+
+def overlay_file(sample: str, target: int) -> str:
+    """File name of a sample's overlay for one target class."""
+    return f"{sample}-gradcam-{CLASS_NAMES[target].lower()}.png"
+
+
+def training_metrics(
+    history: dict[str, list[float]],
+    headline: dict[str, float],
+    roc: dict[str, list[float]],
+    pr: dict[str, list[float]],
+    confusion_matrix: list[list[int]],
+) -> dict[str, Any]:
+    """Per-epoch curves, ROC/PR points, the confusion matrix and the headline numbers."""
+    epochs = len(history.get("loss", []))
+    per_epoch = {name: [round(float(value), 6) for value in values] for name, values in history.items()}
+    return {
+        "class_names": list(CLASS_NAMES),
+        "positive_class": CLASS_NAMES[POSITIVE_CLASS],
+        "epochs": list(range(1, epochs + 1)),
+        "history": per_epoch,
+        "roc_curve": {**roc, "auc": headline["test_roc_auc"]},
+        "pr_curve": {**pr, "auc": headline["test_pr_auc"]},
+        "confusion_matrix": {"labels": list(CLASS_NAMES), "rows": "true", "columns": "predicted", "matrix": confusion_matrix},
+        "headline": headline,
+    }
+
+
+def gradcam_results(explanations: list[Explanation], layer_name: str) -> dict[str, Any]:
+    """Per explained sample: its files, true and predicted label, confidence and probabilities."""
+    samples = []
+    for item in explanations:
+        predicted = int(np.argmax(item.probabilities))
+        samples.append(
+            {
+                "sample": item.name,
+                "input": input_file(item.name),
+                "overlays": {CLASS_NAMES[target]: overlay_file(item.name, target) for target in sorted(item.heatmaps)},
+                "true_label": CLASS_NAMES[item.true_label],
+                "predicted_label": CLASS_NAMES[predicted],
+                "correct": predicted == item.true_label,
+                "confidence": round(float(item.probabilities[predicted]), 6),
+                "probabilities": {name: round(float(item.probabilities[index]), 6) for index, name in enumerate(CLASS_NAMES)},
+            }
+        )
+    return {
+        "method": "Grad-CAM of the class logit (before softmax)",
+        "target_layer": layer_name,
+        "overlay_count": sum(len(item.heatmaps) for item in explanations),
+        "samples": samples,
+    }
+
+
+def model_card(
+    *,
+    model_name: str,
+    architecture: str,
+    optimizer: str,
+    learning_rate: float,
+    loss: str,
+    parameters: int,
+    epochs: int,
+    batch_size: int,
+    augmentation: str,
+    dataset: str,
+    counts: dict[str, dict[str, int]],
+    issues: dict[str, int],
+    gradcam_examples: int,
+    seed: int,
+    backend: str,
+) -> dict[str, Any]:
+    """What was trained, how, and on what: the facts a reader needs to judge a result."""
+    return {
+        "model": model_name,
+        "architecture": architecture,
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+        "loss": loss,
+        "parameters": parameters,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "augmentation": augmentation,
+        "dataset": {"name": dataset, "counts": counts, "issues": issues},
+        "class_names": list(CLASS_NAMES),
+        "gradcam_examples": gradcam_examples,
+        "seed": seed,
+        "keras_backend": backend,
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -70,3 +72,65 @@ def _positive_int(cfg: DictConfig, key: str) -> int:
     if value < 1:
         raise ConfigError(f"{key} must be at least 1, got {value}")
     return value
+
+
+def override_error(config_dir: Path, config_name: str, overrides: list[str]) -> str | None:
+    """One line saying why Hydra would refuse these command-line overrides, or None when they compose.
+
+    Composing here first turns Hydra's multi-line reports (unknown option, unknown key, bad value type)
+    into one line. Each value of a sweep (`lr=1e-3,1e-4`) is tried on its own.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        return condense_hydra_error(str(error))
+    base = [item.input_line for item in parsed if not item.is_sweep_override()]
+    variants: list[list[str]] = [base]
+    for item in parsed:
+        if item.is_sweep_override() and not item.is_interval_sweep():
+            prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(item.type.name, "")
+            variants.extend([*base, f"{prefix}{item.key_or_group}={value}"] for value in item.sweep_string_iterator())
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+        for variant in variants:
+            try:
+                compose(config_name=config_name, overrides=variant)
+            except (HydraException, OmegaConfBaseException) as error:
+                return condense_hydra_error(str(error))
+    return None
+
+
+def condense_hydra_error(message: str) -> str:
+    """Hydra's multi-line error text -> one line that keeps the key and the available options."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return "invalid command-line override"
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", lines[0])
+    if missing:
+        group, option = missing.groups()
+        options = _listed_after(lines, f"Available options in '{group}':")
+        choices = f"; choose from: {', '.join(options)}" if options else ""
+        return f"unknown {group} option {option!r}{choices}"
+    unknown_key = re.search(r"Could not override '([^']+)'", lines[0])
+    if unknown_key:
+        return f"unknown config key {unknown_key.group(1)!r} (check the spelling; `python -m forgery.train --cfg job` lists every key)"
+    full_key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
+    detail = next((line for line in lines[1:] if not line.startswith(("full_key:", "object_type", "Set the environment"))), "")
+    summary = f"{lines[0]} {detail}".strip() if detail and detail != lines[0] else lines[0]
+    return f"{full_key}: {summary}" if full_key else summary
+
+
+def _listed_after(lines: list[str], header: str) -> list[str]:
+    """The tab-indented list Hydra prints under `header` (now stripped), up to the next header line."""
+    if header not in lines:
+        return []
+    items: list[str] = []
+    for line in lines[lines.index(header) + 1 :]:
+        if line.endswith(":") or " " in line:
+            break
+        items.append(line)
+    return items

@@ -18,12 +18,14 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from forgery.config import ConfigError, validate
+from forgery.config import ConfigError, override_error, validate
 from forgery.data import CLASS_NAMES, DataError
 
 log = logging.getLogger(__name__)
 
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 LOSS = "categorical_crossentropy"
+USER_ERRORS = (ConfigError, DataError)  # the user's to fix: reported as one line, never a traceback
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -31,28 +33,50 @@ def main(cfg: DictConfig) -> float:
     """Hydra entrypoint: a user error becomes one `error:` line and exit code 2, never a traceback."""
     try:
         return train(cfg)
-    except (ConfigError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except USER_ERRORS as error:
+        fail(str(error))
+    except Exception as error:
+        # Hydra's instantiate wraps what a factory raised; a user error inside stays a one-liner.
+        if isinstance(error.__cause__, USER_ERRORS):
+            fail(str(error.__cause__))
+        raise
+
+
+def cli() -> None:
+    """`python -m forgery.train`: refuse bad overrides in one line, then hand over to Hydra."""
+    arguments = sys.argv[1:]
+    # Flags such as --cfg, --help or --config-dir change what Hydra does; only plain runs are pre-checked.
+    if all(not argument.startswith("-") or argument in ("-m", "--multirun") for argument in arguments):
+        problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")])
+        if problem:
+            fail(problem)
+    main()
+
+
+def fail(message: str) -> None:
+    """Print one `error:` line and exit with status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def train(cfg: DictConfig) -> float:
     """Run one experiment end to end and return the final validation ROC AUC (what a sweeper maximises)."""
-    validate(cfg)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up chatter
-    import keras
     from hydra.utils import instantiate
 
-    from forgery import tracking
-
-    keras.utils.set_random_seed(cfg.seed)
+    validate(cfg)
     started = time.perf_counter()
-    dataset = instantiate(cfg.data)
+    dataset = instantiate(cfg.data)  # before importing Keras, so a data error shows in a second, not ten
     log.info("data %s: %s (%.1f s)", dataset.name, json.dumps(dataset.counts()), time.perf_counter() - started)
     for issue, count in dataset.issues.items():
         if count:
             log.warning("data: %d %s (see the loader's warnings above)", count, issue.replace("_", " "))
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up chatter
+    import keras
+
+    from forgery import tracking
+
+    keras.utils.set_random_seed(cfg.seed)
     model = instantiate(cfg.model, augmentation=instantiate(cfg.augment))
     optimizer = instantiate(cfg.optimizer)
     model.compile(
@@ -223,4 +247,4 @@ def _backend() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,0 +1,108 @@
+"""Config composition, building every option, and the one-line refusals of bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+
+from forgery.config import ConfigError, condense_hydra_error, override_error, validate
+from tests.conftest import CONFIG_DIR, TINY_DEMO
+
+GROUPS = {group: sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml")) for group in ("model", "optimizer", "augment", "data")}
+
+
+def test_groups_have_the_required_options() -> None:
+    assert {"small", "wide"} <= set(GROUPS["model"])
+    assert {"adam", "sgd", "adamw"} <= set(GROUPS["optimizer"])
+    assert {"none", "light", "strong"} <= set(GROUPS["augment"])
+    assert {"demo", "cifake"} <= set(GROUPS["data"])
+
+
+def test_defaults_and_top_level_knobs(compose_train) -> None:
+    cfg = compose_train()
+    assert (cfg.epochs, cfg.batch_size, cfg.tracking.experiment) == (5, 8, "image-forgery")
+    assert isinstance(cfg.seed, int)
+    choices = HydraConfig.get().runtime.choices
+    assert choices.data == "demo" and choices.augment == "light" and choices.model == "small"
+    assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == pytest.approx(1e-4)
+    validate(cfg)
+
+
+@pytest.mark.parametrize("model", GROUPS["model"])
+@pytest.mark.parametrize("augment", GROUPS["augment"])
+def test_every_model_and_augmentation_builds(compose_train, model: str, augment: str) -> None:
+    cfg = compose_train(f"model={model}", f"augment={augment}")
+    built = instantiate(cfg.model, augmentation=instantiate(cfg.augment))
+    assert built.output_shape == (None, 2)
+    has_block = any(layer.name.startswith("augmentation_") for layer in built.layers)
+    assert has_block == (augment != "none")
+
+
+@pytest.mark.parametrize("optimizer", GROUPS["optimizer"])
+def test_every_optimizer_builds_with_the_lr_override(compose_train, optimizer: str) -> None:
+    cfg = compose_train(f"optimizer={optimizer}", "optimizer.lr=0.003")
+    built = instantiate(cfg.optimizer)
+    assert float(built.learning_rate) == pytest.approx(0.003)
+
+
+def test_demo_data_option_builds(compose_train) -> None:
+    dataset = instantiate(compose_train(*TINY_DEMO).data)
+    assert dataset.name == "demo" and len(dataset.test) == 40
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("batch_size=0", "batch_size"),
+        ("batch_size=-1", "batch_size"),
+        ("epochs=0", "epochs"),
+        ("epochs=abc", "epochs"),
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("optimizer.lr=0", "optimizer.lr"),
+        ("data.val_fraction=1.5", "data.val_fraction"),
+        ("seed=1.5", "seed"),
+        ("verbose=7", "verbose"),
+        ("tracking.experiment=''", "tracking.experiment"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{key} ") as refusal:
+        validate(compose_train(override))
+    assert "\n" not in str(refusal.value)
+
+
+def test_missing_cifake_root_is_refused(compose_train) -> None:
+    with pytest.raises(ConfigError, match=r"^data.root is required"):
+        validate(compose_train("data=cifake"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=foo"], "unknown model option 'foo'; choose from: small, wide"),
+        (["optimizer=rmsprop"], "unknown optimizer option 'rmsprop'"),
+        (["model=small,foo"], "unknown model option 'foo'"),
+        (["nosuchkey=1"], "unknown config key 'nosuchkey'"),
+        (["epochs=[1"], "no viable alternative"),
+    ],
+)
+def test_override_errors_are_one_line(overrides: list[str], expected: str) -> None:
+    problem = override_error(CONFIG_DIR, "train", overrides)
+    assert problem is not None and expected in problem and "\n" not in problem
+
+
+def test_good_overrides_and_sweeps_pass_the_precheck() -> None:
+    assert override_error(CONFIG_DIR, "train", ["model=wide", "optimizer.lr=1e-3,1e-4", "augment=none,light"]) is None
+
+
+def test_condense_keeps_the_key_of_a_type_error() -> None:
+    message = "Error merging override epochs=abc\nValue 'abc' could not be converted to Integer\n    full_key: epochs\n    object_type=dict"
+    assert condense_hydra_error(message) == "epochs: Error merging override epochs=abc Value 'abc' could not be converted to Integer"
+
+
+def test_config_files_start_with_a_comment_line() -> None:
+    for path in CONFIG_DIR.rglob("*.yaml"):
+        assert path.read_text().startswith("# "), f"{path} must start with a one-line comment"

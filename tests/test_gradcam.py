@@ -1,0 +1,95 @@
+"""Grad-CAM against an independent closed-form computation, plus its display helpers."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from forgery.augment import build_augmentation
+from forgery.gradcam import cut_model, heatmap_from_gradients, make_gradcam_heatmap, overlay, pick_examples, upscaled
+from forgery.models import CLASSIFIER_LAYER, cnn
+
+
+def conv_gap_dense_model() -> keras.Model:
+    """pixels -> Conv2D(4, relu) -> GAP -> Dense(2, softmax): Grad-CAM has a closed form here."""
+    inputs = keras.Input((8, 8, 3))
+    maps = keras.layers.Conv2D(4, 3, padding="valid", activation="relu", name="conv")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(maps)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name=CLASSIFIER_LAYER)(pooled))
+
+
+def numpy_conv_relu(image: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """A 'valid' 2-D convolution + ReLU written out with loops, independent of Keras."""
+    size = kernel.shape[0]
+    out = np.zeros((image.shape[0] - size + 1, image.shape[1] - size + 1, kernel.shape[-1]))
+    for row in range(out.shape[0]):
+        for column in range(out.shape[1]):
+            patch = image[row : row + size, column : column + size, :]
+            out[row, column] = np.tensordot(patch, kernel, axes=([0, 1, 2], [0, 1, 2])) + bias
+    return np.maximum(out, 0.0)
+
+
+@pytest.mark.parametrize("target", [0, 1])
+def test_heatmap_matches_the_closed_form_of_the_logit(target: int) -> None:
+    keras.utils.set_random_seed(3)
+    model = conv_gap_dense_model()
+    image = np.random.default_rng(4).uniform(0, 1, (8, 8, 3)).astype("float32")
+    kernel, bias = (np.asarray(weight) for weight in model.get_layer("conv").get_weights())
+    dense_kernel = np.asarray(model.get_layer(CLASSIFIER_LAYER).get_weights()[0])
+    maps = numpy_conv_relu(image.astype("float64"), kernel, bias)
+    # d logit / d maps = dense_kernel[:, target] / (h*w) everywhere, so the channel weights are that vector / (h*w).
+    expected = np.maximum(maps @ (dense_kernel[:, target] / (maps.shape[0] * maps.shape[1])), 0.0)
+    expected = expected / expected.max() if expected.max() > 0 else expected
+    heatmap = make_gradcam_heatmap(cut_model(model), image, target)
+    np.testing.assert_allclose(heatmap, expected, atol=1e-4)
+
+
+def test_softmax_gradients_would_give_a_different_map() -> None:
+    """Guards the 'logit, not softmax' choice: on a confident prediction the softmax map differs."""
+    keras.utils.set_random_seed(5)
+    model = conv_gap_dense_model()
+    image = np.random.default_rng(6).uniform(0, 1, (8, 8, 3)).astype("float32")
+    cut = cut_model(model)
+    maps = np.asarray(cut.body(image[None], training=False))[0]
+    dense_kernel, _ = model.get_layer(CLASSIFIER_LAYER).get_weights()
+    probabilities = np.asarray(model(image[None], training=False))[0]
+    # d p0 / d maps = p0 * p1 * (W0 - W1) / (h*w): proportional to the logit difference, not the logit.
+    softmax_weights = probabilities[0] * probabilities[1] * (dense_kernel[:, 0] - dense_kernel[:, 1])
+    softmax_map = heatmap_from_gradients(maps, np.broadcast_to(softmax_weights, maps.shape))
+    assert not np.allclose(make_gradcam_heatmap(cut, image, 0), softmax_map, atol=1e-3)
+
+
+def test_works_with_the_augmentation_block_inside_the_model() -> None:
+    keras.utils.set_random_seed(7)
+    plain = cnn("small", [32, 64, 128])
+    augmented = cnn("small", [32, 64, 128], augmentation=build_augmentation("light", "horizontal", 0.1, 0.1))
+    augmented.set_weights(plain.get_weights())  # the augmentation block has no weights
+    image = np.random.default_rng(8).integers(0, 256, (32, 32, 3)).astype("uint8")
+    for target in (0, 1):
+        with_block = make_gradcam_heatmap(cut_model(augmented), image, target)
+        assert with_block.shape == (4, 4)  # conv3's grid with 'valid' padding: 32 -> 30 -> 15 -> 13 -> 6 -> 4
+        assert with_block.min() >= 0.0 and with_block.max() <= 1.0
+        np.testing.assert_allclose(with_block, make_gradcam_heatmap(cut_model(plain), image, target), atol=1e-5)
+
+
+def test_no_positive_evidence_gives_an_all_zero_map() -> None:
+    maps = np.ones((2, 2, 3), dtype="float32")
+    assert not heatmap_from_gradients(maps, -np.ones_like(maps)).any()
+
+
+def test_overlay_and_upscale_shapes_and_blend() -> None:
+    image = np.full((32, 32, 3), 100, dtype="uint8")
+    assert upscaled(image, 4).shape == (128, 128, 3)
+    cold = overlay(image, np.zeros((4, 4), dtype="float32"), upscale=8, alpha=0.5)
+    hot = overlay(image, np.ones((4, 4), dtype="float32"), upscale=8, alpha=0.5)
+    assert cold.shape == hot.shape == (256, 256, 3) and cold.dtype == np.uint8
+    assert hot[..., 0].mean() > cold[..., 0].mean()  # 'jet' is red where the heatmap is hot, blue where cold
+    assert cold[..., 2].mean() > hot[..., 2].mean()
+
+
+def test_examples_are_one_per_class_and_seeded() -> None:
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    picked = pick_examples(labels, seed=1)
+    assert sorted(picked) == [0, 1] and all(labels[index] == label for label, index in picked.items())
+    assert picked == pick_examples(labels, seed=1)

@@ -1,0 +1,51 @@
+"""The MLflow door: params flattening, and runs that always end with the right status in a real store."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from forgery import tracking
+
+
+def test_flatten_params_uses_dotted_keys() -> None:
+    params = tracking.flatten_params({"optimizer": {"lr": 0.001, "name": "adam"}, "epochs": 5, "model": {"filters": [32, 64]}})
+    assert params == {"optimizer.lr": "0.001", "optimizer.name": "adam", "epochs": "5", "model.filters": "[32, 64]"}
+
+
+def test_overlong_params_are_cut_not_fatal() -> None:
+    assert len(tracking.flatten_params({"text": "x" * 7000})["text"]) == 6000
+
+
+def _only_run(uri: str):
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("unit").experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_run_ends_finished_with_metrics_at_steps(mlflow_store: str) -> None:
+    with tracking.tracked_run("unit", "ok", {"purpose": "test"}):
+        tracking.log_metrics({"loss": 0.5}, step=1)
+        tracking.log_metrics({"loss": 0.4}, step=2)
+    run = _only_run(mlflow_store)
+    assert run.info.status == "FINISHED" and run.data.tags["purpose"] == "test"
+    history = MlflowClient(mlflow_store).get_metric_history(run.info.run_id, "loss")
+    assert [(point.step, point.value) for point in history] == [(1, 0.5), (2, 0.4)]
+
+
+def test_run_ends_failed_with_the_reason(mlflow_store: str) -> None:
+    with pytest.raises(RuntimeError), tracking.tracked_run("unit", None, {}):
+        raise RuntimeError("disk full")
+    run = _only_run(mlflow_store)
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "RuntimeError: disk full"
+
+
+def test_run_ends_killed_on_ctrl_c(mlflow_store: str) -> None:
+    with pytest.raises(KeyboardInterrupt), tracking.tracked_run("unit", None, {}):
+        raise KeyboardInterrupt
+    assert _only_run(mlflow_store).info.status == "KILLED"
+
+
+def test_git_tags_outside_a_checkout_are_empty(tmp_path) -> None:
+    assert tracking.git_tags(tmp_path) == {}

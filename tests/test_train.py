@@ -1,0 +1,143 @@
+"""The real command, end to end: `python -m forgery.train` in an empty folder, checked through MlflowClient."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import SAMPLE_ROOT, run_forgery
+
+REPORT_FILES = {
+    "training_metrics.json",
+    "classification_report.tsv",
+    "gradcam_results.json",
+    "model_card.json",
+    "fake-input.png",
+    "fake-gradcam-fake.png",
+    "fake-gradcam-real.png",
+    "real-input.png",
+    "real-gradcam-real.png",
+    "real-gradcam-fake.png",
+}
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc")
+TEST_METRICS = ("test_loss", "test_accuracy", "test_roc_auc", "test_pr_auc")
+
+
+def client_for(folder: Path) -> MlflowClient:
+    """A client on MLflow's default store of `folder` (what `mlflow ui` there shows)."""
+    return MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+
+
+def only_run(folder: Path, experiment: str = "image-forgery"):
+    client = client_for(folder)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r}"
+    runs = client.search_runs([found.experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    files: set[str] = set()
+    for entry in client.list_artifacts(run_id, path):
+        files |= artifact_files(client, run_id, entry.path) if entry.is_dir else {entry.path}
+    return files
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["model=foo"], "unknown model option 'foo'"),
+        (["batch_size=0"], "batch_size must be at least 1"),
+        (["optimizer.lr=-1"], "optimizer.lr must be greater than 0"),
+        (["data=cifake"], "data.root is required"),
+        (["data=cifake", "data.root=/does/not/exist"], "/does/not/exist"),
+    ],
+)
+def test_bad_input_fails_before_training_with_one_line(tmp_path: Path, arguments: list[str], expected: str) -> None:
+    result = run_forgery("train", *arguments, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any run was opened
+
+
+@pytest.mark.slow
+def test_demo_run_logs_everything(tmp_path: Path) -> None:
+    import mlflow
+    import numpy as np
+
+    result = run_forgery("train", "model=small", "epochs=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    client = client_for(tmp_path)
+    assert run.info.status == "FINISHED"
+    for name in EPOCH_METRICS:
+        assert [point.step for point in client.get_metric_history(run.info.run_id, name)] == [1, 2], name
+    for name in TEST_METRICS:
+        assert 0.0 <= run.data.metrics[name] <= (10.0 if name == "test_loss" else 1.0)
+    assert run.data.params["optimizer.lr"] == "0.0001" and run.data.params["model.name"] == "small"
+    assert run.data.params["epochs"] == "2" and run.data.params["batch_size"] == "8"
+    assert {"hydra_output_dir", "command_line"} <= set(run.data.tags)
+    files = artifact_files(client, run.info.run_id)
+    assert {f"report/{name}" for name in REPORT_FILES} <= files
+    assert {"plots/loss.png", "plots/accuracy.png", "plots/roc_curve.png", "plots/pr_curve.png", "plots/confusion_matrix.png"} <= files
+    assert {"config/resolved.yaml", "config/overrides.yaml"} <= files
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+        pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("uint8")
+        probabilities = model.predict(pixels, verbose=0)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+        pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+        np.testing.assert_allclose(pyfunc.predict(pixels), probabilities, rtol=1e-4, atol=1e-6)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_run_killed(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forgery.train", "epochs=200", "verbose=2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**_environment(tmp_path), "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 180
+    assert process.stdout is not None
+    for line in process.stdout:  # wait until the first epoch has ended inside an open run
+        if "val_auc" in line or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    run = only_run(tmp_path)
+    assert run.info.status == "KILLED"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="the CIFAKE sample is not beside the project")
+def test_cifake_sample_run_reports_full_test_support(tmp_path: Path) -> None:
+    result = run_forgery("train", "data=cifake", f"data.root={SAMPLE_ROOT}", "epochs=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    report = Path(client_for(tmp_path).download_artifacts(run.info.run_id, "report/classification_report.tsv", str(tmp_path)))
+    support = {line.split("\t")[0]: line.split("\t")[-1] for line in report.read_text().splitlines()[1:]}
+    assert (support["FAKE"], support["REAL"], support["macro avg"]) == ("2000", "2000", "4000")
+    assert run.data.metrics["test_accuracy"] > 0.6
+
+
+def _environment(folder: Path) -> dict[str, str]:
+    import os
+
+    return {**{key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}, "FORGERY_CACHE_DIR": str(folder / "cache")}

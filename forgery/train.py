@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +29,10 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 LOSS = "categorical_crossentropy"
+NATIVE_STARTUP_NOISE = re.compile(
+    r"absl::InitializeLog|oneDNN custom operations|cuda drivers|cuInit|cudart_stub|computation placer|TensorFlow binary is optimized"
+    r"|rebuild TensorFlow with the appropriate compiler flags"
+)
 USER_ERRORS = (ConfigError, DataError)  # the user's to fix: reported as one line, never a traceback
 
 
@@ -71,8 +79,10 @@ def train(cfg: DictConfig) -> float:
         if count:
             log.warning("data: %d %s (see the loader's warnings above)", count, issue.replace("_", " "))
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up chatter
-    import keras
+    with quiet_native_startup():
+        import keras
+
+        keras.ops.zeros(1)  # the first op initialises the backend's devices, which is chatty too
 
     from forgery import tracking
 
@@ -225,6 +235,31 @@ def write_outputs(output_dir: Path, result: dict[str, Any], upscale: int, alpha:
     for file_name in ("config.yaml", "overrides.yaml"):
         if (hydra_dir / file_name).exists():
             (config_dir / file_name).write_text((hydra_dir / file_name).read_text())
+
+
+@contextmanager
+def quiet_native_startup() -> Iterator[None]:
+    """Hold back what native code writes to stderr meanwhile; replay it all except known start-up chatter.
+
+    TensorFlow's C++ logging prints several lines (oneDNN, missing CUDA drivers) on every start, before
+    TF_CPP_MIN_LOG_LEVEL is read, so the only way to keep a run's output readable is to filter the file
+    descriptor itself. Anything else written meanwhile is printed after, not lost.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if not NATIVE_STARTUP_NOISE.search(line):
+                    print(line, file=sys.stderr)
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:

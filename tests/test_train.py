@@ -91,6 +91,8 @@ def test_demo_run_logs_everything(tmp_path: Path) -> None:
     assert {"plots/loss.png", "plots/accuracy.png", "plots/roc_curve.png", "plots/pr_curve.png", "plots/confusion_matrix.png"} <= files
     assert {"config/resolved.yaml", "config/overrides.yaml"} <= files
 
+    assert run.info.run_id in runs_listed_by_mlflow_ui(tmp_path, run.info.experiment_id)
+
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
@@ -137,7 +139,56 @@ def test_cifake_sample_run_reports_full_test_support(tmp_path: Path) -> None:
     assert run.data.metrics["test_accuracy"] > 0.6
 
 
+def runs_listed_by_mlflow_ui(folder: Path, experiment_id: str) -> list[str]:
+    """Start a real `mlflow ui` (no store flags) in `folder` and return the run ids its REST API lists."""
+    import json
+    import os
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=folder,
+        env=_environment(folder),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its workers share the group, so one signal stops them all
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+                    data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return [run["info"]["run_id"] for run in json.load(response).get("runs", [])]
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(1)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 def _environment(folder: Path) -> dict[str, str]:
     import os
 
     return {**{key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}, "FORGERY_CACHE_DIR": str(folder / "cache")}
+
+
+def test_native_startup_noise_is_dropped_and_everything_else_replayed(capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from forgery.train import quiet_native_startup
+
+    with quiet_native_startup():
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"a real problem the user must see\n")
+    assert capfd.readouterr().err == "a real problem the user must see\n"

@@ -13,17 +13,21 @@ CLASSIFIER_LAYER = "classifier"
 def cnn(
     name: str,
     filters: list[int],
+    width: float = 1.0,
     padding: str = "valid",
     dropout: float = 0.5,
     augmentation: keras.Layer | None = None,
 ) -> keras.Model:
-    """Rescaling -> augmentation -> [Conv2D + BatchNorm + MaxPool] per filter count -> GAP -> Dropout -> Dense softmax."""
+    """Rescaling -> augmentation -> [Conv2D + BatchNorm + MaxPool] per filter count -> GAP -> Dropout -> Dense softmax.
+
+    `width` scales every filter count (rounded, at least 1), so a sweep can tune capacity with one number.
+    """
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="pixels")
     x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
     if augmentation is not None:
         x = augmentation(x)  # random at training time only, so the saved model needs no preprocessing
-    for index, width in enumerate(filters, start=1):
-        x = keras.layers.Conv2D(width, 3, padding=padding, activation="relu", name=f"conv{index}")(x)
+    for index, count in enumerate(filters, start=1):
+        x = keras.layers.Conv2D(max(1, round(count * width)), 3, padding=padding, activation="relu", name=f"conv{index}")(x)
         x = keras.layers.BatchNormalization(name=f"batchnorm{index}")(x)
         x = keras.layers.MaxPooling2D(name=f"maxpool{index}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)

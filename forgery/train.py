@@ -20,7 +20,10 @@ from typing import Any, Callable
 
 import hydra
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+
+from forgery import sweep
 
 from forgery.config import ConfigError, override_error, validate
 from forgery.data import CLASS_NAMES, DataError
@@ -41,12 +44,17 @@ def main(cfg: DictConfig) -> float:
     """Hydra entrypoint: a user error becomes one `error:` line and exit code 2, never a traceback."""
     try:
         return train(cfg)
-    except USER_ERRORS as error:
-        fail(str(error))
     except Exception as error:
         # Hydra's instantiate wraps what a factory raised; a user error inside stays a one-liner.
-        if isinstance(error.__cause__, USER_ERRORS):
-            fail(str(error.__cause__))
+        user_error = error if isinstance(error, USER_ERRORS) else error.__cause__
+        is_user_error = isinstance(user_error, USER_ERRORS)
+        if sweep.parent_run_id() is not None:
+            # In a sweep one bad job must not stop the others: record it, report it, move on.
+            sweep.record_job_failure(cfg.tracking.experiment, user_error if is_user_error else error)
+            log.error("job %s failed: %s", HydraConfig.get().job.num, user_error if is_user_error else repr(error))
+            return float("nan")
+        if is_user_error:
+            fail(str(user_error))
         raise
 
 
@@ -102,6 +110,7 @@ def train(cfg: DictConfig) -> float:
         "command_line": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "model": cfg.model.name,
         "data": dataset.name,
+        **sweep.job_tags(),
     }
     with tracking.tracked_run(cfg.tracking.experiment, cfg.tracking.run_name, tags) as run_id:
         log.info("MLflow run %s in experiment %r", run_id, cfg.tracking.experiment)

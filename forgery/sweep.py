@@ -1,0 +1,162 @@
+"""Hydra multirun sweeps grouped in MLflow: a parent run per sweep, a child run per job, a summary at the end.
+
+`MlflowSweepCallback` (registered under `hydra.callbacks` in conf/train.yaml) opens the parent run when
+a multirun starts and hands its id to every job through an environment variable, which worker processes
+(joblib, submitit) inherit. Each job tags its run with `mlflow.parentRunId`. A job that fails ends
+FAILED with its reason and the sweep goes on; when the sweep ends, the parent gets the best child's id
+and metric and a table of every child, and the command exits non-zero if any job failed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import io
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "FORGERY_SWEEP_PARENT_RUN_ID"
+SUMMARY_COLUMNS = ("job", "run_id", "status", "overrides", "final_val_auc", "final_val_accuracy", "test_roc_auc", "test_accuracy", "failure_reason")
+
+
+def parent_run_id() -> str | None:
+    """The sweep's parent run id when this process runs a job of a multirun, else None."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return os.environ.get(PARENT_ENV) or None
+
+
+def job_tags() -> dict[str, str]:
+    """Tags that tie a job's run to its sweep: parent run, job number and the job's own overrides."""
+    parent = parent_run_id()
+    if parent is None:
+        return {}
+    job = HydraConfig.get().job
+    return {"mlflow.parentRunId": parent, "sweep_job": str(job.num), "sweep_overrides": " ".join(HydraConfig.get().overrides.task)}
+
+
+def record_job_failure(experiment: str, error: BaseException) -> None:
+    """Make sure a failed job shows in MLflow: a FAILED child run unless the job had opened its own."""
+    from forgery import tracking
+
+    tags = job_tags()
+    experiment_id = tracking.experiment_id(experiment)
+    runs = tracking.search_runs(experiment_id) if experiment_id else []
+    if any(run["tags"].get("mlflow.parentRunId") == tags["mlflow.parentRunId"] and run["tags"].get("sweep_job") == tags["sweep_job"] for run in runs):
+        return  # its run exists and tracked_run already ended it FAILED with the reason
+    tracking.record_failed_run(experiment, f"job-{tags['sweep_job']}-failed", tags, f"{type(error).__name__}: {error}")
+
+
+def summary_rows(children: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One row per child run, in job order, with the metrics a reader compares."""
+
+    def job_number(run: dict[str, Any]) -> int:
+        return int(run["tags"].get("sweep_job", "0"))
+
+    rows = []
+    for run in sorted(children, key=job_number):
+        metrics = run["metrics"]
+        row = {
+            "job": str(job_number(run)),
+            "run_id": run["run_id"],
+            "status": run["status"],
+            "overrides": run["tags"].get("sweep_overrides", ""),
+            "failure_reason": run["tags"].get("failure_reason", ""),
+        }
+        for name in ("final_val_auc", "final_val_accuracy", "test_roc_auc", "test_accuracy"):
+            row[name] = f"{metrics[name]:.6f}" if name in metrics else ""
+        rows.append(row)
+    return rows
+
+
+def best_row(rows: list[dict[str, str]], metric: str, mode: str) -> dict[str, str] | None:
+    """The FINISHED row with the best `metric` (`mode` max or min), or None when no finished row has it."""
+    candidates = [row for row in rows if row["status"] == "FINISHED" and row.get(metric) and not math.isnan(float(row[metric]))]
+    if not candidates:
+        return None
+    pick = max if mode == "max" else min
+    return pick(candidates, key=lambda row: float(row[metric]))
+
+
+def to_csv(rows: list[dict[str, str]]) -> str:
+    """The summary as CSV text."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def to_markdown(rows: list[dict[str, str]]) -> str:
+    """The summary as a markdown table (pipes in values escaped)."""
+    lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(row[column].replace("|", "\\|") for column in SUMMARY_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+class MlflowSweepCallback(Callback):
+    """Hydra callback: a parent MLflow run around every multirun, closed with a summary of its children."""
+
+    def __init__(self, metric: str = "final_val_auc", mode: str = "max") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"sweep mode must be max or min, got {mode!r}")
+        self.metric, self.mode = metric, mode
+        self.parent: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Open the parent run and publish its id to the jobs."""
+        from forgery import tracking
+
+        overrides = list(config.hydra.overrides.task)
+        tags = {"sweep": "parent", "sweep_dir": str(config.hydra.sweep.dir), "command_line": " ".join(sys.argv), **tracking.git_tags(Path.cwd())}
+        params = {"sweep.overrides": " ".join(overrides), "sweep.metric": self.metric, "sweep.mode": self.mode}
+        self.parent = tracking.start_parent_run(config.tracking.experiment, config.tracking.run_name or None, tags, params)
+        os.environ[PARENT_ENV] = self.parent
+        atexit.register(self._end_if_abandoned)  # Ctrl-C or a crash in the sweeper must not leave it RUNNING
+        log.info("sweep parent run %s in experiment %r", self.parent, config.tracking.experiment)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Summarise the children on the parent run, end it, and exit non-zero if any job failed."""
+        from forgery import tracking
+
+        if self.parent is None:
+            return
+        experiment_id = tracking.experiment_id(config.tracking.experiment)
+        children = [run for run in tracking.search_runs(experiment_id) if run["tags"].get("mlflow.parentRunId") == self.parent]
+        rows = summary_rows(children)
+        best = best_row(rows, self.metric, self.mode)
+        failed = [row for row in rows if row["status"] != "FINISHED"]
+        metrics = {"children": len(rows), "children_failed": len(failed)}
+        tags = {}
+        if best is not None:
+            metrics[f"best_{self.metric}"] = float(best[self.metric])
+            tags = {"best_run_id": best["run_id"], "best_job": best["job"], "best_overrides": best["overrides"]}
+        texts = {"sweep_summary.csv": to_csv(rows), "sweep_summary.md": to_markdown(rows)}
+        status = "FINISHED" if best is not None else "FAILED"
+        tracking.finish_parent_run(self.parent, status, metrics, tags, texts)
+        os.environ.pop(PARENT_ENV, None)
+        print(to_markdown(rows), end="")
+        if best is not None:
+            log.info("sweep %s: best run %s (job %s, %s = %s)", self.parent, best["run_id"], best["job"], self.metric, best[self.metric])
+        if failed:
+            print(f"error: {len(failed)} of {len(rows)} sweep jobs failed; see parent run {self.parent}", file=sys.stderr)
+            raise SystemExit(1)
+
+    def _end_if_abandoned(self) -> None:
+        """At exit, end a parent run the sweep never closed (KILLED)."""
+        from forgery import tracking
+
+        if self.parent and tracking.run_status(self.parent) == "RUNNING":
+            tracking.end_run_by_id(self.parent, "KILLED", "the sweep stopped before it finished")

@@ -1,0 +1,175 @@
+"""Hydra multirun sweeps grouped in MLflow: real launchers, a real store, a real tracking server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from forgery.sweep import best_row, summary_rows, to_csv, to_markdown
+from tests.conftest import run_forgery
+
+TINY = ["epochs=1", "data.train_per_class=60", "data.test_per_class=20"]
+
+
+def child(job: int, status: str, auc: float | None, reason: str = "") -> dict:
+    metrics = {} if auc is None else {"final_val_auc": auc, "test_roc_auc": auc - 0.01}
+    tags = {"sweep_job": str(job), "sweep_overrides": f"optimizer.lr={job}", "failure_reason": reason} if reason else {"sweep_job": str(job), "sweep_overrides": f"optimizer.lr={job}"}
+    return {"run_id": f"run{job}", "status": status, "metrics": metrics, "tags": tags}
+
+
+def test_summary_orders_by_job_and_best_skips_failures() -> None:
+    rows = summary_rows([child(2, "FINISHED", 0.7), child(0, "FINISHED", 0.9), child(1, "FAILED", None, "ValueError: boom")])
+    assert [row["job"] for row in rows] == ["0", "1", "2"]
+    assert rows[1]["failure_reason"] == "ValueError: boom" and rows[1]["final_val_auc"] == ""
+    assert best_row(rows, "final_val_auc", "max")["run_id"] == "run0"
+    assert best_row(rows, "final_val_auc", "min")["run_id"] == "run2"
+    assert best_row([rows[1]], "final_val_auc", "max") is None
+
+
+def test_summary_tables() -> None:
+    rows = summary_rows([child(0, "FINISHED", 0.9), child(1, "FAILED", None, "a|b")])
+    csv_lines = to_csv(rows).splitlines()
+    assert csv_lines[0].startswith("job,run_id,status,overrides,final_val_auc") and len(csv_lines) == 3
+    markdown = to_markdown(rows).splitlines()
+    assert len(markdown) == 4 and "a\\|b" in markdown[3]
+
+
+def sweep_runs(folder: Path, uri: str | None = None) -> tuple[dict, list]:
+    """(parent run, children) of the only sweep in `folder`'s default store."""
+    client = MlflowClient(uri or f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("image-forgery")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if run.data.tags.get("sweep") == "parent"]
+    assert len(parents) == 1
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(runs) - 1  # nothing outside the sweep
+    return parents[0], children
+
+
+def check_parent_names_the_best_child(folder: Path, parent, children) -> None:
+    finished = [run for run in children if run.info.status == "FINISHED"]
+    best = max(finished, key=lambda run: run.data.metrics["final_val_auc"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_final_val_auc"] == pytest.approx(best.data.metrics["final_val_auc"], abs=1e-6)
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    table = Path(client.download_artifacts(parent.info.run_id, "sweep_summary.csv", str(folder))).read_text()
+    assert all(run.info.run_id in table for run in children)
+
+
+@pytest.mark.slow
+def test_grid_sweep_groups_children_under_one_parent(tmp_path: Path) -> None:
+    result = run_forgery("train", "-m", "optimizer.lr=1e-3,1e-4", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = sweep_runs(tmp_path)
+    assert sorted(run.data.params["optimizer.lr"] for run in children) == ["0.0001", "0.001"]
+    assert all(run.info.status == "FINISHED" for run in children)
+    assert parent.data.params["sweep.overrides"] == " ".join(["optimizer.lr=1e-3,1e-4", *TINY])
+    check_parent_names_the_best_child(tmp_path, parent, children)
+
+
+@pytest.mark.slow
+def test_parallel_joblib_sweep_records_every_job(tmp_path: Path) -> None:
+    result = run_forgery("train", "-m", "optimizer.lr=1e-3,1e-4", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "database is locked" not in result.stdout + result.stderr
+    parent, children = sweep_runs(tmp_path)
+    assert len(children) == 2 and all(run.info.status == "FINISHED" for run in children)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for run in children:  # metrics and artefacts of both processes made it into the one SQLite store
+        assert len(client.get_metric_history(run.info.run_id, "val_auc")) == 1
+        assert {entry.path for entry in client.list_artifacts(run.info.run_id, "report")} >= {"report/model_card.json"}
+    check_parent_names_the_best_child(tmp_path, parent, children)
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    # Job 1 fails before it can open its run (a bad value): the sweep still records it as a FAILED child.
+    result = run_forgery("train", "-m", "optimizer.lr=1e-3,-1", *TINY, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "1 of 2 sweep jobs failed" in result.stderr
+    parent, children = sweep_runs(tmp_path)
+    by_status = {run.info.status: run for run in children}
+    assert set(by_status) == {"FINISHED", "FAILED"}
+    assert "optimizer.lr must be greater than 0" in by_status["FAILED"].data.tags["failure_reason"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    table = Path(client.download_artifacts(parent.info.run_id, "sweep_summary.md", str(tmp_path))).read_text()
+    assert "FAILED" in table and by_status["FAILED"].info.run_id in table
+    assert parent.data.tags["best_run_id"] == by_status["FINISHED"].info.run_id
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_trials_on_the_validation_metric(tmp_path: Path) -> None:
+    result = run_forgery("train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = sweep_runs(tmp_path)
+    assert len(children) == 2
+    for run in children:
+        assert run.data.params["augment.name"] in {"none", "light", "strong"}
+        assert 1e-4 <= float(run.data.params["optimizer.lr"]) <= 3e-3
+    best_value = max(run.data.metrics["final_val_auc"] for run in children)
+    assert f"Best value: {best_value}"[:17] in result.stdout + result.stderr  # what optuna maximised is val AUC
+    check_parent_names_the_best_child(tmp_path, parent, children)
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_jobs_in_their_own_processes(tmp_path: Path) -> None:
+    result = run_forgery("train", "-m", "hydra/launcher=local_processes", "optimizer.lr=1e-3,1e-4", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = sweep_runs(tmp_path)
+    assert len(children) == 2 and all(run.info.status == "FINISHED" for run in children)
+    assert list((tmp_path / "multirun").rglob(".submitit"))  # submitit really ran them
+
+
+def test_slurm_preset_composes(compose_train) -> None:
+    from hydra import compose
+
+    cfg = compose(config_name="train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 1
+
+
+@pytest.mark.slow
+def test_remote_tracking_server(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}", "--artifacts-destination", str(server_dir / "artifacts")],
+        cwd=server_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                MlflowClient(uri).search_experiments()
+                break
+            except Exception:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(1)
+        work = tmp_path / "work"
+        work.mkdir()
+        result = run_forgery("train", *TINY, cwd=work, env={"MLFLOW_TRACKING_URI": uri})
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert not (work / "mlflow.db").exists()  # everything went to the server
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
+        assert run.info.status == "FINISHED" and "test_roc_auc" in run.data.metrics
+        assert {entry.path for entry in client.list_artifacts(run.info.run_id, "report")} >= {"report/training_metrics.json", "report/fake-gradcam-fake.png"}
+        assert list((server_dir / "artifacts").rglob("training_metrics.json"))  # stored by the server, not locally
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -105,3 +105,181 @@ def _version(package: str) -> str:
     from importlib.metadata import version
 
     return version(package)
+
+
+# --- Queries and registry calls for promotion (forgery.promote). Runs come back as plain dicts with keys
+# run_id, run_name, experiment_id, status, start_time, metrics and tags, so callers never see MLflow types.
+
+
+def store_exists() -> bool:
+    """Whether the tracking store is already there; MLflow would silently create an empty one on first use."""
+    from urllib.parse import urlparse
+
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        location = uri.removeprefix("sqlite:///")
+    elif uri.startswith("file:"):
+        location = urlparse(uri).path
+    elif "://" not in uri:
+        location = uri
+    else:
+        return True  # a tracking server: only it knows
+    return location == ":memory:" or Path(location).exists()
+
+
+def experiment_id(name: str) -> str | None:
+    """Id of the active experiment called `name`, or None when there is none (deleted counts as none)."""
+    experiment = mlflow.MlflowClient().get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage != "active":
+        return None
+    return str(experiment.experiment_id)
+
+
+def experiment_name(experiment_id: str) -> str:
+    """Name of the experiment with this id."""
+    return str(mlflow.MlflowClient().get_experiment(experiment_id).name)
+
+
+def search_runs(experiment_id: str) -> list[dict[str, Any]]:
+    """Every active run of an experiment, whatever its status, page by page."""
+    client = mlflow.MlflowClient()
+    runs: list[dict[str, Any]] = []
+    page_token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=page_token)
+        runs.extend(_run_summary(run) for run in page)
+        page_token = page.token
+        if not page_token:
+            return runs
+
+
+def get_run(run_id: str) -> dict[str, Any] | None:
+    """One run by id, or None when no active run has that id (a malformed id included)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    return _run_summary(run) if run.info.lifecycle_stage == "active" else None
+
+
+def artifact_names(run_id: str, folder: str) -> list[str]:
+    """Names of the artefacts directly in a run's `folder`; sub-folders end in '/' so a caller can refuse them."""
+    prefix = f"{folder}/"
+    return [
+        info.path.removeprefix(prefix) + ("/" if info.is_dir else "")
+        for info in mlflow.MlflowClient().list_artifacts(run_id, folder)
+    ]
+
+
+def download_artifact(run_id: str, artifact_path: str, folder: Path) -> Path:
+    """Download one artefact of a run under `folder` and return its local path; MLflow errors become RuntimeError."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(folder)))
+    except MlflowException as error:
+        raise RuntimeError(f"could not download {artifact_path} of run {run_id}: {error.message}") from error
+
+
+def register_model(run_id: str, model_name: str, alias: str) -> str:
+    """Register `runs:/<run_id>/model` as a new version of `model_name`, point `alias` at it, return the version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = mlflow.register_model(f"runs:/{run_id}/model", model_name)
+        mlflow.MlflowClient().set_registered_model_alias(model_name, alias, version.version)
+    except MlflowException as error:
+        raise RuntimeError(f"could not register the model of run {run_id}: {error.message}") from error
+    return str(version.version)
+
+
+def model_version_by_alias(model_name: str, alias: str) -> dict[str, str] | None:
+    """The registered version an alias points at ({'version', 'run_id'}), or None when the alias is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+    return {"version": str(version.version), "run_id": str(version.run_id)}
+
+
+def _run_summary(run: Any) -> dict[str, Any]:
+    """A run as plain values: what promotion compares and records."""
+    return {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "experiment_id": str(run.info.experiment_id),
+        "status": run.info.status,
+        "start_time": run.info.start_time or 0,
+        "metrics": dict(run.data.metrics),
+        "tags": dict(run.data.tags),
+    }
+
+
+# --- Sweeps (forgery.sweep): a parent run made through the client, so each job can still open its own
+# run with the fluent API in the same process without nesting.
+
+
+def start_parent_run(experiment: str, run_name: str | None, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+    """Create a RUNNING run that is not the active one (jobs open their own runs meanwhile); return its id."""
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
+    return str(run.info.run_id)
+
+
+def finish_parent_run(
+    run_id: str, status: str, metrics: Mapping[str, float], tags: Mapping[str, str], texts: Mapping[str, str]
+) -> None:
+    """Log the sweep's summary (metrics, tags, text artefacts by file name) on its parent run and end it."""
+    client = mlflow.MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    for file_name, text in texts.items():
+        client.log_text(run_id, text, file_name)
+    client.set_terminated(run_id, status)
+
+
+def run_status(run_id: str) -> str | None:
+    """A run's status (RUNNING, FINISHED, ...), or None when there is no such run."""
+    run = get_run(run_id)
+    return None if run is None else str(run["status"])
+
+
+def end_run_by_id(run_id: str, status: str, reason: str | None = None) -> None:
+    """End a run that is not the active one, with a failure reason tag when given."""
+    client = mlflow.MlflowClient()
+    if reason:
+        client.set_tag(run_id, "failure_reason", reason[:5000])
+    client.set_terminated(run_id, status)
+
+
+def record_failed_run(experiment: str, run_name: str | None, tags: Mapping[str, str], reason: str) -> str:
+    """A FAILED run for a job that failed before it could open its own, so the failure is visible in MLflow."""
+    run_id = start_parent_run(experiment, run_name, {**tags, "failure_reason": reason[:5000]}, {})
+    mlflow.MlflowClient().set_terminated(run_id, "FAILED")
+    return run_id
+
+
+# --- Loading a run's model for prediction (forgery.predict); its metrics come from get_run above.
+
+
+def load_run_model(run_id: str) -> Any:
+    """The Keras model logged as `runs:/<run_id>/model`, loaded in Keras's safe mode; MLflow errors become RuntimeError."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        # safe_mode=True is Keras's default too; stated so a saved lambda can never run code on load.
+        return mlflow.keras.load_model(f"runs:/{run_id}/model", load_model_kwargs={"safe_mode": True})
+    except MlflowException as error:
+        raise RuntimeError(f"run {run_id} has no loadable model: {error.message}") from error

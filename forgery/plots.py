@@ -62,3 +62,34 @@ def confusion_figure(matrix: list[list[int]]) -> Figure:
     figure.tight_layout()
     return figure
 
+
+
+def reliability_figure(before: list[dict[str, float | None]], after: list[dict[str, float | None]], temperature: float) -> Figure:
+    """Reliability diagrams before and after temperature scaling, from `forgery.calibration.reliability_bins` rows."""
+    figure, all_axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
+    for axes, rows, title in ((all_axes[0], before, "raw"), (all_axes[1], after, f"temperature {temperature:.3g}")):
+        filled = [row for row in rows if row["count"]]  # an empty bin has no accuracy to draw
+        centres = [(row["lower"] + row["upper"]) / 2 for row in filled]
+        widths = [row["upper"] - row["lower"] for row in filled]
+        axes.bar(centres, [row["accuracy"] for row in filled], width=widths, edgecolor="black", alpha=0.7, label="accuracy")
+        axes.plot([row["mean_confidence"] for row in filled], [row["accuracy"] for row in filled], "o", color="C3", label="bin (mean confidence, accuracy)")
+        axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+        axes.set(xlabel="confidence (top probability)", title=f"Reliability, {title}", xlim=(0, 1), ylim=(0, 1.02))
+    all_axes[0].set_ylabel("accuracy")
+    all_axes[0].legend(loc="upper left", fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def perturbation_figure(fraction: list[float], mean_curves: dict[str, list[float]], areas: dict[str, float]) -> Figure:
+    """Deletion and insertion curves, Grad-CAM order against random order, from `forgery.explain_checks` output."""
+    figure, all_axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    for axes, curve in zip(all_axes, ("deletion", "insertion")):
+        for ordering, style in (("gradcam", "-"), ("random", "--")):
+            name = f"{curve}_{ordering}"
+            axes.plot(fraction, mean_curves[name], style, label=f"{ordering} order, AUC {areas[name]:.3f}")
+        axes.set(xlabel=f"fraction of pixels {'removed' if curve == 'deletion' else 'restored'}", title=curve.capitalize(), ylim=(0, 1.02))
+        axes.legend(loc="best", fontsize="small")
+    all_axes[0].set_ylabel("probability of the explained class")
+    figure.tight_layout()
+    return figure

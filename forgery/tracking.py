@@ -20,10 +20,10 @@ _MAX_PARAM_LENGTH = 6000
 
 
 @contextmanager
-def tracked_run(experiment: str, run_name: str | None, tags: Mapping[str, str]) -> Iterator[str]:
-    """Start a run and yield its id; end it FINISHED, KILLED (Ctrl-C) or FAILED (any other error)."""
+def tracked_run(experiment: str, run_name: str | None, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
+    """Start a run (or reopen `run_id`) and yield its id; end it FINISHED, KILLED (Ctrl-C) or FAILED (any other error)."""
     mlflow.set_experiment(experiment)
-    run = mlflow.start_run(run_name=run_name, tags=dict(tags))
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags))
     try:
         yield run.info.run_id
     except KeyboardInterrupt:
@@ -35,6 +35,11 @@ def tracked_run(experiment: str, run_name: str | None, tags: Mapping[str, str]) 
         mlflow.end_run("FAILED")
         raise
     mlflow.end_run("FINISHED")
+
+
+def tracking_uri() -> str:
+    """Where runs are recorded (MLFLOW_TRACKING_URI or MLflow's default)."""
+    return str(mlflow.get_tracking_uri())
 
 
 def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -55,6 +55,8 @@ def main(cfg: DictConfig) -> float:
             return float("nan")
         if is_user_error:
             fail(str(user_error))
+        if isinstance(error, NumericalError):
+            fail(str(error), status=1)  # the run is already FAILED in MLflow with this reason
         raise
 
 
@@ -69,17 +71,26 @@ def cli() -> None:
     main()
 
 
-def fail(message: str) -> None:
-    """Print one `error:` line and exit with status 2."""
+def fail(message: str, status: int = 2) -> None:
+    """Print one `error:` line and exit with `status` (2: the input was wrong, 1: the run failed)."""
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 def train(cfg: DictConfig) -> float:
-    """Run one experiment end to end and return the final validation ROC AUC (what a sweeper maximises)."""
+    """Run one experiment end to end (or resume one) and return the final validation ROC AUC, what a sweeper maximises."""
     from hydra.utils import instantiate
 
-    validate(cfg)
+    from forgery import checkpoints, tracking
+
+    resume_id = cfg.get("resume")
+    if resume_id:
+        cfg, state = resumable_run(str(resume_id))
+    else:
+        validate(cfg)
+        state = checkpoints.CheckpointState()
+    output_dir = Path(cfg.output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
     started = time.perf_counter()
     dataset = instantiate(cfg.data)  # before importing Keras, so a data error shows in a second, not ten
     log.info("data %s: %s (%.1f s)", dataset.name, json.dumps(dataset.counts()), time.perf_counter() - started)
@@ -92,18 +103,19 @@ def train(cfg: DictConfig) -> float:
 
         keras.ops.zeros(1)  # the first op initialises the backend's devices, which is chatty too
 
-    from forgery import tracking
-
     keras.utils.set_random_seed(cfg.seed)
-    model = instantiate(cfg.model, augmentation=instantiate(cfg.augment))
-    optimizer = instantiate(cfg.optimizer)
-    model.compile(
-        optimizer=optimizer,
-        loss=LOSS,
-        # Per-column AUC, averaged: with two softmax columns, FAKE's AUC equals REAL's, so this is the binary ROC AUC.
-        metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=500)],
-    )
-    output_dir = Path(cfg.output_dir)
+    if resume_id:
+        model = checkpoints.load_model(checkpoint_dir)
+    else:
+        model = instantiate(cfg.model, augmentation=instantiate(cfg.augment))
+        model.compile(
+            optimizer=instantiate(cfg.optimizer),
+            loss=LOSS,
+            # Per-column AUC, averaged: with two softmax columns, FAKE's AUC equals REAL's, so this is the binary ROC AUC.
+            metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=500)],
+        )
+        (output_dir / "config").mkdir(parents=True, exist_ok=True)
+        (output_dir / "config" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # what resume reads
     tags = {
         **tracking.git_tags(Path.cwd()),
         "hydra_output_dir": str(output_dir.resolve()),
@@ -112,49 +124,159 @@ def train(cfg: DictConfig) -> float:
         "data": dataset.name,
         **sweep.job_tags(),
     }
-    with tracking.tracked_run(cfg.tracking.experiment, cfg.tracking.run_name, tags) as run_id:
-        log.info("MLflow run %s in experiment %r", run_id, cfg.tracking.experiment)
-        tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True)))
-        tracking.log_metrics({f"data_{issue}": count for issue, count in dataset.issues.items()})
-        history = fit(model, dataset, cfg, on_epoch_end=tracking.log_metrics)
-        result = evaluate_and_explain(model, dataset, history, cfg)
-        tracking.log_metrics(result["headline"])
-        write_outputs(output_dir, result, cfg.gradcam.upscale, cfg.gradcam.alpha)
-        tracking.log_folder(output_dir / "report", "report")
-        tracking.log_folder(output_dir / "plots", "plots")
-        tracking.log_folder(output_dir / "config", "config")
-        examples = dataset.test.images[:2]  # the signature: uint8 (N, 32, 32, 3) raw pixels, 0-255
-        tracking.log_keras_model(model, examples, model.predict(examples, verbose=0))
-        headline = result["headline"]
-        log.info(
-            "test accuracy %.4f, ROC AUC %.4f; run %s. Browse with: mlflow ui",
-            headline["test_accuracy"],
-            headline["test_roc_auc"],
-            run_id,
-        )
+    run_id = resume_id
+    try:
+        with interrupt_on_sigterm(), tracking.tracked_run(cfg.tracking.experiment, cfg.tracking.run_name, tags, run_id=resume_id) as run_id:
+            log.info("MLflow run %s in experiment %r%s", run_id, cfg.tracking.experiment, f", resuming after epoch {state.epoch}" if resume_id else "")
+            if not resume_id:
+                tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True)))
+                tracking.log_metrics({f"data_{issue}": count for issue, count in dataset.issues.items()})
+            history = fit(model, dataset, cfg, state, checkpoint_dir, log_epoch=tracking.log_metrics)
+            result = evaluate_and_explain(model, dataset, history, cfg)
+            tracking.log_metrics(result["headline"])
+            write_outputs(output_dir, result, cfg.gradcam.upscale, cfg.gradcam.alpha)
+            tracking.log_folder(output_dir / "report", "report")
+            tracking.log_folder(output_dir / "plots", "plots")
+            tracking.log_folder(output_dir / "config", "config")
+            examples = dataset.test.images[:2]  # the signature: uint8 (N, 32, 32, 3) raw pixels, 0-255
+            tracking.log_keras_model(model, examples, model.predict(examples, verbose=0))
+            headline = result["headline"]
+            log.info("test accuracy %.4f, ROC AUC %.4f; run %s. Browse with: mlflow ui", headline["test_accuracy"], headline["test_roc_auc"], run_id)
+    except KeyboardInterrupt:
+        saved = checkpoints.load_state(checkpoint_dir)
+        kept = f"the checkpoint of epoch {saved.epoch} is in {checkpoint_dir}" if saved else "no epoch had completed, so nothing to resume"
+        print(f"interrupted: run {run_id} ended KILLED; {kept}", file=sys.stderr)
+        if saved and run_id:
+            print(f"resume with: python -m forgery.train resume={run_id}", file=sys.stderr)
+        raise SystemExit(130) from None
     return float(history["val_auc"][-1])
 
 
-def fit(model: Any, dataset: Any, cfg: DictConfig, on_epoch_end: Callable[[dict[str, float], int], None]) -> dict[str, list[float]]:
-    """Keras `fit` on the training split with validation each epoch; metrics go to `on_epoch_end(metrics, epoch)`."""
+def resumable_run(run_id: str) -> tuple[DictConfig, Any]:
+    """The config and checkpoint state of an interrupted run, or a one-line ConfigError saying why it can't resume."""
+    from forgery import checkpoints, tracking
+
+    if not tracking.store_exists():
+        raise ConfigError(f"resume: no MLflow store at {tracking.tracking_uri()} (run it in the folder of the interrupted run)")
+    run = tracking.get_run(run_id)
+    if run is None:
+        raise ConfigError(f"resume: no MLflow run with id {run_id!r} in {tracking.tracking_uri()}")
+    if run["status"] == "FINISHED":
+        raise ConfigError(f"resume: run {run_id} already FINISHED; nothing to resume")
+    output_dir = Path(run["tags"].get("hydra_output_dir", ""))
+    config_path = output_dir / "config" / "resolved.yaml"
+    state = checkpoints.load_state(output_dir / "checkpoints")
+    if not config_path.is_file() or state is None:
+        raise ConfigError(f"resume: run {run_id} left no checkpoint in {output_dir / 'checkpoints'} (it stopped before its first epoch ended)")
+    cfg = OmegaConf.load(config_path)
+    cfg.resume = run_id
+    return cfg, state
+
+
+def fit(
+    model: Any,
+    dataset: Any,
+    cfg: DictConfig,
+    state: Any,
+    checkpoint_dir: Path,
+    log_epoch: Callable[[dict[str, float], int], None],
+) -> dict[str, list[float]]:
+    """Train from `state.epoch` to `cfg.epochs`: checkpoint, then log, after every epoch; return the full history.
+
+    Each epoch is one `fit` call over a permutation drawn from (seed, epoch), with the layers' random
+    generators reset from (seed, epoch) too, so epoch k sees the same batches and augmentations whether
+    or not the run was interrupted before it: a resumed run ends with the same weights.
+    """
+    from forgery import checkpoints
+
+    images, targets = dataset.train.images, one_hot(dataset.train.labels)
+    validation = (dataset.val.images, one_hot(dataset.val.labels))
+    # Epochs checkpointed but not logged (killed between the two) are logged first, so no step is missing or doubled.
+    for epoch in range(state.logged_epoch, state.epoch):
+        log_epoch({name: values[epoch] for name, values in state.history.items()}, epoch + 1)
+    state.logged_epoch = state.epoch
+    for epoch in range(state.epoch, cfg.epochs):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(images))
+        reset_random_generators(model, cfg.seed, epoch)
+        result = model.fit(
+            images[order],
+            targets[order],
+            batch_size=cfg.batch_size,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            shuffle=False,
+            validation_data=validation,
+            callbacks=[run_progress(cfg.epochs), stop_on_non_finite_loss(epoch + 1, checkpoint_dir)],
+            verbose=progress_mode(cfg.verbose),
+        )
+        metrics = {name: float(values[-1]) for name, values in result.history.items()}
+        for name, value in metrics.items():
+            state.history.setdefault(name, []).append(value)
+        state.epoch = epoch + 1
+        checkpoints.save(checkpoint_dir, model, state)
+        log_epoch(metrics, epoch + 1)  # step = epoch number, 1-based as Keras prints it
+        state.logged_epoch = epoch + 1
+        checkpoints.write_state(checkpoint_dir, state)
+    return state.history
+
+
+class NumericalError(Exception):
+    """Training produced a NaN or infinite loss."""
+
+
+def stop_on_non_finite_loss(epoch: int, checkpoint_dir: Path) -> Any:
+    """A Keras callback that stops training at the first batch whose loss is NaN or infinite."""
     import keras
 
-    class EpochMetrics(keras.callbacks.Callback):
-        """Hands each epoch's Keras logs to the tracker, step = epoch number (1-based, as Keras prints it)."""
+    class _Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            loss = float((logs or {}).get("loss", 0.0))
+            if not np.isfinite(loss):
+                self.model.stop_training = True
+                raise NumericalError(
+                    f"loss became {loss} at epoch {epoch}, batch {batch + 1}; "
+                    f"the last good checkpoint (epochs before this one) is kept in {checkpoint_dir}"
+                )
 
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            on_epoch_end({name: float(value) for name, value in (logs or {}).items()}, epoch + 1)
+    return _Stop()
 
-    history = model.fit(
-        dataset.train.images,
-        one_hot(dataset.train.labels),
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        validation_data=(dataset.val.images, one_hot(dataset.val.labels)),
-        callbacks=[EpochMetrics()],
-        verbose=progress_mode(cfg.verbose),
-    )
-    return {name: [float(value) for value in values] for name, values in history.history.items()}
+
+def run_progress(total_epochs: int) -> Any:
+    """Keras's progress bar, told the run's epoch count: each `fit` call covers one epoch, and should not print 'Epoch 3/3'."""
+    import keras
+
+    class _RunProgress(keras.callbacks.ProgbarLogger):
+        def set_params(self, params: dict[str, Any]) -> None:
+            super().set_params(params)
+            self.epochs = total_epochs
+
+    return _RunProgress()
+
+
+def reset_random_generators(model: Any, seed: int, epoch: int) -> None:
+    """Set every seed generator of the model (augmentation, dropout) to a state fixed by (seed, epoch)."""
+    generators = [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
+    for index, variable in enumerate(generators):
+        variable.assign(np.array([seed * 1000 + index, epoch], dtype=variable.dtype))
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """Treat SIGTERM (a scheduler or `kill`) like Ctrl-C, so the run ends KILLED with its checkpoint kept."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (some launchers): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float]], cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,58 @@
+"""Per-epoch checkpoints of a run, so an interrupted run resumes from its last completed epoch.
+
+A checkpoint is `last.keras` (weights and optimizer state) plus `state.json`: the completed epoch, the
+metric history so far, and the last epoch whose metrics reached MLflow. Both are written to a temporary
+name and renamed, so a kill during the write leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODEL_FILE = "last.keras"
+STATE_FILE = "state.json"
+
+
+@dataclass
+class CheckpointState:
+    """Where training stands: epochs completed, their metrics, and how many of them were logged."""
+
+    epoch: int = 0
+    logged_epoch: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def save(folder: Path, model: Any, state: CheckpointState) -> None:
+    """Write the model and the state atomically (model first: a state never points at a missing model)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partial_model = folder / f".{MODEL_FILE}.partial.keras"  # Keras insists on the .keras suffix
+    model.save(partial_model)
+    os.replace(partial_model, folder / MODEL_FILE)
+    write_state(folder, state)
+
+
+def write_state(folder: Path, state: CheckpointState) -> None:
+    """Write state.json atomically."""
+    partial = folder / f".{STATE_FILE}.partial"
+    partial.write_text(json.dumps({"epoch": state.epoch, "logged_epoch": state.logged_epoch, "history": state.history}, indent=1))
+    os.replace(partial, folder / STATE_FILE)
+
+
+def load_state(folder: Path) -> CheckpointState | None:
+    """The saved state, or None when there is no complete checkpoint in `folder`."""
+    state_path, model_path = folder / STATE_FILE, folder / MODEL_FILE
+    if not state_path.is_file() or not model_path.is_file():
+        return None
+    payload = json.loads(state_path.read_text())
+    return CheckpointState(epoch=int(payload["epoch"]), logged_epoch=int(payload["logged_epoch"]), history=payload["history"])
+
+
+def load_model(folder: Path) -> Any:
+    """The checkpointed model, compiled as it was, loaded in Keras safe mode (no code from the file runs)."""
+    import keras
+
+    return keras.saving.load_model(folder / MODEL_FILE, safe_mode=True)

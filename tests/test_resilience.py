@@ -1,0 +1,131 @@
+"""Interrupt and resume, SIGTERM, numerical faults: real signals to real training subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from forgery import checkpoints
+from tests.conftest import run_forgery
+
+# Epochs long enough (about 5 s) that a signal sent 2 s into epoch 2 lands inside it.
+RESUMABLE = ["epochs=3", "data.train_per_class=2500", "data.test_per_class=100", "verbose=2"]
+
+
+def only_run(folder: Path):
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
+    return client, run
+
+
+def start_and_signal(folder: Path, arguments: list[str], sig: int, marker: str = "Epoch 2/3") -> subprocess.CompletedProcess:
+    """Start a training, send `sig` 2 s after `marker` is printed, return what it printed."""
+    import time
+
+    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forgery.train", *arguments],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**environment, "PYTHONUNBUFFERED": "1", "FORGERY_CACHE_DIR": str(folder / "cache")},
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if marker in line:
+            time.sleep(2)
+            process.send_signal(sig)
+            break
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_into_the_same_run_with_the_same_result(tmp_path: Path) -> None:
+    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
+    interrupted.mkdir()
+    straight.mkdir()
+    stopped = start_and_signal(interrupted, RESUMABLE, signal.SIGINT)
+    assert stopped.returncode == 130
+    client, run = only_run(interrupted)
+    assert run.info.status == "KILLED"
+    assert [point.step for point in client.get_metric_history(run.info.run_id, "val_auc")] == [1]
+    command = re.search(r"resume with: python -m forgery\.train (resume=\w+)", stopped.stderr)
+    assert command is not None, stopped.stderr
+
+    resumed = run_forgery("train", command.group(1), cwd=interrupted)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    client, run = only_run(interrupted)  # still one run: the same one, now finished
+    assert run.info.status == "FINISHED"
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc"):
+        assert [point.step for point in client.get_metric_history(run.info.run_id, name)] == [1, 2, 3], name
+
+    assert run_forgery("train", *RESUMABLE, cwd=straight).returncode == 0
+    _, reference = only_run(straight)
+    # Each epoch's batches and augmentations are fixed by (seed, epoch), so resuming changes nothing
+    # beyond floating-point noise.
+    for name in ("final_train_accuracy", "final_val_auc", "test_accuracy", "test_roc_auc"):
+        assert run.data.metrics[name] == pytest.approx(reference.data.metrics[name], abs=1e-3), name
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_killed_with_a_resume_command(tmp_path: Path) -> None:
+    stopped = start_and_signal(tmp_path, RESUMABLE, signal.SIGTERM)
+    assert stopped.returncode == 130
+    assert "resume with: python -m forgery.train resume=" in stopped.stderr
+    assert only_run(tmp_path)[1].info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_within_the_epoch_and_fails_the_run(tmp_path: Path) -> None:
+    result = run_forgery("train", "optimizer=sgd", "optimizer.lr=1e30", "epochs=3", "data.train_per_class=200", "data.test_per_class=20", cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "loss became nan at epoch 1" in errors[0], result.stderr[-2000:]
+    client, run = only_run(tmp_path)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"].startswith("NumericalError: loss became nan at epoch 1")
+    assert client.get_metric_history(run.info.run_id, "loss") == []  # the broken epoch was never logged
+
+
+def test_resume_refuses_without_a_store(tmp_path: Path) -> None:
+    result = run_forgery("train", "resume=0123456789abcdef", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: resume: no MLflow store at sqlite:///")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()  # asking did not create an empty store
+
+
+@pytest.mark.slow
+def test_resume_refuses_an_unknown_or_finished_run(tmp_path: Path) -> None:
+    assert run_forgery("train", "epochs=1", "data.train_per_class=40", "data.test_per_class=10", cwd=tmp_path).returncode == 0
+    unknown = run_forgery("train", "resume=0123456789abcdef", cwd=tmp_path, timeout=120)
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [f"error: resume: no MLflow run with id '0123456789abcdef' in sqlite:///{tmp_path / 'mlflow.db'}"]
+    _, run = only_run(tmp_path)
+    finished = run_forgery("train", f"resume={run.info.run_id}", cwd=tmp_path, timeout=120)
+    assert finished.returncode == 2 and "already FINISHED" in finished.stderr
+
+
+def test_checkpoint_round_trip_and_atomic_state(tmp_path: Path) -> None:
+    from forgery.models import cnn
+
+    model = cnn("tiny", [4], padding="same")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    assert checkpoints.load_state(tmp_path) is None
+    state = checkpoints.CheckpointState(epoch=2, logged_epoch=1, history={"loss": [0.9, 0.7]})
+    checkpoints.save(tmp_path, model, state)
+    assert checkpoints.load_state(tmp_path) == state
+    restored = checkpoints.load_model(tmp_path)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(restored(pixels, training=False), model(pixels, training=False), rtol=1e-5)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["last.keras", "state.json"]  # no partial files left

@@ -1,0 +1,511 @@
+// Renders the promoted run's page from its report files alone: replace the files and the page follows.
+// Every section loads on its own, so a missing or broken file shows a message in its section only.
+// Text from the files only ever reaches the page through textContent and attributes, never as HTML.
+"use strict";
+
+const FILES = {
+  metrics: "training_metrics.json",
+  card: "model_card.json",
+  gradcam: "gradcam_results.json",
+  report: "classification_report.tsv",
+  promotion: "promotion.json",
+};
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+// ---- Loading -------------------------------------------------------------------------------------
+
+const downloads = new Map();
+
+/** The text of a file beside the page, fetched once however many sections read it. */
+function fetchText(name) {
+  if (!downloads.has(name)) {
+    // no-cache: a new promotion must show on reload even when the server sends caching headers.
+    downloads.set(name, fetch(name, { cache: "no-cache" }).then((response) => {
+      if (!response.ok) throw new Error(`${name} could not be loaded (HTTP ${response.status})`);
+      return response.text();
+    }));
+  }
+  return downloads.get(name);
+}
+
+/** A JSON file beside the page, with a readable error when it is not JSON. */
+async function fetchJSON(name) {
+  const text = await fetchText(name);
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${name} is not valid JSON (${error.message})`);
+  }
+}
+
+/** Fill a section's slot with what `render` returns, or with a visible message when it fails. */
+async function fill(sectionId, render) {
+  const slot = document.querySelector(`#${sectionId} .slot`);
+  try {
+    slot.replaceChildren(...[await render()].flat());
+    slot.classList.remove("failed");
+  } catch (error) {
+    slot.replaceChildren(el("p", { className: "error", role: "alert" }, `Could not show this section: ${error.message}`));
+    slot.classList.add("failed");
+  }
+}
+
+// ---- Checking what the files hold ---------------------------------------------------------------
+
+/** A finite number at `object[key]`, or an error naming the file and key. */
+function number(object, key, file) {
+  const value = object == null ? undefined : object[key];
+  if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`${file} has no number "${key}"`);
+  return value;
+}
+
+/** An array of finite numbers at `object[key]`, or an error naming the file and key. */
+function numbers(object, key, file) {
+  const value = object == null ? undefined : object[key];
+  if (!Array.isArray(value) || !value.every((item) => typeof item === "number" && Number.isFinite(item))) {
+    throw new Error(`${file} has no list of numbers "${key}"`);
+  }
+  return value;
+}
+
+/** The value at `object[key]` as display text ("–" when absent). */
+function text(object, key) {
+  const value = object == null ? undefined : object[key];
+  return value === undefined || value === null ? "–" : String(value);
+}
+
+/** A bare file name beside the page: no folders, no scheme, no "..". */
+function isPlainName(name) {
+  return typeof name === "string" && /^[A-Za-z0-9._-]+$/.test(name) && !name.includes("..");
+}
+
+// ---- Formatting ----------------------------------------------------------------------------------
+
+const fixed = (value, digits = 4) => value.toFixed(digits);
+const percent = (value, digits = 2) => `${(value * 100).toFixed(digits)}%`;
+const count = (value) => value.toLocaleString("en-US");
+const plural = (n, word) => `${count(n)} ${word}${n === 1 ? "" : "s"}`;
+
+// ---- Building elements ---------------------------------------------------------------------------
+
+/** An HTML element with properties (className, textContent, ...) or data-/aria- attributes, and children. */
+function el(tag, properties = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(properties)) {
+    if (key.startsWith("data-") || key.startsWith("aria-") || key === "role") node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  node.append(...children.flat().filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+/** An SVG element with attributes. */
+function svgEl(tag, attributes = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+  node.append(...children);
+  return node;
+}
+
+/** A headline figure: a big value with a label under it. */
+function stat(key, label, value, note) {
+  return el("div", { className: "stat", "data-key": key },
+    el("span", { className: "stat-value" }, value),
+    el("span", { className: "stat-label" }, label),
+    note ? el("span", { className: "stat-note" }, note) : null);
+}
+
+/** A figure: a title, the chart, a legend and a one-line insight computed from the data. */
+function figure(title, chart, legend, insight) {
+  return el("figure", { className: "chart" },
+    el("figcaption", {}, el("strong", {}, title)),
+    chart,
+    legend,
+    el("p", { className: "insight" }, insight));
+}
+
+// ---- Charts --------------------------------------------------------------------------------------
+
+/** About `target` round tick values covering [low, high]. */
+function ticks(low, high, target = 5, integers = false) {
+  const span = high - low || 1;
+  const rough = span / target;
+  const magnitude = 10 ** Math.floor(Math.log10(rough));
+  let step = [1, 2, 2.5, 5, 10].map((factor) => factor * magnitude).find((candidate) => candidate >= rough);
+  if (integers) step = Math.max(1, Math.round(step));
+  const values = [];
+  for (let value = Math.ceil(low / step - 1e-9) * step; value <= high + step * 1e-9; value += step) {
+    values.push(Number(value.toFixed(10)));
+  }
+  return values;
+}
+
+/** [low, high] around the values with a little room, kept inside [floor, ceiling]. */
+function paddedDomain(values, floor = -Infinity, ceiling = Infinity) {
+  let low = Math.min(...values);
+  let high = Math.max(...values);
+  const pad = (high - low) * 0.08 || Math.max(Math.abs(high) * 0.1, 0.05);
+  low = Math.max(floor, low - pad);
+  high = Math.min(ceiling, high + pad);
+  return [low, high];
+}
+
+/**
+ * An inline SVG line chart. series: [{name, kind, points: [[x, y], ...]}]; kind picks the colour class.
+ * Returns {chart, legend}. Draws markers too when there are few points, so one epoch still shows.
+ */
+function lineChart({ label, series, xDomain, yDomain, xLabel, yLabel, xFormat, yFormat, integerX = false, diagonal = false, baseline = null }) {
+  const width = 480, height = 300;
+  const margin = { left: 56, right: 14, top: 12, bottom: 44 };
+  const plotWidth = width - margin.left - margin.right;
+  const plotHeight = height - margin.top - margin.bottom;
+  const [x0, x1] = xDomain[0] === xDomain[1] ? [xDomain[0] - 0.5, xDomain[1] + 0.5] : xDomain;
+  const [y0, y1] = yDomain[0] === yDomain[1] ? [yDomain[0] - 0.5, yDomain[1] + 0.5] : yDomain;
+  const sx = (x) => margin.left + ((x - x0) / (x1 - x0)) * plotWidth;
+  const sy = (y) => margin.top + (1 - (y - y0) / (y1 - y0)) * plotHeight;
+
+  const chart = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, class: "plot", role: "img", "aria-label": label });
+  chart.append(svgEl("title", {}, label));
+  const grid = svgEl("g", { class: "grid" });
+  for (const y of ticks(y0, y1)) {
+    grid.append(svgEl("line", { x1: margin.left, x2: width - margin.right, y1: sy(y), y2: sy(y) }));
+    grid.append(svgEl("text", { x: margin.left - 6, y: sy(y), class: "tick tick-y" }, yFormat(y)));
+  }
+  for (const x of ticks(x0, x1, 6, integerX)) {
+    grid.append(svgEl("line", { x1: sx(x), x2: sx(x), y1: margin.top, y2: height - margin.bottom, class: "vertical" }));
+    grid.append(svgEl("text", { x: sx(x), y: height - margin.bottom + 16, class: "tick tick-x" }, xFormat(x)));
+  }
+  chart.append(grid);
+  chart.append(svgEl("rect", { x: margin.left, y: margin.top, width: plotWidth, height: plotHeight, class: "frame" }));
+  chart.append(svgEl("text", { x: margin.left + plotWidth / 2, y: height - 6, class: "axis-label" }, xLabel));
+  chart.append(svgEl("text", { x: 14, y: margin.top + plotHeight / 2, class: "axis-label", transform: `rotate(-90 14 ${margin.top + plotHeight / 2})` }, yLabel));
+  if (diagonal) {
+    chart.append(svgEl("line", { x1: sx(0), y1: sy(0), x2: sx(1), y2: sy(1), class: "reference" }));
+  }
+  if (baseline !== null) {
+    chart.append(svgEl("line", { x1: sx(x0), y1: sy(baseline), x2: sx(x1), y2: sy(baseline), class: "reference" }));
+  }
+  for (const item of series) {
+    const path = item.points.map(([x, y], index) => `${index ? "L" : "M"}${sx(x).toFixed(2)},${sy(y).toFixed(2)}`).join("");
+    chart.append(svgEl("path", { d: path, class: `line series-${item.kind}` }));
+    if (item.points.length <= 40) {
+      for (const [x, y] of item.points) {
+        chart.append(svgEl("circle", { cx: sx(x), cy: sy(y), r: 3.5, class: `marker series-${item.kind}` },
+          svgEl("title", {}, `${item.name}: ${yFormat(y)} at ${xFormat(x)}`)));
+      }
+    }
+  }
+  const legend = el("ul", { className: "legend" },
+    series.map((item) => el("li", {}, el("span", { className: `swatch series-${item.kind}`, "aria-hidden": "true" }), item.name)),
+    diagonal || baseline !== null ? el("li", {}, el("span", { className: "swatch reference", "aria-hidden": "true" }), diagonal ? "chance" : "baseline") : null);
+  return { chart, legend };
+}
+
+// ---- Sections ------------------------------------------------------------------------------------
+
+/** Which run the page shows, from promotion.json (absent when the files were copied by hand). */
+async function renderRun() {
+  let promotion;
+  try {
+    promotion = await fetchJSON(FILES.promotion);
+  } catch (error) {
+    return el("p", { className: "note" }, `Which run this is is not recorded: ${error.message}.`);
+  }
+  const value = typeof promotion.metric_value === "number" ? fixed(promotion.metric_value) : text(promotion, "metric_value");
+  const commit = typeof promotion.source_commit === "string" ? promotion.source_commit.slice(0, 12) : "not recorded";
+  const facts = [
+    ["Run", `${text(promotion, "run_name")} (${text(promotion, "run_id")})`, "run_id"],
+    ["Experiment", text(promotion, "experiment"), "experiment"],
+    ["Chosen by", `${text(promotion, "metric")} = ${value}`, "metric"],
+    ["Commit", commit, "source_commit"],
+    ["Promoted", text(promotion, "promoted_at"), "promoted_at"],
+  ];
+  return el("dl", { className: "run-facts" },
+    facts.map(([term, detail, key]) => el("div", { "data-key": key }, el("dt", {}, term), el("dd", {}, detail))));
+}
+
+/** The headline figures: the numbers a reader wants first. */
+async function renderHeadline() {
+  const metrics = await fetchJSON(FILES.metrics);
+  const file = FILES.metrics;
+  const headline = metrics.headline;
+  let overlays = headline && typeof headline.gradcam_overlays === "number" ? headline.gradcam_overlays : null;
+  if (overlays === null) overlays = number(await fetchJSON(FILES.gradcam), "overlay_count", FILES.gradcam);
+  return el("div", { className: "stats" },
+    stat("final_train_accuracy", "Final training accuracy", percent(number(headline, "final_train_accuracy", file)),
+      `validation ${percent(number(headline, "final_val_accuracy", file))}`),
+    stat("test_roc_auc", "Test ROC AUC", fixed(number(headline, "test_roc_auc", file)), "0.5 is chance, 1 is perfect"),
+    stat("test_accuracy", "Test accuracy", percent(number(headline, "test_accuracy", file)),
+      `PR AUC ${fixed(number(headline, "test_pr_auc", file))}`),
+    stat("gradcam_overlays", "Grad-CAM overlays", count(overlays), "heatmaps of where the model looks"));
+}
+
+/** Loss and accuracy per epoch, train and validation, each with a sentence saying what changed. */
+async function renderTraining() {
+  const metrics = await fetchJSON(FILES.metrics);
+  const file = FILES.metrics;
+  const history = metrics.history || {};
+  const loss = numbers(history, "loss", file);
+  const accuracy = numbers(history, "accuracy", file);
+  const valLoss = Array.isArray(history.val_loss) ? numbers(history, "val_loss", file) : null;
+  const valAccuracy = Array.isArray(history.val_accuracy) ? numbers(history, "val_accuracy", file) : null;
+  const epochs = Array.isArray(metrics.epochs) ? numbers(metrics, "epochs", file) : loss.map((_, index) => index + 1);
+  if (!loss.length || epochs.length !== loss.length) throw new Error(`${file} has no per-epoch history`);
+  const points = (values) => values.map((value, index) => [epochs[index], value]);
+  const epochFormat = (x) => String(Math.round(x));
+
+  const lossSeries = [{ name: "training loss", kind: "train", points: points(loss) }];
+  if (valLoss) lossSeries.push({ name: "validation loss", kind: "val", points: points(valLoss) });
+  const lossPlot = lineChart({
+    label: "Loss per epoch", series: lossSeries, integerX: true,
+    xDomain: [epochs[0], epochs[epochs.length - 1]], yDomain: paddedDomain([...loss, ...(valLoss || [])], 0),
+    xLabel: "epoch", yLabel: "loss", xFormat: epochFormat, yFormat: (y) => y.toFixed(2),
+  });
+
+  const accuracySeries = [{ name: "training accuracy", kind: "train", points: points(accuracy) }];
+  if (valAccuracy) accuracySeries.push({ name: "validation accuracy", kind: "val", points: points(valAccuracy) });
+  const accuracyPlot = lineChart({
+    label: "Accuracy per epoch", series: accuracySeries, integerX: true,
+    xDomain: [epochs[0], epochs[epochs.length - 1]], yDomain: paddedDomain([...accuracy, ...(valAccuracy || [])], 0, 1),
+    xLabel: "epoch", yLabel: "accuracy", xFormat: epochFormat, yFormat: (y) => `${Math.round(y * 100)}%`,
+  });
+
+  return el("div", { className: "charts" },
+    figure("Loss per epoch", lossPlot.chart, lossPlot.legend, lossInsight(loss, valLoss)),
+    figure("Accuracy per epoch", accuracyPlot.chart, accuracyPlot.legend, accuracyInsight(accuracy, valAccuracy, epochs)));
+}
+
+/** "Loss fell from X to Y across N epochs", from the training loss. */
+function lossInsight(loss, valLoss) {
+  const first = loss[0], last = loss[loss.length - 1];
+  const validation = valLoss ? `; validation loss ended at ${fixed(valLoss[valLoss.length - 1], 3)}` : "";
+  if (loss.length === 1) return `Loss was ${fixed(last, 3)} after the only epoch${validation}.`;
+  const direction = last < first ? "fell" : last > first ? "rose" : "stayed";
+  const change = direction === "stayed" ? `at ${fixed(last, 3)}` : `from ${fixed(first, 3)} to ${fixed(last, 3)}`;
+  return `Loss ${direction} ${change} across ${plural(loss.length, "epoch")}${validation}.`;
+}
+
+/** "Accuracy peaked at Z% by epoch K", from validation accuracy when there is one. */
+function accuracyInsight(accuracy, valAccuracy, epochs) {
+  const values = valAccuracy || accuracy;
+  const best = values.indexOf(Math.max(...values));
+  const which = valAccuracy ? "Validation accuracy" : "Accuracy";
+  const training = valAccuracy ? ` (training accuracy ended at ${percent(accuracy[accuracy.length - 1], 1)})` : "";
+  return `${which} peaked at ${percent(values[best], 1)} by epoch ${epochs[best]}${training}.`;
+}
+
+/** ROC curve, precision-recall curve and confusion matrix of the test split. */
+async function renderEvaluation() {
+  const metrics = await fetchJSON(FILES.metrics);
+  const file = FILES.metrics;
+  const positive = text(metrics, "positive_class");
+  const parts = [];
+  const problems = [];
+  // Each exhibit on its own: one broken curve should not hide the others.
+  for (const build of [() => rocFigure(metrics, file, positive), () => prFigure(metrics, file, positive), () => confusionFigure(metrics, file)]) {
+    try {
+      parts.push(build());
+    } catch (error) {
+      problems.push(el("p", { className: "error", role: "alert" }, `Could not draw this chart: ${error.message}`));
+    }
+  }
+  return [el("div", { className: "charts" }, parts), ...problems];
+}
+
+function rocFigure(metrics, file, positive) {
+  const roc = metrics.roc_curve;
+  const fpr = numbers(roc, "fpr", file), tpr = numbers(roc, "tpr", file);
+  const auc = number(roc, "auc", file);
+  const plot = lineChart({
+    label: `ROC curve, AUC ${fixed(auc)}`, series: [{ name: `ROC (AUC ${fixed(auc)})`, kind: "train", points: fpr.map((x, i) => [x, tpr[i]]) }],
+    xDomain: [0, 1], yDomain: [0, 1], xLabel: "false positive rate", yLabel: "true positive rate",
+    xFormat: (x) => x.toFixed(1), yFormat: (y) => y.toFixed(1), diagonal: true,
+  });
+  const others = Array.isArray(metrics.class_names) ? metrics.class_names.filter((name) => name !== positive).map(String) : [];
+  const other = others.length === 1 ? `${others[0]} image` : "image of another class";
+  return figure("ROC curve", plot.chart, plot.legend,
+    `AUC ${fixed(auc)}: a random ${positive} image scores as more ${positive} than a random ${other} ${percent(auc, 1)} of the time.`);
+}
+
+function prFigure(metrics, file, positive) {
+  const pr = metrics.pr_curve;
+  const recall = numbers(pr, "recall", file), precision = numbers(pr, "precision", file);
+  const auc = number(pr, "auc", file);
+  const share = positiveShare(metrics);
+  const plot = lineChart({
+    label: `Precision-recall curve, AUC ${fixed(auc)}`, series: [{ name: `precision-recall (AUC ${fixed(auc)})`, kind: "val", points: recall.map((x, i) => [x, precision[i]]) }],
+    xDomain: [0, 1], yDomain: [0, 1], xLabel: "recall", yLabel: "precision",
+    xFormat: (x) => x.toFixed(1), yFormat: (y) => y.toFixed(1), baseline: share,
+  });
+  const against = share === null ? "" : ` against a ${percent(share, 1)} baseline (the share of ${positive} test images)`;
+  return figure("Precision-recall curve", plot.chart, plot.legend, `Average precision ${fixed(auc)} for ${positive}${against}.`);
+}
+
+/** Share of the positive class among test images, from the confusion matrix; null when it cannot be told. */
+function positiveShare(metrics) {
+  const confusion = metrics.confusion_matrix;
+  if (!confusion || !Array.isArray(confusion.matrix) || !Array.isArray(confusion.labels)) return null;
+  const index = confusion.labels.indexOf(metrics.positive_class);
+  const rows = confusion.matrix.map((row) => (Array.isArray(row) ? row.reduce((a, b) => a + b, 0) : NaN));
+  const total = rows.reduce((a, b) => a + b, 0);
+  return index >= 0 && total > 0 && Number.isFinite(total) ? rows[index] / total : null;
+}
+
+function confusionFigure(metrics, file) {
+  const confusion = metrics.confusion_matrix || {};
+  const labels = Array.isArray(confusion.labels) ? confusion.labels.map(String) : null;
+  const matrix = confusion.matrix;
+  const square = labels && Array.isArray(matrix) && matrix.length === labels.length &&
+    matrix.every((row) => Array.isArray(row) && row.length === labels.length && row.every((cell) => Number.isInteger(cell) && cell >= 0));
+  if (!square) throw new Error(`${file} has no square confusion matrix with labels`);
+  const total = matrix.flat().reduce((a, b) => a + b, 0);
+  const correct = labels.reduce((sum, _, i) => sum + matrix[i][i], 0);
+  const table = el("table", { className: "confusion" },
+    el("thead", {}, el("tr", {}, el("th", { scope: "col", className: "corner" }, "true ↓ / predicted →"),
+      labels.map((label) => el("th", { scope: "col" }, label)))),
+    el("tbody", {}, matrix.map((row, i) => {
+      const rowTotal = row.reduce((a, b) => a + b, 0);
+      return el("tr", {}, el("th", { scope: "row" }, labels[i]), row.map((cell, j) => {
+        const share = rowTotal ? cell / rowTotal : 0;
+        const td = el("td", { className: i === j ? "hit" : "miss", "data-row": labels[i], "data-column": labels[j] },
+          el("span", { className: "cell-count" }, count(cell)), el("span", { className: "cell-share" }, percent(share, 1)));
+        td.style.setProperty("--share", share.toFixed(3));
+        return td;
+      }));
+    })));
+  let mistake = null;
+  matrix.forEach((row, i) => row.forEach((cell, j) => {
+    if (i !== j && cell > 0 && (!mistake || cell > mistake.cell)) mistake = { cell, truth: labels[i], predicted: labels[j] };
+  }));
+  const insight = `${count(correct)} of ${count(total)} test images right (${percent(total ? correct / total : 0, 1)}). ` +
+    (mistake ? `Most common mistake: ${mistake.truth} called ${mistake.predicted} (${count(mistake.cell)} times).` : "No mistakes.");
+  return figure("Confusion matrix", el("div", { className: "table-scroll" }, table), null, insight);
+}
+
+/** The per-class precision, recall, F1 and support table, parsed from the TSV. */
+async function renderClassificationReport() {
+  const rows = parseTSV(await fetchText(FILES.report), FILES.report);
+  const [header, ...body] = rows;
+  const table = el("table", { className: "report" },
+    el("thead", {}, el("tr", {}, header.map((cell, index) => el("th", { scope: "col" }, index === 0 && !cell ? "class" : cell)))),
+    el("tbody", {}, body.map((row) => el("tr", { "data-row": row[0] },
+      row.map((cell, index) => (index === 0 ? el("th", { scope: "row" }, cell) : el("td", { "data-column": header[index] }, cell)))))));
+  return [el("div", { className: "table-scroll" }, table),
+    el("p", { className: "insight" }, "Precision: of the images called a class, the share that were. Recall: of the images of a class, the share found. Support: how many test images the class has.")];
+}
+
+/** Rows of tab-separated cells; every row as wide as the header, or an error. */
+function parseTSV(source, file) {
+  const rows = source.split(/\r?\n/).filter((line) => line.trim() !== "").map((line) => line.split("\t"));
+  if (rows.length < 2) throw new Error(`${file} has no rows`);
+  const width = rows[0].length;
+  if (width < 2 || rows.some((row) => row.length !== width)) throw new Error(`${file} is not a table (rows of different widths)`);
+  return rows;
+}
+
+/** One card per explained image: the input, a heatmap toward each class, the truth and the prediction. */
+async function renderGradcam() {
+  const results = await fetchJSON(FILES.gradcam);
+  if (!Array.isArray(results.samples) || !results.samples.length) throw new Error(`${FILES.gradcam} has no samples`);
+  const intro = el("p", { className: "insight" },
+    `${text(results, "method")}, at layer ${text(results, "target_layer")}. Warm colours mark the pixels that pushed the score toward the named class.`);
+  return [intro, el("div", { className: "gradcam-cards" }, results.samples.map(gradcamCard))];
+}
+
+function gradcamCard(sample, index) {
+  const file = FILES.gradcam;
+  const pictures = [[`input`, sample.input, "Input image"]];
+  for (const [label, name] of Object.entries(sample.overlays || {})) pictures.push([label, name, `Grad-CAM toward ${label}`]);
+  const probabilities = sample.probabilities && typeof sample.probabilities === "object" ? Object.entries(sample.probabilities) : [];
+  const confidence = number(sample, "confidence", file);
+  const correct = sample.correct === true;
+  return el("article", { className: "gradcam-card", "data-sample": text(sample, "sample") },
+    el("header", {},
+      el("h3", {}, `Test image ${index + 1}: ${text(sample, "true_label")}`),
+      el("span", { className: `badge ${correct ? "right" : "wrong"}` }, correct ? "correct" : "wrong")),
+    el("div", { className: "pictures" }, pictures.map(([key, name, caption]) => picture(key, name, caption))),
+    el("dl", { className: "facts" },
+      fact("True label", text(sample, "true_label"), "true_label"),
+      fact("Prediction", text(sample, "predicted_label"), "predicted_label"),
+      fact("Confidence", percent(confidence), "confidence")),
+    el("ul", { className: "probabilities", "aria-label": "Predicted probabilities" }, probabilities.map(([label, value]) => {
+      const valid = typeof value === "number" && Number.isFinite(value);
+      const bar = el("span", { className: "bar" }, el("span", { className: "fill" }));
+      bar.firstChild.style.width = `${valid ? Math.max(0, Math.min(1, value)) * 100 : 0}%`;
+      return el("li", { "data-label": label }, el("span", { className: "probability-label" }, label), bar,
+        el("span", { className: "probability-value" }, valid ? percent(value) : "–"));
+    })));
+}
+
+function picture(key, name, caption) {
+  if (!isPlainName(name)) {
+    return el("figure", { className: "picture" }, el("p", { className: "error" }, `No image: ${JSON.stringify(name)} is not a file beside the page`), el("figcaption", {}, caption));
+  }
+  const image = el("img", { src: name, alt: caption, width: 256, height: 256, loading: "eager", decoding: "async", "data-key": key });
+  image.addEventListener("error", () => {
+    image.replaceWith(el("p", { className: "error", role: "alert" }, `Image ${name} could not be loaded`));
+  });
+  return el("figure", { className: "picture" }, image, el("figcaption", {}, caption));
+}
+
+function fact(term, detail, key) {
+  return el("div", { "data-key": key }, el("dt", {}, term), el("dd", {}, detail));
+}
+
+/** What was trained, how, and on what. */
+async function renderModelCard() {
+  const card = await fetchJSON(FILES.card);
+  const file = FILES.card;
+  const steps = typeof card.architecture === "string" ? card.architecture.split(/\s*->\s*/) : [text(card, "architecture")];
+  const dataset = card.dataset && typeof card.dataset === "object" ? card.dataset : {};
+  const issues = dataset.issues && typeof dataset.issues === "object" ? Object.entries(dataset.issues).filter(([, n]) => n) : [];
+  const rate = typeof card.learning_rate === "number" ? String(card.learning_rate) : text(card, "learning_rate");
+  const facts = el("dl", { className: "facts card-facts" },
+    fact("Model", text(card, "model"), "model"),
+    fact("Optimizer", text(card, "optimizer"), "optimizer"),
+    fact("Learning rate", rate, "learning_rate"),
+    fact("Loss", text(card, "loss"), "loss"),
+    fact("Parameters", count(number(card, "parameters", file)), "parameters"),
+    fact("Epochs", text(card, "epochs"), "epochs"),
+    fact("Batch size", text(card, "batch_size"), "batch_size"),
+    fact("Augmentation", text(card, "augmentation"), "augmentation"),
+    fact("Dataset", text(dataset, "name"), "dataset"),
+    fact("Seed", text(card, "seed"), "seed"),
+    fact("Keras backend", text(card, "keras_backend"), "keras_backend"),
+    issues.length ? fact("Data issues", issues.map(([name, n]) => `${n} ${name.replace(/_/g, " ")}`).join(", "), "issues") : null);
+  const architecture = el("div", { className: "architecture", "data-key": "architecture" },
+    el("h3", {}, "Architecture"),
+    el("ol", { className: "layers" }, steps.map((step) => el("li", {}, step))));
+  return [facts, architecture, countsTable(dataset.counts)];
+}
+
+/** Images per split and class, as a table; a note when the card has no counts. */
+function countsTable(counts) {
+  if (!counts || typeof counts !== "object" || !Object.keys(counts).length) return el("p", { className: "note" }, "The model card has no dataset counts.");
+  const splits = Object.keys(counts);
+  const columns = [...new Set(splits.flatMap((split) => Object.keys(counts[split] || {})))];
+  return el("div", { className: "table-scroll", "data-key": "counts" },
+    el("table", { className: "counts" },
+      el("caption", {}, "Images per split"),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "split"), columns.map((column) => el("th", { scope: "col" }, column)))),
+      el("tbody", {}, splits.map((split) => el("tr", { "data-row": split }, el("th", { scope: "row" }, split),
+        columns.map((column) => {
+          const value = (counts[split] || {})[column];
+          return el("td", { "data-column": column }, typeof value === "number" ? count(value) : "–");
+        }))))));
+}
+
+// ---- Start ---------------------------------------------------------------------------------------
+
+function start() {
+  const run = document.getElementById("run");
+  renderRun().then((content) => run.replaceChildren(content), (error) => run.replaceChildren(el("p", { className: "error" }, error.message)));
+  fill("headline", renderHeadline);
+  fill("training", renderTraining);
+  fill("evaluation", renderEvaluation);
+  fill("classification-report", renderClassificationReport);
+  fill("gradcam", renderGradcam);
+  fill("model-card", renderModelCard);
+}
+
+start();

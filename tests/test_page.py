@@ -1,0 +1,203 @@
+"""The promoted page in a real headless Chromium: it shows the files' numbers, loads its images, fits a phone, escapes text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_forgery
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+# No sandbox (containers run as root), no GPU, and nothing that phones home: the test machine is offline.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGE = "projects/image-forgery"
+INJECTED = '<img src=x onerror="window.__injected = 1">'
+
+
+@pytest.fixture(scope="module")
+def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """public/ with a real run promoted to projects/image-forgery, plus a tampered and a broken copy of it."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[dev]'")
+    folder = tmp_path_factory.mktemp("site")
+    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    trained = run_forgery("train", "epochs=1", "hydra.run.dir=out", cwd=folder, env=store)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    promoted = run_forgery("promote", f"dest=public/{PAGE}", cwd=folder, env=store, timeout=120)
+    assert promoted.returncode == 0, promoted.stderr
+    root = folder / "public"
+
+    tampered = root / "projects" / "tampered"
+    shutil.copytree(root / PAGE, tampered)
+    card = json.loads((tampered / "model_card.json").read_text())
+    (tampered / "model_card.json").write_text(json.dumps({**card, "architecture": INJECTED, "model": "<b>bold</b>"}))
+
+    broken = root / "projects" / "broken"
+    shutil.copytree(root / PAGE, broken)
+    (broken / "classification_report.tsv").unlink()
+    (broken / "gradcam_results.json").write_text("{not json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(public: Path) -> Iterator[str]:
+    """`python -m http.server` on a free 127.0.0.1 port serving public/; yields its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(public), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base, timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(public: Path) -> Iterator[Any]:
+    """A headless Debian Chromium driven by Playwright (never Playwright's own downloaded browsers)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser: Any, url: str, width: int, height: int = 900) -> tuple[Any, list[str]]:
+    """The page at `url`, fully rendered (every section filled, every image settled); and its console errors."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(f"console {message.type}: {message.text}") if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+    page.goto(url)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.slot, #run')].every((slot) => !slot.textContent.startsWith('Loading'))"
+        " && [...document.images].every((image) => image.complete)"
+    )
+    return page, problems
+
+
+def shown(page: Any, selector: str) -> str:
+    """The visible text of the one element matching `selector`."""
+    assert page.locator(selector).count() == 1, selector
+    return page.locator(selector).inner_text().strip()
+
+
+def test_page_shows_the_files_numbers_and_loads_every_image(browser: Any, server: str, public: Path, tmp_path: Path) -> None:
+    folder = public / PAGE
+    metrics = json.loads((folder / "training_metrics.json").read_text())
+    card = json.loads((folder / "model_card.json").read_text())
+    gradcam = json.loads((folder / "gradcam_results.json").read_text())
+    promotion = json.loads((folder / "promotion.json").read_text())
+    headline = metrics["headline"]
+
+    page, problems = open_page(browser, f"{server}{PAGE}/", 1280)
+    page.screenshot(path=str(tmp_path / "desktop.png"), full_page=True)
+
+    assert problems == []
+    assert page.locator(".error").count() == 0
+    images = page.eval_on_selector_all("img", "images => images.map((image) => [image.getAttribute('src'), image.naturalWidth])")
+    expected_images = {sample["input"] for sample in gradcam["samples"]} | {name for sample in gradcam["samples"] for name in sample["overlays"].values()}
+    assert {source for source, _ in images} == expected_images and len(images) == 6
+    assert all(width > 0 for _, width in images), images
+
+    assert shown(page, "[data-key=test_roc_auc] .stat-value") == f"{headline['test_roc_auc']:.4f}"
+    assert shown(page, "[data-key=final_train_accuracy] .stat-value") == f"{headline['final_train_accuracy'] * 100:.2f}%"
+    assert shown(page, "[data-key=test_accuracy] .stat-value") == f"{headline['test_accuracy'] * 100:.2f}%"
+    assert shown(page, "[data-key=gradcam_overlays] .stat-value") == str(headline["gradcam_overlays"])
+    assert shown(page, "#model-card [data-key=parameters] dd") == f"{card['parameters']:,}"
+    assert shown(page, "#model-card [data-key=optimizer] dd") == card["optimizer"]
+    assert shown(page, "#model-card [data-key=batch_size] dd") == str(card["batch_size"])
+    assert shown(page, "#model-card [data-row=test] [data-column=total]") == f"{card['dataset']['counts']['test']['total']:,}"
+    assert page.locator("#model-card .layers li").all_inner_texts()[0].strip() == card["architecture"].split(" -> ")[0]
+
+    rows = [line.split("\t") for line in (folder / "classification_report.tsv").read_text().splitlines()]
+    for row in rows[1:]:
+        for column, cell in zip(rows[0][1:], row[1:]):
+            assert shown(page, f'#classification-report tr[data-row="{row[0]}"] td[data-column="{column}"]') == cell
+
+    labels = metrics["confusion_matrix"]["labels"]
+    for i, truth in enumerate(labels):
+        for j, predicted in enumerate(labels):
+            cell = f'#evaluation td[data-row="{truth}"][data-column="{predicted}"] .cell-count'
+            assert shown(page, cell) == f"{metrics['confusion_matrix']['matrix'][i][j]:,}"
+
+    for sample in gradcam["samples"]:
+        card_selector = f'.gradcam-card[data-sample="{sample["sample"]}"]'
+        assert shown(page, f"{card_selector} [data-key=confidence] dd") == f"{sample['confidence'] * 100:.2f}%"
+        assert shown(page, f"{card_selector} [data-key=true_label] dd") == sample["true_label"]
+        assert shown(page, f"{card_selector} [data-key=predicted_label] dd") == sample["predicted_label"]
+        for label, probability in sample["probabilities"].items():
+            assert shown(page, f'{card_selector} li[data-label="{label}"] .probability-value') == f"{probability * 100:.2f}%"
+
+    assert promotion["run_id"] in shown(page, "#run [data-key=run_id] dd")
+    assert shown(page, "#run [data-key=metric] dd") == f"{promotion['metric']} = {promotion['metric_value']:.4f}"
+
+    insights = page.locator("#training .insight").all_inner_texts()
+    loss = metrics["history"]["loss"]
+    assert f"{loss[-1]:.3f}" in insights[0] and ("only epoch" in insights[0] if len(loss) == 1 else f"{loss[0]:.3f}" in insights[0])
+    best = max(metrics["history"]["val_accuracy"])
+    assert f"peaked at {best * 100:.1f}% by epoch" in insights[1]
+    assert page.locator("svg.plot path.line").count() == 6  # loss x2, accuracy x2, ROC, PR
+
+
+def test_page_fits_a_phone_screen(browser: Any, server: str, tmp_path: Path) -> None:
+    page, problems = open_page(browser, f"{server}{PAGE}/", 375, 812)
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    assert problems == []
+    width = page.evaluate("() => [document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth]")
+    assert max(width[:2]) <= width[2] == 375, width
+    page.mouse.wheel(400, 0)
+    assert page.evaluate("() => window.scrollX") == 0
+
+
+def test_html_in_the_files_is_shown_as_text(browser: Any, server: str) -> None:
+    page, problems = open_page(browser, f"{server}projects/tampered/", 1280)
+    assert page.locator("#model-card img, #model-card b").count() == 0
+    assert INJECTED in page.locator("#model-card .layers").inner_text()
+    assert shown(page, "#model-card [data-key=model] dd") == "<b>bold</b>"
+    assert page.evaluate("() => window.__injected") is None
+    assert problems == []
+
+
+def test_a_missing_or_broken_file_shows_a_message_in_its_section_only(browser: Any, server: str) -> None:
+    page, problems = open_page(browser, f"{server}projects/broken/", 1280)
+    assert "classification_report.tsv" in shown(page, "#classification-report .error")
+    assert "gradcam_results.json is not valid JSON" in shown(page, "#gradcam .error")
+    assert page.locator("#headline .error, #training .error, #evaluation .error, #model-card .error").count() == 0
+    assert page.locator("[data-key=test_roc_auc] .stat-value").count() == 1
+    # The browser itself reports the 404; the page's own code must not throw.
+    assert [problem for problem in problems if not problem.startswith("console error: Failed to load resource")] == []

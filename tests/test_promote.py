@@ -1,0 +1,455 @@
+"""Promotion: which run is chosen, what lands in dest, that a refusal or failure leaves dest as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forgery import promote, tracking
+from tests.conftest import CONFIG_DIR, run_forgery
+
+DEST = Path("public/projects/image-forgery")
+
+
+# ---- Helpers ----------------------------------------------------------------------------------------
+
+
+def write_report(folder: Path, label: str) -> Path:
+    """A small but complete report/ in train's format, built with the project's own report functions."""
+    import numpy as np
+    from PIL import Image
+
+    from forgery import evaluate, report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probabilities = np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6], [0.2, 0.8], [0.55, 0.45], [0.1, 0.9]])
+    headline = {
+        **evaluate.headline_metrics(labels, probabilities),
+        "final_train_accuracy": 0.75,
+        "final_val_accuracy": 0.7,
+        "final_val_auc": 0.8,
+        "gradcam_overlays": 4,
+    }
+    history = {"loss": [0.9, 0.6], "accuracy": [0.6, 0.75], "val_loss": [0.8, 0.7], "val_accuracy": [0.6, 0.7], "val_auc": [0.7, 0.8], "auc": [0.65, 0.8]}
+    heatmap = np.linspace(0.0, 1.0, 16).reshape(4, 4)
+    explanations = [
+        report.Explanation(sample, np.zeros((32, 32, 3), dtype="uint8"), index, probabilities[index * 3], {0: heatmap, 1: heatmap})
+        for index, sample in enumerate(report.GRADCAM_SAMPLES)
+    ]
+    metrics = report.training_metrics(
+        history, headline, evaluate.roc_points(labels, probabilities), evaluate.pr_points(labels, probabilities), evaluate.confusion(labels, probabilities)
+    )
+    card = report.model_card(
+        model_name=label, architecture="Conv2D -> Dense", optimizer="Adam", learning_rate=0.001, loss="categorical_crossentropy",
+        parameters=1234, epochs=2, batch_size=8, augmentation="none", dataset="unit", counts={"test": {"FAKE": 3, "REAL": 3, "total": 6}},
+        issues={}, gradcam_examples=2, seed=0, backend="tensorflow",
+    )
+    (folder / "training_metrics.json").write_text(json.dumps(metrics))
+    (folder / "model_card.json").write_text(json.dumps(card))
+    (folder / "gradcam_results.json").write_text(json.dumps(report.gradcam_results(explanations, "conv")))
+    (folder / "classification_report.tsv").write_text(evaluate.format_report_tsv(evaluate.classification_report(labels, probabilities)))
+    for item in explanations:
+        Image.new("RGB", (8, 8), (20, 40, 60)).save(folder / report.input_file(item.name))
+        for target in item.heatmaps:
+            Image.new("RGB", (8, 8), (200, 40 * target, 0)).save(folder / report.overlay_file(item.name, target))
+    return folder
+
+
+def log_run(
+    report_dir: Path | None,
+    experiment: str,
+    metrics: dict[str, float],
+    tags: dict[str, str] | None = None,
+    status: str = "FINISHED",
+) -> str:
+    """One MLflow run through forgery.tracking, with `report_dir` logged as report/; returns its id."""
+    if status == "FAILED":
+        with pytest.raises(RuntimeError), tracking.tracked_run(experiment, None, tags or {}) as run_id:
+            tracking.log_metrics(metrics)
+            raise RuntimeError("training blew up")
+        return run_id
+    with tracking.tracked_run(experiment, None, tags or {}) as run_id:
+        tracking.log_metrics(metrics)
+        if report_dir is not None:
+            tracking.log_folder(report_dir, "report")
+    return run_id
+
+
+def run_promote(experiment: str, dest: Path, **options: Any) -> dict[str, Any]:
+    """forgery.promote.promote with the CLI's defaults, overridden by `options`."""
+    settings: dict[str, Any] = {
+        "experiment": experiment,
+        "metric": "test_roc_auc",
+        "mode": "max",
+        "run_id": None,
+        "parent_run_id": None,
+        "dest": dest,
+        "dry_run": False,
+        "register": False,
+        "model_name": "image-forgery",
+    }
+    return promote.promote(**{**settings, **options})
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes); {} when the folder is not there."""
+    if not folder.exists():
+        return {}
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def promoted_run(dest: Path) -> str:
+    """The run id recorded in dest/promotion.json."""
+    return json.loads((dest / "promotion.json").read_text())["run_id"]
+
+
+@pytest.fixture
+def make_report(tmp_path: Path) -> Callable[[str], Path]:
+    """make_report(label) -> a report folder whose model card names `label`, outside the store and dest."""
+    return lambda label: write_report(tmp_path / "reports" / label, label)
+
+
+@pytest.fixture
+def experiment(mlflow_store: str) -> str:
+    """An experiment name inside the fresh tmp store (mlflow_store also moves the working folder to tmp)."""
+    return "unit-promote"
+
+
+@pytest.fixture
+def promoted(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> tuple[Path, str]:
+    """dest already holding an earlier promotion, for tests that check a refusal or failure leaves it alone."""
+    run_id = log_run(make_report("old"), experiment, {"test_roc_auc": 0.5, "test_loss": 0.9})
+    dest = tmp_path / DEST
+    run_promote(experiment, dest)
+    assert promoted_run(dest) == run_id
+    return dest, run_id
+
+
+# ---- Choosing the run ----------------------------------------------------------------------------------
+
+
+def test_promotes_the_best_finished_run_with_its_files(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    runs = {label: log_run(make_report(label), experiment, {"test_roc_auc": auc}) for label, auc in [("a", 0.61), ("b", 0.93), ("c", 0.72)]}
+    log_run(make_report("failed"), experiment, {"test_roc_auc": 0.99}, status="FAILED")
+    dest = tmp_path / DEST
+
+    record = run_promote(experiment, dest)
+
+    assert record["run_id"] == runs["b"] == promoted_run(dest)
+    assert json.loads((dest / "model_card.json").read_text())["model"] == "b"
+    for name in promote.REPORT_FILES:
+        assert (dest / name).read_bytes() == (tmp_path / "reports" / "b" / name).read_bytes(), name
+    for name in promote.SITE_FILES:
+        assert (dest / name).read_bytes() == (promote.SITE_FOLDER / name).read_bytes(), name
+    written = json.loads((dest / "promotion.json").read_text())
+    assert written["experiment"] == experiment and written["metric"] == "test_roc_auc" and written["metric_value"] == 0.93
+    assert written["files"] == sorted(promote.REPORT_FILES + promote.SITE_FILES)
+    assert sorted(path.name for path in dest.iterdir()) == sorted([*written["files"], "promotion.json"])
+    assert written["promoted_at"].endswith("+00:00")
+    assert written["source_commit"] == tracking.get_run(runs["b"])["tags"].get("mlflow.source.git.commit")
+
+
+def test_mode_min_promotes_the_lowest_value(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    losses = {label: log_run(make_report(label), experiment, {"test_loss": loss}) for label, loss in [("a", 0.7), ("b", 0.3), ("c", 0.5)]}
+    record = run_promote(experiment, tmp_path / DEST, metric="test_loss", mode="min")
+    assert record["run_id"] == losses["b"] and record["metric_value"] == 0.3
+
+
+def test_runs_without_the_metric_are_skipped(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    log_run(make_report("a"), experiment, {"other": 5.0})
+    wanted = log_run(make_report("b"), experiment, {"test_roc_auc": 0.2})
+    assert run_promote(experiment, tmp_path / DEST)["run_id"] == wanted
+
+
+def test_run_id_promotes_that_run_even_when_another_is_better(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    chosen = log_run(make_report("a"), experiment, {"test_roc_auc": 0.6})
+    log_run(make_report("b"), experiment, {"test_roc_auc": 0.9})
+    dest = tmp_path / DEST
+    run_promote(experiment, dest, run_id=chosen)
+    assert promoted_run(dest) == chosen
+    assert json.loads((dest / "model_card.json").read_text())["model"] == "a"
+
+
+def test_parent_run_id_limits_the_choice_to_one_sweep(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    sweep_a, sweep_b = "a" * 32, "b" * 32
+    best_of_a = log_run(make_report("a1"), experiment, {"test_roc_auc": 0.7}, tags={"mlflow.parentRunId": sweep_a})
+    log_run(make_report("a2"), experiment, {"test_roc_auc": 0.6}, tags={"mlflow.parentRunId": sweep_a})
+    best_of_b = log_run(make_report("b1"), experiment, {"test_roc_auc": 0.95}, tags={"mlflow.parentRunId": sweep_b})
+    log_run(make_report("loose"), experiment, {"test_roc_auc": 0.99})
+    assert run_promote(experiment, tmp_path / "a", parent_run_id=sweep_a)["run_id"] == best_of_a
+    assert run_promote(experiment, tmp_path / "b", parent_run_id=sweep_b)["run_id"] == best_of_b
+    with pytest.raises(promote.PromoteError, match="no FINISHED run .* under parent run c{32}"):
+        run_promote(experiment, tmp_path / "c", parent_run_id="c" * 32)
+
+
+def test_best_run_breaks_ties_by_the_newest_and_ignores_nan() -> None:
+    def run(run_id: str, value: float, start: int) -> dict[str, Any]:
+        return {"run_id": run_id, "status": "FINISHED", "start_time": start, "metrics": {"m": value}, "tags": {}}
+
+    runs = [run("old", 0.8, 1), run("new", 0.8, 2), run("nan", float("nan"), 3), run("low", 0.1, 4)]
+    assert promote.best_run(runs, "m", "max", None, "e")["run_id"] == "new"
+    assert promote.best_run(runs, "m", "min", None, "e")["run_id"] == "low"
+
+
+# ---- What lands in dest -------------------------------------------------------------------------------
+
+
+def test_a_new_promotion_replaces_the_whole_folder(promoted: tuple[Path, str], experiment: str, make_report: Callable[[str], Path]) -> None:
+    dest, old_run = promoted
+    (dest / "stale-from-old-run.png").write_bytes(b"old")
+    new_run = log_run(make_report("new"), experiment, {"test_roc_auc": 0.9})
+    run_promote(experiment, dest)
+    assert promoted_run(dest) == new_run != old_run
+    assert not (dest / "stale-from-old-run.png").exists()
+    assert json.loads((dest / "model_card.json").read_text())["model"] == "new"
+    assert [path.name for path in dest.parent.iterdir()] == [dest.name]  # no staging or retired folder left
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()], ids=["error", "interrupt"])
+def test_a_failure_mid_copy_leaves_the_old_page(
+    promoted: tuple[Path, str], experiment: str, make_report: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    dest, _ = promoted
+    before = snapshot(dest)
+    log_run(make_report("new"), experiment, {"test_roc_auc": 0.9})
+    copies: list[Path] = []
+    real_copy = promote.copy_file
+
+    def copy_then_fail(source: Path, target: Path) -> None:
+        if copies:
+            raise error
+        copies.append(target)
+        real_copy(source, target)
+
+    monkeypatch.setattr(promote, "copy_file", copy_then_fail)
+    with pytest.raises((promote.PromoteError, KeyboardInterrupt)):
+        run_promote(experiment, dest)
+    assert len(copies) == 1 and copies[0].parent != dest  # the one file that was copied went to staging
+    assert snapshot(dest) == before
+    assert [path.name for path in dest.parent.iterdir()] == [dest.name]
+
+
+def test_a_promote_killed_mid_swap_is_repaired_by_the_next(promoted: tuple[Path, str]) -> None:
+    dest, _ = promoted
+    before = snapshot(dest)
+    retired = dest.with_name(f".{dest.name}.old-killed")
+    dest.rename(retired)  # killed after renaming the old page away, before renaming the new one in
+    staging = dest.with_name(f".{dest.name}.staging-killed")
+    staging.mkdir()
+    (staging / "half.png").write_bytes(b"half")
+    promote.recover_interrupted(dest)
+    assert snapshot(dest) == before
+    assert [path.name for path in dest.parent.iterdir()] == [dest.name]
+
+
+def test_dry_run_changes_nothing(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    run_id = log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
+    dest = tmp_path / DEST
+    record = run_promote(experiment, dest, dry_run=True)
+    assert record["run_id"] == run_id and record["metric_value"] == 0.7
+    assert not dest.parent.exists()
+
+
+def test_dry_run_leaves_an_existing_page(promoted: tuple[Path, str], experiment: str, make_report: Callable[[str], Path]) -> None:
+    dest, old_run = promoted
+    before = snapshot(dest)
+    new_run = log_run(make_report("new"), experiment, {"test_roc_auc": 0.9})
+    assert run_promote(experiment, dest, dry_run=True)["run_id"] == new_run
+    assert snapshot(dest) == before and promoted_run(dest) == old_run
+
+
+# ---- Refusals ------------------------------------------------------------------------------------------
+
+
+def _drop_file(report_dir: Path) -> Path:
+    (report_dir / "real-gradcam-fake.png").unlink()
+    return report_dir
+
+
+def _add_folder(report_dir: Path) -> Path:
+    (report_dir / "nested").mkdir()
+    (report_dir / "nested" / "x.png").write_bytes(b"x")
+    return report_dir
+
+
+def _point_outside(report_dir: Path) -> Path:
+    results = json.loads((report_dir / "gradcam_results.json").read_text())
+    results["samples"][0]["input"] = "../../../outside.png"
+    (report_dir / "gradcam_results.json").write_text(json.dumps(results))
+    return report_dir
+
+
+def _break_json(report_dir: Path) -> Path:
+    (report_dir / "training_metrics.json").write_text("{not json")
+    return report_dir
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        (_drop_file, "report/real-gradcam-fake.png is missing"),
+        (_add_folder, "unsafe artefact name 'nested/'"),
+        (_point_outside, "names '../../../outside.png'"),
+        (_break_json, "training_metrics.json is not valid JSON"),
+    ],
+    ids=["missing-artefact", "nested-folder", "path-outside", "broken-json"],
+)
+def test_a_run_with_bad_artefacts_is_refused(
+    promoted: tuple[Path, str], experiment: str, make_report: Callable[[str], Path], spoil: Callable[[Path], Path], reason: str
+) -> None:
+    dest, _ = promoted
+    before = snapshot(dest)
+    log_run(spoil(make_report("bad")), experiment, {"test_roc_auc": 0.99})
+    with pytest.raises(promote.PromoteError, match=re.escape(reason)):
+        run_promote(experiment, dest)
+    assert snapshot(dest) == before
+    assert [path.name for path in dest.parent.iterdir()] == [dest.name]
+    assert not list(dest.parents[2].rglob("outside.png"))
+
+
+def test_refusals_name_the_reason_and_leave_dest(promoted: tuple[Path, str], experiment: str, make_report: Callable[[str], Path]) -> None:
+    dest, old_run = promoted
+    before = snapshot(dest)
+    failed = log_run(None, "only-failed", {"test_roc_auc": 0.9}, status="FAILED")
+    no_metric = log_run(make_report("no-metric"), "no-metric", {"other": 1.0})
+    cases = {
+        "experiment 'missing' does not exist": {"experiment": "missing"},
+        "no FINISHED run in experiment 'only-failed'": {"experiment": "only-failed"},
+        "metric 'test_roc_auc' is missing on all 1 FINISHED runs .* \\(known: other\\)": {"experiment": "no-metric"},
+        f"run {no_metric} has no metric 'test_roc_auc'": {"run_id": no_metric},
+        f"run {failed} is FAILED, not FINISHED": {"run_id": failed},
+        "run f{32} does not exist": {"run_id": "f" * 32},
+        "run x' or '1'='1 does not exist": {"run_id": "x' or '1'='1"},
+        "mode must be max or min": {"mode": "best"},
+        "could not register the model": {"run_id": old_run, "register": True},
+    }
+    for reason, options in cases.items():
+        with pytest.raises(promote.PromoteError, match=reason):
+            run_promote(options.pop("experiment", experiment), dest, **options)
+        assert snapshot(dest) == before, reason
+        assert [path.name for path in dest.parent.iterdir()] == [dest.name], reason
+
+
+def test_dest_that_promote_did_not_write_is_refused(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
+    (tmp_path / "site" / "notes.txt").parent.mkdir()
+    (tmp_path / "site" / "notes.txt").write_text("mine")
+    with pytest.raises(promote.PromoteError, match="holds files but no promotion.json"):
+        run_promote(experiment, tmp_path / "site")
+    with pytest.raises(promote.PromoteError, match="working folder"):
+        run_promote(experiment, tmp_path)
+    assert (tmp_path / "site" / "notes.txt").read_text() == "mine"
+
+
+# ---- The real command ----------------------------------------------------------------------------------
+
+
+def test_cli_refuses_a_missing_experiment_with_one_line(experiment: str, make_report: Callable[[str], Path], tmp_path: Path, mlflow_store: str) -> None:
+    log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
+    result = run_forgery("promote", "experiment=no-such-experiment", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_store}, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: experiment 'no-such-experiment' does not exist (python -m forgery.train creates it)"]
+    assert not (tmp_path / DEST).exists() and not (tmp_path / "outputs").exists()
+
+
+def test_cli_without_a_store_refuses_and_creates_none(tmp_path: Path) -> None:
+    result = run_forgery("promote", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: no MLflow store here")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_cli_promotes_and_writes_nothing_else(experiment: str, make_report: Callable[[str], Path], tmp_path: Path, mlflow_store: str) -> None:
+    best = log_run(make_report("a"), experiment, {"test_roc_auc": 0.8})
+    log_run(make_report("b"), experiment, {"test_roc_auc": 0.4})
+    before = set(os.listdir(tmp_path))
+    dry = run_forgery("promote", f"experiment={experiment}", "dry_run=true", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_store}, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert f"would promote run {best}" in dry.stdout and str(DEST) in dry.stdout and "training_metrics.json" in dry.stdout
+    assert set(os.listdir(tmp_path)) == before
+
+    result = run_forgery("promote", f"experiment={experiment}", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_store}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"promoted run {best}" in result.stdout and "test_roc_auc = 0.8" in result.stdout and "http.server" in result.stdout
+    assert promoted_run(tmp_path / DEST) == best
+    assert set(os.listdir(tmp_path)) == before | {"public"}  # no outputs/, .hydra/ or promote.log
+    assert not list(tmp_path.rglob("*.log"))
+
+
+def test_config_defaults_match_the_documented_ones() -> None:
+    from hydra import compose, initialize
+
+    assert promote.CONFIG_FILE == CONFIG_DIR / "promote.yaml"
+    with initialize(version_base="1.3", config_path=None):  # as promote's main composes it: from the config store
+        cfg = compose(config_name="promote", return_hydra_config=True)
+        chosen = compose(config_name="promote", overrides=["experiment=lr_sweep", "mode=min"])
+    assert (cfg.experiment, cfg.metric, cfg.mode, cfg.dest) == ("image-forgery", "test_roc_auc", "max", "public/projects/image-forgery")
+    assert cfg.run_id is None and cfg.parent_run_id is None and cfg.dry_run is False and cfg.register is False
+    assert cfg.hydra.output_subdir is None and cfg.hydra.run.dir == "." and cfg.hydra.job.chdir is False
+    assert cfg.hydra.job_logging.handlers.console.stream == "ext://sys.stdout" and "file" not in cfg.hydra.job_logging.handlers
+    # A plain key even though conf/ has an experiment/ presets group for train.
+    assert (chosen.experiment, chosen.mode) == ("lr_sweep", "min")
+    assert promote.CONFIG_FILE.read_text().startswith("# ")
+
+
+# ---- A real training run -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One real `python -m forgery.train epochs=1` in a tmp folder; returns (folder, run id)."""
+    folder = tmp_path_factory.mktemp("trained")
+    result = run_forgery("train", "epochs=1", "hydra.run.dir=out", cwd=folder, env={"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = tracking_runs(folder)
+    assert len(runs) == 1
+    return folder, runs[0]
+
+
+def tracking_runs(folder: Path) -> list[str]:
+    """Run ids in the image-forgery experiment of the store in `folder`."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    try:
+        return [run["run_id"] for run in tracking.search_runs(tracking.experiment_id("image-forgery"))]
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.slow
+def test_cli_promotes_a_real_run_file_for_file(trained: tuple[Path, str], tmp_path: Path) -> None:
+    folder, run_id = trained
+    dest = tmp_path / "public" / "projects" / "image-forgery"
+    result = run_forgery("promote", f"dest={dest}", cwd=folder, env={"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for name in promote.REPORT_FILES:
+        assert (dest / name).read_bytes() == (folder / "out" / "report" / name).read_bytes(), name
+    record = json.loads((dest / "promotion.json").read_text())
+    headline = json.loads((folder / "out" / "report" / "training_metrics.json").read_text())["headline"]
+    assert record["run_id"] == run_id and record["metric_value"] == pytest.approx(headline["test_roc_auc"])
+
+
+@pytest.mark.slow
+def test_register_points_champion_at_each_new_version(trained: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    folder, run_id = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    try:
+        assert tracking.model_version_by_alias("image-forgery", "champion") is None
+        first = run_promote("image-forgery", tmp_path / "site", register=True)
+        assert tracking.model_version_by_alias("image-forgery", "champion") == {"version": "1", "run_id": run_id}
+        assert first["registered_model"] == {"name": "image-forgery", "version": "1", "alias": "champion"}
+        run_promote("image-forgery", tmp_path / "site", register=True)
+        assert tracking.model_version_by_alias("image-forgery", "champion") == {"version": "2", "run_id": run_id}
+        assert json.loads((tmp_path / "site" / "promotion.json").read_text())["registered_model"]["version"] == "2"
+    finally:
+        mlflow.set_tracking_uri(None)

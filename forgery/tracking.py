@@ -23,6 +23,8 @@ _MAX_PARAM_LENGTH = 6000
 def tracked_run(experiment: str, run_name: str | None, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
     """Start a run (or reopen `run_id`) and yield its id; end it FINISHED, KILLED (Ctrl-C) or FAILED (any other error)."""
     mlflow.set_experiment(experiment)
+    if run_id is None and run_name is None:
+        run_name = _fresh_run_name()
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags))
     try:
         yield run.info.run_id
@@ -103,6 +105,24 @@ def git_tags(folder: Path) -> dict[str, str]:
     except (OSError, subprocess.CalledProcessError):
         return {}
     return {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def _fresh_run_name() -> str:
+    """MLflow's adjective-animal-number name, drawn without touching the training's seeded `random` state.
+
+    MLflow draws names from Python's global `random`, which the run has just seeded: left alone, every
+    run with the same seed would get the same name.
+    """
+    import random
+
+    from mlflow.utils.name_utils import _generate_random_name
+
+    state = random.getstate()
+    random.seed()  # from the OS's entropy
+    try:
+        return _generate_random_name()
+    finally:
+        random.setstate(state)
 
 
 def _version(package: str) -> str:

@@ -49,3 +49,20 @@ def test_run_ends_killed_on_ctrl_c(mlflow_store: str) -> None:
 
 def test_git_tags_outside_a_checkout_are_empty(tmp_path) -> None:
     assert tracking.git_tags(tmp_path) == {}
+
+
+def test_seeded_runs_still_get_different_names(mlflow_store: str) -> None:
+    import random
+
+    names = []
+    for _ in range(2):
+        random.seed(42)  # what keras.utils.set_random_seed does before every run
+        with tracking.tracked_run("unit", None, {}):
+            pass
+        names.append(MlflowClient(mlflow_store).search_runs([MlflowClient(mlflow_store).get_experiment_by_name("unit").experiment_id], max_results=1, order_by=["start_time DESC"])[0].info.run_name)
+    assert names[0] != names[1]
+    random.seed(42)
+    expected = random.random()
+    random.seed(42)
+    with tracking.tracked_run("unit", None, {}):
+        assert random.random() == expected  # the training's seeded stream is left as it was

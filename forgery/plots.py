@@ -74,6 +74,8 @@ def reliability_figure(before: list[dict[str, float | None]], after: list[dict[s
         axes.bar(centres, [row["accuracy"] for row in filled], width=widths, edgecolor="black", alpha=0.7, label="accuracy")
         axes.plot([row["mean_confidence"] for row in filled], [row["accuracy"] for row in filled], "o", color="C3", label="bin (mean confidence, accuracy)")
         axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+        for centre, row in zip(centres, filled):  # a bin of a few images says little: show how many it holds
+            axes.text(centre, 0.02, str(row["count"]), ha="center", va="bottom", fontsize="x-small")
         axes.set(xlabel="confidence (top probability)", title=f"Reliability, {title}", xlim=(0, 1), ylim=(0, 1.02))
     all_axes[0].set_ylabel("accuracy")
     all_axes[0].legend(loc="upper left", fontsize="small")

@@ -1,0 +1,310 @@
+"""Entrypoint: `python -m forgery.predict PATH... (run_id=ID | model_path=FILE.keras) [gradcam_dir=FOLDER]`.
+
+Classifies image files, and every image file in folders (recursively), as FAKE or REAL. Stdout carries
+one JSON line per image and nothing else, so it can be piped into `jq` or a script:
+
+    {"path": "a.jpg", "label": "FAKE", "confidence": 0.93, "probabilities": {"FAKE": 0.93, "REAL": 0.07},
+     "calibrated": true, "note": "resized from 100x60 to 32x32 (Lanczos, antialiased)"}
+
+- Any size or mode is accepted: images are converted to RGB and resized to 32x32 exactly as the CIFAKE
+  loader does (forgery.data.decode_image), and `note` says when that happened.
+- `run_id=` loads `runs:/<run_id>/model` from MLflow's store (MLFLOW_TRACKING_URI, else ./mlflow.db);
+  when that run logged a `temperature` metric, probabilities are temperature-scaled
+  (forgery.calibration) and `calibrated` is true. `model_path=` loads a `.keras` file; its
+  probabilities are raw (`calibrated` false). Both load in Keras's safe mode, which refuses to run
+  code stored in a model file.
+- `gradcam_dir=` also writes a Grad-CAM overlay PNG of the predicted class per image and adds its
+  path to the line as `gradcam`.
+- A file that cannot be read (missing, corrupt, not an image) gets `{"path", "error"}` and the rest go on.
+Exit status: 0 when every image was classified, 1 when any failed, 2 for a usage error (one `error:` line
+on stderr). Arguments are plain tokens rather than Hydra overrides: a token `key=value` whose key is one
+of the options above sets it, every other token is a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:  # Keras takes seconds to import; usage errors are reported before that
+    import keras
+
+    from forgery.gradcam import GradcamModel
+
+log = logging.getLogger("forgery.predict")
+
+OPTIONS = ("run_id", "model_path", "gradcam_dir")
+USAGE = "usage: python -m forgery.predict PATH... (run_id=ID | model_path=FILE.keras) [gradcam_dir=FOLDER]"
+# What a folder scan picks up; a file named on the command line is tried whatever its name.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+BATCH = 256  # images decoded and predicted together: lines keep flowing on a big folder, memory stays flat
+GRADCAM_UPSCALE = 8  # as conf/train.yaml's gradcam.upscale: 32x32 shown at 256x256
+GRADCAM_ALPHA = 0.45  # as conf/train.yaml's gradcam.alpha
+_OPTION_LIKE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+
+
+class UsageError(Exception):
+    """A mistake in the command line or the model it names; reported as one line with exit status 2."""
+
+
+def main(arguments: list[str]) -> int:
+    """Run the command on `arguments` (sys.argv[1:]) and return its exit status."""
+    if any(argument in ("-h", "--help") for argument in arguments):
+        print(USAGE, file=sys.stderr)
+        return 0
+    try:
+        paths, options = parse_arguments(arguments)
+        model, temperature = load_model(options)
+        gradcam_dir = Path(options["gradcam_dir"]) if "gradcam_dir" in options else None
+        cut = prepare_gradcam(model, gradcam_dir) if gradcam_dir else None
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    failed = False
+    for line in classify(model, temperature, image_files(paths), cut, gradcam_dir):
+        print(json.dumps(line), flush=True)
+        failed = failed or "error" in line
+    return 1 if failed else 0
+
+
+def parse_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Split tokens into paths and `key=value` options; UsageError for a missing, repeated or unknown one."""
+    paths: list[str] = []
+    options: dict[str, str] = {}
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key in OPTIONS:
+            if key in options:
+                raise UsageError(f"{key} given twice")
+            if not value:
+                raise UsageError(f"{key} needs a value, e.g. {key}=...")
+            options[key] = value
+        elif _OPTION_LIKE.match(argument) and not Path(argument).exists():
+            # A typo such as runid=... must not be read as a missing image file.
+            raise UsageError(f"unknown option {key!r}; the options are {', '.join(f'{name}=' for name in OPTIONS)}")
+        else:
+            paths.append(argument)
+    if not paths:
+        raise UsageError(f"no image paths given; {USAGE}")
+    if ("run_id" in options) == ("model_path" in options):
+        raise UsageError("give exactly one of run_id=... and model_path=...")
+    return paths, options
+
+
+def load_model(options: dict[str, str]) -> tuple[keras.Model, float | None]:
+    """The model named by run_id or model_path, and the run's logged temperature (None: not calibrated)."""
+    from forgery.train import quiet_native_startup
+
+    if "model_path" in options:
+        check_model_file(Path(options["model_path"]))  # in a blink, before seconds of importing Keras
+    with quiet_native_startup(), contextlib.redirect_stdout(sys.stderr):
+        import keras
+
+        keras.ops.zeros(1)  # the first op initialises the backend's devices, which is chatty too
+        if "model_path" in options:
+            model, temperature = _load_model_file(Path(options["model_path"])), None
+        else:
+            model, temperature = _load_run_model(options["run_id"])
+    shapes = (tuple(getattr(model, "input_shape", ())[1:]), tuple(getattr(model, "output_shape", ())[1:]))
+    if shapes != ((32, 32, 3), (2,)):
+        raise UsageError(f"the model maps {shapes[0]} to {shapes[1]}; a forgery model maps (32, 32, 3) to (2,)")
+    if temperature is None:
+        log.warning("probabilities are raw: the model comes with no fitted temperature (calibrated: false)")
+    else:
+        log.info("probabilities are calibrated with the run's temperature %.4g", temperature)
+    return model, temperature
+
+
+def check_model_file(path: Path) -> None:
+    """UsageError unless `path` is an existing `.keras` file."""
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path}")
+    if path.suffix != ".keras":
+        raise UsageError(f"model_path must be a .keras file: {path}")
+
+
+def _load_model_file(path: Path) -> keras.Model:
+    """A `.keras` file loaded in safe mode; UsageError when Keras cannot load it."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file; all mean "not a usable model"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"cannot load model {path}: {type(error).__name__}: {first_line}") from None
+
+
+def _load_run_model(run_id: str) -> tuple[keras.Model, float | None]:
+    """A run's logged model and its `temperature` metric; UsageError for an unknown run or one without a model."""
+    from forgery import tracking
+    from forgery.calibration import TEMPERATURE_METRIC
+
+    # MLflow's download progress bars would bury the one line per image a caller watches for on stderr.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    if not tracking.store_exists():
+        raise UsageError(f"unknown run {run_id}: there is no MLflow store here (set MLFLOW_TRACKING_URI or cd to it)")
+    run = tracking.get_run(run_id)
+    if run is None:
+        raise UsageError(f"unknown run {run_id}")
+    try:
+        model = tracking.load_run_model(run_id)
+    except (RuntimeError, OSError) as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    temperature = run["metrics"].get(TEMPERATURE_METRIC)
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        log.warning("ignoring the run's temperature %r: it must be a positive number", temperature)
+        temperature = None
+    return model, temperature
+
+
+def prepare_gradcam(model: keras.Model, folder: Path) -> GradcamModel:
+    """The model cut for Grad-CAM, with `folder` created; UsageError when either cannot be done."""
+    from forgery.gradcam import cut_model
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create gradcam_dir {folder}: {error.strerror or error}") from None
+    try:
+        return cut_model(model)
+    except ValueError as error:
+        raise UsageError(f"no Grad-CAM for this model: {error}") from None
+
+
+def image_files(paths: list[str]) -> list[Path | tuple[Path, str]]:
+    """Files named, and image files found in folders named (sorted); an empty folder becomes (folder, error)."""
+    files: list[Path | tuple[Path, str]] = []
+    for name in paths:
+        path = Path(name)
+        if not path.is_dir():
+            files.append(path)  # missing or unreadable files get their error line when read
+            continue
+        found = sorted(
+            item
+            for item in path.rglob("*")
+            if item.suffix.lower() in IMAGE_SUFFIXES
+            and item.is_file()
+            and not any(part.startswith(".") for part in item.relative_to(path).parts)  # .DS_Store, .git, ...
+        )
+        files.extend(found or [(path, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")])
+    return files
+
+
+class InputImage(NamedTuple):
+    """One input: its path and either its pixels (and a conversion note) or why it could not be read."""
+
+    path: Path
+    pixels: np.ndarray | None
+    note: str | None
+    error: str | None
+
+
+def read_input(item: Path | tuple[Path, str]) -> InputImage:
+    """Decode one file to (32, 32, 3) uint8 RGB as the CIFAKE loader does, or say why it cannot be."""
+    from PIL import Image, UnidentifiedImageError
+
+    from forgery.data import IMAGE_SIZE, UNREADABLE_FILE_ERRORS, decode_image
+
+    if isinstance(item, tuple):
+        return InputImage(item[0], None, None, item[1])
+    try:
+        data = item.read_bytes()
+        decoded = decode_image(data)
+        with Image.open(io.BytesIO(data)) as image:  # the header only: what the file was before decoding
+            mode, (width, height) = image.mode, image.size
+    except FileNotFoundError:
+        return InputImage(item, None, None, "no such file")
+    except UnidentifiedImageError:
+        return InputImage(item, None, None, "not an image file (or a format Pillow cannot read)")
+    except UNREADABLE_FILE_ERRORS as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        return InputImage(item, None, None, f"unreadable image: {reason}")
+    notes = []
+    if decoded.converted:
+        notes.append(f"converted from {mode} to RGB")
+    if decoded.resized:
+        notes.append(f"resized from {width}x{height} to {IMAGE_SIZE}x{IMAGE_SIZE} (Lanczos, antialiased)")
+    return InputImage(item, decoded.pixels, "; ".join(notes) or None, None)
+
+
+def classify(
+    model: keras.Model,
+    temperature: float | None,
+    files: list[Path | tuple[Path, str]],
+    cut: GradcamModel | None,
+    gradcam_dir: Path | None,
+) -> Iterator[dict[str, Any]]:
+    """Yield one JSON-ready dict per file, in order: a prediction, or `{"path", "error"}`."""
+    from forgery.calibration import apply_temperature
+
+    for start in range(0, len(files), BATCH):
+        batch = [read_input(item) for item in files[start : start + BATCH]]
+        readable = [position for position, entry in enumerate(batch) if entry.error is None]
+        rows: dict[int, np.ndarray] = {}
+        if readable:
+            probabilities = model.predict(np.stack([batch[position].pixels for position in readable]), batch_size=BATCH, verbose=0)
+            if temperature is not None:
+                probabilities = apply_temperature(probabilities, temperature)
+            rows = dict(zip(readable, probabilities))
+        for position, entry in enumerate(batch):
+            if entry.error is not None:
+                yield {"path": str(entry.path), "error": entry.error}
+                continue
+            line = prediction_line(entry.path, rows[position], temperature is not None, entry.note)
+            if cut is not None and gradcam_dir is not None:
+                predicted = int(np.argmax(rows[position]))
+                line["gradcam"] = str(write_gradcam(cut, entry.pixels, predicted, gradcam_dir, start + position, entry.path))
+            yield line
+
+
+def prediction_line(path: Path, probabilities: np.ndarray, calibrated: bool, note: str | None) -> dict[str, Any]:
+    """The JSON line of one classified image."""
+    from forgery.data import CLASS_NAMES
+
+    index = int(np.argmax(probabilities))
+    line: dict[str, Any] = {
+        "path": str(path),
+        "label": CLASS_NAMES[index],
+        "confidence": round(float(probabilities[index]), 6),
+        "probabilities": {name: round(float(value), 6) for name, value in zip(CLASS_NAMES, probabilities)},
+        "calibrated": calibrated,
+    }
+    if note:
+        line["note"] = note
+    return line
+
+
+def write_gradcam(cut: GradcamModel, image: np.ndarray, class_index: int, folder: Path, number: int, source: Path) -> Path:
+    """Save the Grad-CAM overlay of `class_index` for one image as <number>-<file stem>-gradcam-<class>.png."""
+    from PIL import Image
+
+    from forgery.data import CLASS_NAMES
+    from forgery.gradcam import make_gradcam_heatmap, overlay
+
+    heatmap = make_gradcam_heatmap(cut, image, class_index)
+    # The running number keeps two inputs called a.jpg in different folders from overwriting each other.
+    target = folder / f"{number:05d}-{source.stem}-gradcam-{CLASS_NAMES[class_index].lower()}.png"
+    Image.fromarray(overlay(image, heatmap, upscale=GRADCAM_UPSCALE, alpha=GRADCAM_ALPHA)).save(target)
+    return target
+
+
+def cli() -> None:
+    """`python -m forgery.predict`: logs to stderr, JSON lines to stdout, the exit status from `main`."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    raise SystemExit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

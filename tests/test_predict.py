@@ -1,0 +1,167 @@
+"""`python -m forgery.predict`: one JSON line per input, error lines for bad files, exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from forgery.predict import UsageError, parse_arguments
+from tests.conftest import run_forgery
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained forgery model saved as .keras."""
+    from forgery.models import cnn
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    cnn("tiny", [4, 8, 8]).save(path)
+    return path
+
+
+def save_image(path: Path, shape: tuple[int, ...], seed: int) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 256, shape).astype("uint8")
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]  # every stdout line must be JSON
+
+
+def test_arguments_split_into_paths_and_options() -> None:
+    paths, options = parse_arguments(["a.png", "model_path=m.keras", "folder", "gradcam_dir=cams"])
+    assert paths == ["a.png", "folder"]
+    assert options == {"model_path": "m.keras", "gradcam_dir": "cams"}
+    assert parse_arguments(["run_id=abc", "b.jpg"]) == (["b.jpg"], {"run_id": "abc"})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ([], "no image paths"),
+        (["model_path=m.keras"], "no image paths"),
+        (["a.png"], "exactly one of run_id"),
+        (["a.png", "run_id=x", "model_path=m.keras"], "exactly one of run_id"),
+        (["a.png", "runid=x"], "unknown option 'runid'"),
+        (["a.png", "run_id="], "run_id needs a value"),
+        (["a.png", "run_id=x", "run_id=y"], "run_id given twice"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(arguments: list[str], expected: str) -> None:
+    with pytest.raises(UsageError, match=expected):
+        parse_arguments(arguments)
+
+
+def test_mixed_inputs_give_one_line_each_and_exit_1(tmp_path: Path, model_file: Path) -> None:
+    good = save_image(tmp_path / "good.png", (32, 32, 3), seed=1)
+    odd = save_image(tmp_path / "odd.jpg", (60, 100, 3), seed=2)  # 100 wide, 60 high
+    grey = save_image(tmp_path / "grey.png", (32, 32), seed=3)
+    whole = save_image(tmp_path / "whole.jpg", (32, 32, 3), seed=4).read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "text.jpg").write_text("this is not a picture\n")
+    inputs = [good, odd, grey, tmp_path / "truncated.jpg", tmp_path / "text.jpg", tmp_path / "missing.png"]
+    result = run_forgery("predict", *map(str, inputs), f"model_path={model_file}", cwd=tmp_path, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = json_lines(result.stdout)
+    assert [line["path"] for line in lines] == [str(path) for path in inputs]
+    predictions, errors = lines[:3], lines[3:]
+    for line in predictions:
+        assert set(line) <= {"path", "label", "confidence", "probabilities", "calibrated", "note"}
+        assert line["label"] in ("FAKE", "REAL") and line["calibrated"] is False
+        assert sum(line["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert line["confidence"] == max(line["probabilities"].values())
+        assert line["probabilities"][line["label"]] == line["confidence"]
+    assert "note" not in predictions[0]
+    assert "resized from 100x60 to 32x32" in predictions[1]["note"]
+    assert "converted from L to RGB" in predictions[2]["note"]
+    assert all(set(line) == {"path", "error"} for line in errors)
+    assert "truncated" in errors[0]["error"]
+    assert "not an image" in errors[1]["error"]
+    assert "no such file" in errors[2]["error"]
+    # The numbers are the model's own on the same pixels, not just well-formed.
+    expected = keras.saving.load_model(model_file).predict(np.asarray(Image.open(good))[None], verbose=0)[0]
+    np.testing.assert_allclose([predictions[0]["probabilities"][name] for name in ("FAKE", "REAL")], expected, atol=1e-5)
+
+
+def test_folders_are_searched_recursively_and_gradcam_overlays_written(tmp_path: Path, model_file: Path) -> None:
+    nested = tmp_path / "images" / "deeper"
+    nested.mkdir(parents=True)
+    save_image(tmp_path / "images" / "a.png", (32, 32, 3), seed=1)
+    save_image(nested / "a.png", (40, 40, 3), seed=2)  # same file name: overlays must not overwrite each other
+    (tmp_path / "images" / "notes.txt").write_text("not an image, and not picked up from a folder\n")
+    result = run_forgery(
+        "predict", "images", f"model_path={model_file}", f"gradcam_dir={tmp_path / 'cams'}", cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    assert [Path(line["path"]).relative_to("images").as_posix() for line in lines] == ["a.png", "deeper/a.png"]
+    overlays = [Path(line["gradcam"]) for line in lines]
+    assert len(set(overlays)) == 2 and all(path.parent == tmp_path / "cams" for path in overlays)
+    for path, line in zip(overlays, lines):
+        assert path.name.endswith(f"-gradcam-{line['label'].lower()}.png")
+        assert Image.open(path).size == (256, 256)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ([], "no image paths"),
+        (["a.png"], "exactly one of run_id"),
+        (["a.png", "model_path=nope.keras"], "model file not found"),
+        (["a.png", "run_id=0123456789abcdef"], "unknown run"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(tmp_path: Path, arguments: list[str], expected: str) -> None:
+    result = run_forgery("predict", *arguments, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # asking for an unknown run creates no store
+
+
+def test_a_model_with_code_in_it_is_refused(tmp_path: Path) -> None:
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Lambda(lambda x: x[:, 0, 0, :])(inputs))
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    save_image(tmp_path / "a.png", (32, 32, 3), seed=0)
+    result = run_forgery("predict", "a.png", "model_path=lambda.keras", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot load model"), result.stderr
+
+
+@pytest.mark.slow
+def test_run_id_loads_the_run_model_and_applies_its_temperature(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from forgery.calibration import apply_temperature
+
+    trained = run_forgery("train", "epochs=1", "data.train_per_class=60", "data.test_per_class=20", "verbose=0", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
+    run_id = run.info.run_id
+    image = save_image(tmp_path / "a.png", (32, 32, 3), seed=0)
+    # The raw probabilities, from the same model file the run logged.
+    (model_path,) = (tmp_path / "mlruns").rglob("model.keras")
+    raw = json_lines(run_forgery("predict", str(image), f"model_path={model_path}", cwd=tmp_path, timeout=300).stdout)[0]
+    # A temperature logged after training (at a later step, so it is the run's latest value) must be applied.
+    client.log_metric(run_id, "temperature", 0.25, step=10_000)
+    result = run_forgery("predict", str(image), f"run_id={run_id}", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (line,) = json_lines(result.stdout)
+    assert line["calibrated"] is True and line["label"] == raw["label"]
+    raw_probabilities = np.array([[raw["probabilities"]["FAKE"], raw["probabilities"]["REAL"]]])
+    expected = apply_temperature(raw_probabilities, 0.25)[0]
+    assert abs(expected[1] - raw_probabilities[0, 1]) > 1e-3  # else the comparison below could not tell them apart
+    np.testing.assert_allclose([line["probabilities"]["FAKE"], line["probabilities"]["REAL"]], expected, atol=1e-4)
+    unknown = run_forgery("predict", str(image), "run_id=0123456789abcdef0123456789abcdef", cwd=tmp_path, timeout=120)
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("error: unknown run")

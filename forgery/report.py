@@ -57,8 +57,8 @@ def training_metrics(
     }
 
 
-def gradcam_results(explanations: list[Explanation], layer_name: str) -> dict[str, Any]:
-    """Per explained sample: its files, true and predicted label, confidence and probabilities."""
+def gradcam_results(explanations: list[Explanation], layer_name: str, temperature: float = 1.0) -> dict[str, Any]:
+    """Per explained sample: its files, true and predicted label, confidence and probabilities (calibrated by `temperature`)."""
     samples = []
     for item in explanations:
         predicted = int(np.argmax(item.probabilities))
@@ -78,6 +78,8 @@ def gradcam_results(explanations: list[Explanation], layer_name: str) -> dict[st
         "method": "Grad-CAM of the class logit (before softmax)",
         "target_layer": layer_name,
         "overlay_count": sum(len(item.heatmaps) for item in explanations),
+        # Confidences and probabilities below are temperature-scaled (fitted on validation; 1.0 = raw softmax).
+        "temperature": round(float(temperature), 6),
         "samples": samples,
     }
 

@@ -133,7 +133,7 @@ def train(cfg: DictConfig) -> float:
                 tracking.log_metrics({f"data_{issue}": count for issue, count in dataset.issues.items()})
             history = fit(model, dataset, cfg, state, checkpoint_dir, log_epoch=tracking.log_metrics)
             result = evaluate_and_explain(model, dataset, history, cfg)
-            tracking.log_metrics(result["headline"])
+            tracking.log_metrics({**result["headline"], **result["evidence_metrics"]})
             write_outputs(output_dir, result, cfg.gradcam.upscale, cfg.gradcam.alpha)
             tracking.log_folder(output_dir / "report", "report")
             tracking.log_folder(output_dir / "plots", "plots")
@@ -281,10 +281,20 @@ def interrupt_on_sigterm() -> Iterator[None]:
 
 def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float]], cfg: DictConfig) -> dict[str, Any]:
     """Test-split metrics, curves, report and Grad-CAM explanations of one FAKE and one REAL test image."""
-    from forgery import evaluate, gradcam, models, report
+    from forgery import calibration, evaluate, explain_checks, gradcam, models, report, robustness
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return model.predict(images, batch_size=256, verbose=0)
 
     test = dataset.test
-    probabilities = model.predict(test.images, batch_size=256, verbose=0)
+    probabilities = predict(test.images)
+    # Temperature fitted on validation, applied to test: every confidence a reader sees is the calibrated one.
+    calibration_result = calibration.calibration_report(dataset.val.labels, predict(dataset.val.images), test.labels, probabilities)
+    calibrated = calibration.apply_temperature(probabilities, calibration_result["temperature"])
+    checked = explain_checks.sample_indices(test.labels, cfg.evidence.gradcam_checks_per_class, cfg.seed)
+    checks = explain_checks.gradcam_checks(model, test.images[checked], test.labels[checked], seed=cfg.seed)
+    subset = evidence_subset(len(test), cfg.evidence.robustness_images, cfg.seed)
+    robust = robustness.robustness_report(predict, test.images[subset], test.labels[subset], seed=cfg.seed)
     headline = evaluate.headline_metrics(test.labels, probabilities)
     roc = evaluate.roc_points(test.labels, probabilities)
     pr = evaluate.pr_points(test.labels, probabilities)
@@ -293,7 +303,7 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
     explanations = []
     for label, index in sorted(gradcam.pick_examples(test.labels, cfg.seed).items()):
         heatmaps = {target: gradcam.make_gradcam_heatmap(cut, test.images[index], target) for target in range(len(CLASS_NAMES))}
-        explanations.append(report.Explanation(CLASS_NAMES[label].lower(), test.images[index], label, probabilities[index], heatmaps))
+        explanations.append(report.Explanation(CLASS_NAMES[label].lower(), test.images[index], label, calibrated[index], heatmaps))
     overlay_count = sum(len(item.heatmaps) for item in explanations)
     headline = {
         **headline,
@@ -319,16 +329,32 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
         seed=cfg.seed,
         backend=_backend(),
     )
+    evidence_metrics = {
+        **calibration.calibration_metrics(calibration_result),
+        **explain_checks.gradcam_check_metrics(checks),
+        **robustness.robustness_metrics(robust),
+    }
     return {
         "headline": headline,
+        "evidence_metrics": evidence_metrics,
+        "calibration": calibration_result,
+        "gradcam_checks": checks,
+        "robustness": robust,
         "history": history,
         "training_metrics": report.training_metrics(history, headline, roc, pr, confusion),
         "classification_report": evaluate.format_report_tsv(evaluate.classification_report(test.labels, probabilities)),
-        "gradcam_results": report.gradcam_results(explanations, cut.layer_name),
+        "gradcam_results": report.gradcam_results(explanations, cut.layer_name, calibration_result["temperature"]),
         "model_card": card,
         "explanations": explanations,
         "resolved_config": OmegaConf.to_yaml(cfg, resolve=True),
     }
+
+
+def evidence_subset(count: int, limit: int, seed: int) -> np.ndarray:
+    """Indices of a seeded subset of at most `limit` test images (all of them when `limit` is 0), in order."""
+    if limit <= 0 or limit >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng([seed, 7]).choice(count, size=limit, replace=False))
 
 
 def write_outputs(output_dir: Path, result: dict[str, Any], upscale: int, alpha: float) -> None:
@@ -341,7 +367,7 @@ def write_outputs(output_dir: Path, result: dict[str, Any], upscale: int, alpha:
     report_dir, plots_dir, config_dir = (output_dir / name for name in ("report", "plots", "config"))
     for folder in (report_dir, plots_dir, config_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    for name in ("training_metrics", "gradcam_results", "model_card"):
+    for name in ("training_metrics", "gradcam_results", "model_card", "calibration", "gradcam_checks", "robustness"):
         (report_dir / f"{name}.json").write_text(json.dumps(result[name], indent=2) + "\n")
     (report_dir / "classification_report.tsv").write_text(result["classification_report"])
     for item in result["explanations"]:
@@ -357,6 +383,12 @@ def write_outputs(output_dir: Path, result: dict[str, Any], upscale: int, alpha:
         "roc_curve.png": plots.roc_figure(metrics["roc_curve"]["fpr"], metrics["roc_curve"]["tpr"], metrics["roc_curve"]["auc"]),
         "pr_curve.png": plots.pr_figure(metrics["pr_curve"]["recall"], metrics["pr_curve"]["precision"], metrics["pr_curve"]["auc"]),
         "confusion_matrix.png": plots.confusion_figure(metrics["confusion_matrix"]["matrix"]),
+        "reliability.png": plots.reliability_figure(
+            result["calibration"]["test"]["before"]["reliability"], result["calibration"]["test"]["after"]["reliability"], result["calibration"]["temperature"]
+        ),
+        "gradcam_deletion_insertion.png": plots.perturbation_figure(
+            result["gradcam_checks"]["perturbation"]["fraction"], result["gradcam_checks"]["perturbation"]["mean_curves"], result["gradcam_checks"]["perturbation"]["areas"]
+        ),
     }
     for file_name, figure in figures.items():
         figure.savefig(plots_dir / file_name, dpi=110)

@@ -24,7 +24,22 @@ REPORT_FILES = {
     "real-input.png",
     "real-gradcam-real.png",
     "real-gradcam-fake.png",
+    "calibration.json",
+    "gradcam_checks.json",
+    "robustness.json",
 }
+EVIDENCE_METRICS = (
+    "test_ece",
+    "test_brier",
+    "test_ece_calibrated",
+    "temperature",
+    "gradcam_randomisation_spearman",
+    "gradcam_deletion_auc",
+    "gradcam_deletion_auc_random",
+    "gradcam_insertion_auc",
+    "gradcam_insertion_auc_random",
+    "robust_jpeg_q50_accuracy",
+)
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc")
 TEST_METRICS = ("test_loss", "test_accuracy", "test_roc_auc", "test_pr_auc")
 
@@ -83,12 +98,13 @@ def test_demo_run_logs_everything(tmp_path: Path) -> None:
         assert [point.step for point in client.get_metric_history(run.info.run_id, name)] == [1, 2], name
     for name in TEST_METRICS:
         assert 0.0 <= run.data.metrics[name] <= (10.0 if name == "test_loss" else 1.0)
+    assert set(EVIDENCE_METRICS) <= set(run.data.metrics), sorted(set(EVIDENCE_METRICS) - set(run.data.metrics))
     assert run.data.params["optimizer.lr"] == "0.0001" and run.data.params["model.name"] == "small"
     assert run.data.params["epochs"] == "2" and run.data.params["batch_size"] == "8"
     assert {"hydra_output_dir", "command_line"} <= set(run.data.tags)
     files = artifact_files(client, run.info.run_id)
     assert {f"report/{name}" for name in REPORT_FILES} <= files
-    assert {"plots/loss.png", "plots/accuracy.png", "plots/roc_curve.png", "plots/pr_curve.png", "plots/confusion_matrix.png"} <= files
+    assert {"plots/loss.png", "plots/accuracy.png", "plots/roc_curve.png", "plots/pr_curve.png", "plots/confusion_matrix.png", "plots/reliability.png"} <= files
     assert {"config/resolved.yaml", "config/overrides.yaml"} <= files
 
     assert run.info.run_id in runs_listed_by_mlflow_ui(tmp_path, run.info.experiment_id)

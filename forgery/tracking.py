@@ -6,6 +6,9 @@ The tracking URI is MLflow's own choice: `MLFLOW_TRACKING_URI` when set, else ML
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,24 +22,149 @@ import numpy as np
 _MAX_PARAM_LENGTH = 6000
 
 
+# A run's tracking calls are appended here (in its output folder) before they are sent, so a run that
+# loses its tracking server can be uploaded later with `python -m forgery.upload <output folder>`.
+JOURNAL_FILE = "tracking_journal.jsonl"
+# MLflow's HTTP defaults (7 retries, doubling back-off, 120 s timeout) would stall a run for minutes per
+# call once a server is gone; these apply unless the user set their own.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+class TrackingUnavailable(Exception):
+    """The tracking store cannot be reached before a run starts; the message is one line."""
+
+
+def check_reachable(timeout: float = 5.0) -> None:
+    """Raise TrackingUnavailable when the tracking URI is a server that does not answer its health check."""
+    import urllib.error
+    import urllib.request
+
+    for name, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as error:
+        problem = str(getattr(error, "reason", error))
+    raise TrackingUnavailable(f"MLflow tracking server {uri} is not reachable ({problem}); start it, or unset MLFLOW_TRACKING_URI to use ./mlflow.db")
+
+
+class Tracker:
+    """One run's tracking calls: journalled to disk first, then sent to MLflow until the server is lost.
+
+    After the first failed call the run goes on offline: nothing more is sent, everything is still
+    journalled, and `lost` says why, so the caller can print how to upload the run later.
+    """
+
+    def __init__(self, journal: Path | None) -> None:
+        self.journal = journal
+        self.lost: str | None = None
+
+    @contextmanager
+    def run(self, experiment: str, run_name: str | None, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
+        """Start a run (or reopen `run_id`) and yield its id; end it FINISHED, KILLED (Ctrl-C) or FAILED (any other error)."""
+        mlflow.set_experiment(experiment)
+        if run_id is None and run_name is None:
+            run_name = _fresh_run_name()
+        run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags))
+        self._record("start", experiment=experiment, run_name=run.info.run_name, run_id=run.info.run_id, tags=dict(tags))
+        try:
+            yield run.info.run_id
+        except KeyboardInterrupt:
+            self._end("KILLED", "interrupted (KeyboardInterrupt)")
+            raise
+        except BaseException as error:
+            self._end("FAILED", f"{type(error).__name__}: {error}"[:5000])
+            raise
+        self._end("FINISHED", None)
+
+    def params(self, params: Mapping[str, str]) -> None:
+        """Log params to the active run."""
+        self._record("params", params=dict(params))
+        self._send(lambda: mlflow.log_params(dict(params)))
+
+    def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics to the active run, at `step` when given."""
+        values = {name: float(value) for name, value in metrics.items()}
+        self._record("metrics", metrics=values, step=step)
+        self._send(lambda: mlflow.log_metrics(values, step=step))
+
+    def folder(self, folder: Path, artifact_path: str) -> None:
+        """Upload every file under `folder` as artefacts under `artifact_path`."""
+        self._record("folder", folder=str(folder.resolve()), artifact_path=artifact_path)
+        self._send(lambda: mlflow.log_artifacts(str(folder), artifact_path=artifact_path))
+
+    def model(self, model: Any, saved_at: Path, example_input: np.ndarray, example_output: np.ndarray) -> None:
+        """Log the Keras model (also saved at `saved_at`, which the journal points to)."""
+        self._record("model", path=str(saved_at.resolve()), example_input=example_input.tolist(), example_output=example_output.tolist())
+        self._send(lambda: log_keras_model(model, example_input, example_output))
+
+    def _end(self, status: str, reason: str | None) -> None:
+        """Record and send the run's end; offline, the run is left for `forgery.upload` to finish."""
+        self._record("end", status=status, reason=reason)
+
+        def end() -> None:
+            if reason:
+                mlflow.set_tag("failure_reason", reason)
+            mlflow.end_run(status)
+
+        self._send(end)
+
+    def _record(self, kind: str, **payload: Any) -> None:
+        """Append one journal line (flushed at once: the process may be killed next)."""
+        if self.journal is None:
+            return
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        with self.journal.open("a") as handle:
+            handle.write(json.dumps({"kind": kind, **payload}) + "\n")
+
+    def _send(self, action: Any) -> None:
+        """Run one MLflow call unless the server is already lost; the first failure switches to offline."""
+        if self.lost is not None:
+            return
+        try:
+            action()
+        except Exception as error:  # any transport or server error: the work must not be lost over it
+            self.lost = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
+            logging.getLogger(__name__).warning("lost the MLflow tracking server (%s); the run goes on offline, journalled in %s", self.lost, self.journal)
+
+
 @contextmanager
 def tracked_run(experiment: str, run_name: str | None, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
-    """Start a run (or reopen `run_id`) and yield its id; end it FINISHED, KILLED (Ctrl-C) or FAILED (any other error)."""
-    mlflow.set_experiment(experiment)
-    if run_id is None and run_name is None:
-        run_name = _fresh_run_name()
-    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags))
-    try:
-        yield run.info.run_id
-    except KeyboardInterrupt:
-        mlflow.set_tag("failure_reason", "interrupted (KeyboardInterrupt)")
-        mlflow.end_run("KILLED")
-        raise
-    except BaseException as error:
-        mlflow.set_tag("failure_reason", f"{type(error).__name__}: {error}"[:5000])
-        mlflow.end_run("FAILED")
-        raise
-    mlflow.end_run("FINISHED")
+    """A run without a journal (see Tracker.run)."""
+    with Tracker(None).run(experiment, run_name, tags, run_id) as started:
+        yield started
+
+
+def replay_journal(entries: list[dict[str, Any]], origin: Path) -> str:
+    """Send a journalled run to the tracking store as a new FINISHED (or its recorded end) run; return its id."""
+    import keras
+
+    start = next(entry for entry in entries if entry["kind"] == "start")
+    ends = [entry for entry in entries if entry["kind"] == "end"]
+    end = ends[-1] if ends else {"status": "FAILED", "reason": "the journal ends before the run did"}
+    mlflow.set_experiment(start["experiment"])
+    tags = {**start["tags"], "uploaded_from": str(origin), "original_run_id": start["run_id"]}
+    with mlflow.start_run(run_name=start["run_name"], tags=tags) as run:
+        for entry in entries:
+            if entry["kind"] == "params":
+                mlflow.log_params(entry["params"])
+            elif entry["kind"] == "metrics":
+                mlflow.log_metrics(entry["metrics"], step=entry["step"])
+            elif entry["kind"] == "folder":
+                mlflow.log_artifacts(entry["folder"], artifact_path=entry["artifact_path"])
+            elif entry["kind"] == "model":
+                model = keras.saving.load_model(entry["path"], safe_mode=True)
+                log_keras_model(model, np.asarray(entry["example_input"], dtype="uint8"), np.asarray(entry["example_output"], dtype="float32"))
+        if end.get("reason"):
+            mlflow.set_tag("failure_reason", end["reason"])
+        mlflow.end_run(end["status"])
+    return str(run.info.run_id)
 
 
 def tracking_uri() -> str:
@@ -65,11 +193,6 @@ def log_params(params: Mapping[str, str]) -> None:
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     """Log metrics to the active run, at `step` when given."""
     mlflow.log_metrics({name: float(value) for name, value in metrics.items()}, step=step)
-
-
-def set_tags(tags: Mapping[str, str]) -> None:
-    """Set tags on the active run."""
-    mlflow.set_tags(dict(tags))
 
 
 def log_folder(folder: Path, artifact_path: str) -> None:

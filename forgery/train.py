@@ -27,6 +27,7 @@ from forgery import sweep
 
 from forgery.config import ConfigError, override_error, validate
 from forgery.data import CLASS_NAMES, DataError
+from forgery.tracking import TrackingUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ NATIVE_STARTUP_NOISE = re.compile(
     r"absl::InitializeLog|oneDNN custom operations|cuda drivers|cuInit|cudart_stub|computation placer|TensorFlow binary is optimized"
     r"|rebuild TensorFlow with the appropriate compiler flags"
 )
-USER_ERRORS = (ConfigError, DataError)  # the user's to fix: reported as one line, never a traceback
+USER_ERRORS = (ConfigError, DataError, TrackingUnavailable)  # the user's to fix: one line, never a traceback
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -91,6 +92,7 @@ def train(cfg: DictConfig) -> float:
         state = checkpoints.CheckpointState()
     output_dir = Path(cfg.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
+    tracking.check_reachable()  # a dead tracking server stops the run now, not after an hour of training
     started = time.perf_counter()
     dataset = instantiate(cfg.data)  # before importing Keras, so a data error shows in a second, not ten
     log.info("data %s: %s (%.1f s)", dataset.name, json.dumps(dataset.counts()), time.perf_counter() - started)
@@ -125,21 +127,21 @@ def train(cfg: DictConfig) -> float:
         **sweep.job_tags(),
     }
     run_id = resume_id
+    tracker = tracking.Tracker(output_dir / tracking.JOURNAL_FILE)
     try:
-        with interrupt_on_sigterm(), tracking.tracked_run(cfg.tracking.experiment, cfg.tracking.run_name, tags, run_id=resume_id) as run_id:
+        with interrupt_on_sigterm(), tracker.run(cfg.tracking.experiment, cfg.tracking.run_name, tags, run_id=resume_id) as run_id:
             log.info("MLflow run %s in experiment %r%s", run_id, cfg.tracking.experiment, f", resuming after epoch {state.epoch}" if resume_id else "")
             if not resume_id:
-                tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True)))
-                tracking.log_metrics({f"data_{issue}": count for issue, count in dataset.issues.items()})
-            history = fit(model, dataset, cfg, state, checkpoint_dir, log_epoch=tracking.log_metrics)
+                tracker.params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True)))
+                tracker.metrics({f"data_{issue}": count for issue, count in dataset.issues.items()})
+            history = fit(model, dataset, cfg, state, checkpoint_dir, log_epoch=tracker.metrics)
             result = evaluate_and_explain(model, dataset, history, cfg)
-            tracking.log_metrics({**result["headline"], **result["evidence_metrics"]})
+            tracker.metrics({**result["headline"], **result["evidence_metrics"]})
             write_outputs(output_dir, result, cfg.gradcam.upscale, cfg.gradcam.alpha)
-            tracking.log_folder(output_dir / "report", "report")
-            tracking.log_folder(output_dir / "plots", "plots")
-            tracking.log_folder(output_dir / "config", "config")
+            for folder in ("report", "plots", "config"):
+                tracker.folder(output_dir / folder, folder)
             examples = dataset.test.images[:2]  # the signature: uint8 (N, 32, 32, 3) raw pixels, 0-255
-            tracking.log_keras_model(model, examples, model.predict(examples, verbose=0))
+            tracker.model(model, checkpoint_dir / checkpoints.MODEL_FILE, examples, model.predict(examples, verbose=0))
             headline = result["headline"]
             log.info("test accuracy %.4f, ROC AUC %.4f; run %s. Browse with: mlflow ui", headline["test_accuracy"], headline["test_roc_auc"], run_id)
     except KeyboardInterrupt:
@@ -149,6 +151,11 @@ def train(cfg: DictConfig) -> float:
         if saved and run_id:
             print(f"resume with: python -m forgery.train resume={run_id}", file=sys.stderr)
         raise SystemExit(130) from None
+    if tracker.lost:
+        print(f"error: lost the MLflow tracking server during the run ({tracker.lost})", file=sys.stderr)
+        print(f"the run's outputs are in {output_dir}; when the server is back, upload them with:", file=sys.stderr)
+        print(f"  python -m forgery.upload {output_dir}", file=sys.stderr)
+        raise SystemExit(1)
     return float(history["val_auc"][-1])
 
 

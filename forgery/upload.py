@@ -1,0 +1,49 @@
+"""Entrypoint: `python -m forgery.upload OUTPUT_DIR` sends a run that lost its tracking server to MLflow.
+
+A training run journals every tracking call in `OUTPUT_DIR/tracking_journal.jsonl` before sending it.
+When the server goes away mid-run, training finishes offline and prints this command; run it once the
+server (MLFLOW_TRACKING_URI) is back. It replays the journal into a new run (params, every metric at its
+step, artefacts, the model, the end status), tagged with `original_run_id` and `uploaded_from`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(arguments: list[str]) -> int:
+    """Replay one run's journal; 0 on success, 2 (with one `error:` line) when it cannot."""
+    from forgery import tracking
+
+    if len(arguments) != 1:
+        print("error: usage: python -m forgery.upload OUTPUT_DIR (the run's Hydra output folder)", file=sys.stderr)
+        return 2
+    folder = Path(arguments[0]).expanduser()
+    journal = folder / tracking.JOURNAL_FILE
+    if not journal.is_file():
+        print(f"error: no tracking journal at {journal}", file=sys.stderr)
+        return 2
+    try:
+        entries = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as error:
+        print(f"error: the journal {journal} is damaged at line {error.lineno}", file=sys.stderr)
+        return 2
+    if not any(entry.get("kind") == "start" for entry in entries):
+        print(f"error: the journal {journal} holds no run", file=sys.stderr)
+        return 2
+    try:
+        tracking.check_reachable()
+    except tracking.TrackingUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    run_id = tracking.replay_journal(entries, folder.resolve())
+    print(f"uploaded {folder} as run {run_id} to {tracking.tracking_uri()}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    raise SystemExit(main(sys.argv[1:]))

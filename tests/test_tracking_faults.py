@@ -1,0 +1,111 @@
+"""A dead or dying tracking server: refuse before work starts, never lose a run that is under way."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_forgery
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(store: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on localhost with its store in `store`, ready to answer."""
+    store.mkdir(exist_ok=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts")],
+        cwd=store, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            MlflowClient(f"http://127.0.0.1:{port}").search_experiments()
+            return server
+        except Exception:
+            if time.monotonic() > deadline or server.poll() is not None:
+                stop_server(server)
+                raise
+            time.sleep(1)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """Kill the server and its workers at once, like a crash."""
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait(timeout=30)
+
+
+def test_unreachable_server_stops_the_run_before_any_work(tmp_path: Path) -> None:
+    result = run_forgery("train", "epochs=1", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.match(r"error: MLflow tracking server http://127\.0\.0\.1:\d+ is not reachable", lines[0]), result.stderr
+    assert not list(tmp_path.rglob("checkpoints"))  # no training happened
+
+
+def test_upload_refuses_a_folder_without_a_journal(tmp_path: Path) -> None:
+    result = run_forgery("upload", str(tmp_path), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == f"error: no tracking journal at {tmp_path / 'tracking_journal.jsonl'}"
+
+
+@pytest.mark.slow
+def test_server_lost_mid_run_keeps_the_outputs_and_uploads_later(tmp_path: Path) -> None:
+    store, work = tmp_path / "server", tmp_path / "work"
+    work.mkdir()
+    port = free_port()
+    server = start_server(store, port)
+    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    environment.update({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1", "FORGERY_CACHE_DIR": str(work / "cache")})
+    training = subprocess.Popen(
+        [sys.executable, "-m", "forgery.train", "epochs=3", "data.train_per_class=2500", "data.test_per_class=100", "verbose=2"],
+        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+    )  # fmt: skip
+    try:
+        assert training.stdout is not None
+        for line in training.stdout:
+            if "Epoch 2/3" in line:
+                stop_server(server)  # the server dies while epoch 2 trains
+                break
+        _, stderr = training.communicate(timeout=600)
+    finally:
+        stop_server(server)
+    assert training.returncode == 1, stderr[-2000:]
+    assert "error: lost the MLflow tracking server during the run" in stderr
+    upload = re.search(r"python -m forgery\.upload (\S+)", stderr)
+    assert upload is not None, stderr[-2000:]
+    output_dir = Path(upload.group(1))
+    assert (output_dir / "report" / "training_metrics.json").is_file()  # the work finished and stayed on disk
+    assert (output_dir / "checkpoints" / "last.keras").is_file()
+
+    port = free_port()
+    server = start_server(store, port)  # the server is back, with the same store
+    try:
+        result = run_forgery("upload", str(output_dir), cwd=work, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        runs = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
+        (uploaded,) = [run for run in runs if "original_run_id" in run.data.tags]
+        assert uploaded.info.status == "FINISHED"
+        assert [point.step for point in client.get_metric_history(uploaded.info.run_id, "val_auc")] == [1, 2, 3]
+        assert "test_roc_auc" in uploaded.data.metrics and uploaded.data.params["epochs"] == "3"
+        reports = {entry.path for entry in client.list_artifacts(uploaded.info.run_id, "report")}
+        assert {"report/training_metrics.json", "report/model_card.json", "report/fake-gradcam-fake.png"} <= reports
+    finally:
+        stop_server(server)

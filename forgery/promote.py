@@ -34,6 +34,9 @@ REPORT_FILES: tuple[str, ...] = (
     "classification_report.tsv",
     "gradcam_results.json",
     "model_card.json",
+    "calibration.json",
+    "gradcam_checks.json",
+    "robustness.json",
     *(input_file(sample) for sample in GRADCAM_SAMPLES),
     *(overlay_file(sample, target) for sample in GRADCAM_SAMPLES for target in range(len(CLASS_NAMES))),
 )

@@ -36,7 +36,7 @@ INJECTED = '<img src=x onerror="window.__injected = 1">'
 
 @pytest.fixture(scope="module")
 def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """public/ with a real run promoted to projects/image-forgery, plus a tampered and a broken copy of it."""
+    """public/ with a real run promoted to projects/image-forgery, plus a tampered and two broken copies of it."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
     pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[dev]'")
@@ -57,6 +57,10 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(root / PAGE, broken)
     (broken / "classification_report.tsv").unlink()
     (broken / "gradcam_results.json").write_text("{not json")
+
+    broken_robustness = root / "projects" / "broken-robustness"
+    shutil.copytree(root / PAGE, broken_robustness)
+    (broken_robustness / "robustness.json").write_text("{not json")
     return root
 
 
@@ -171,7 +175,58 @@ def test_page_shows_the_files_numbers_and_loads_every_image(browser: Any, server
     assert f"{loss[-1]:.3f}" in insights[0] and ("only epoch" in insights[0] if len(loss) == 1 else f"{loss[0]:.3f}" in insights[0])
     best = max(metrics["history"]["val_accuracy"])
     assert f"peaked at {best * 100:.1f}% by epoch" in insights[1]
-    assert page.locator("svg.plot path.line").count() == 6  # loss x2, accuracy x2, ROC, PR
+    assert page.locator("svg.plot path.line").count() == 12  # loss x2, accuracy x2, ROC, PR, reliability x2, deletion x2, insertion x2
+
+
+def test_evidence_shows_the_files_numbers(browser: Any, server: str, public: Path) -> None:
+    folder = public / PAGE
+    calibration = json.loads((folder / "calibration.json").read_text())
+    checks = json.loads((folder / "gradcam_checks.json").read_text())
+    robustness = json.loads((folder / "robustness.json").read_text())
+    gradcam = json.loads((folder / "gradcam_results.json").read_text())
+
+    page, problems = open_page(browser, f"{server}{PAGE}/", 1280)
+    assert problems == []
+    assert page.locator("#evidence .error").count() == 0
+
+    assert shown(page, "#calibration [data-key=temperature] .stat-value") == f"{calibration['temperature']:.3f}"
+    for when in ("before", "after"):
+        scores = calibration["test"][when]
+        for measure in ("ece", "brier", "nll"):
+            assert shown(page, f"#calibration tr[data-row={measure}] td[data-column={when}]") == f"{scores[measure]:.4f}"
+        # One reliability marker per bin that holds images, for each of before and after.
+        kind = "raw" if when == "before" else "calibrated"
+        assert page.locator(f"#calibration circle.marker.series-{kind}").count() == sum(1 for row in scores["reliability"] if row["count"])
+    for key, definition in calibration["definitions"].items():
+        assert shown(page, f"#calibration .definitions [data-key={key}] dd") == definition
+    assert f"T = {gradcam['temperature']:.3f}" in shown(page, "#gradcam [data-key=temperature]")
+
+    for name, check in checks["checks"].items():
+        expected = "undefined" if check["value"] is None else f"{check['value']:.4f}"
+        assert shown(page, f"#gradcam-checks [data-key={name}] .check-value") == expected
+        assert shown(page, f"#gradcam-checks [data-key={name}] .meaning") == check["meaning"]
+    # The verdicts follow the rules the page states: Spearman below 0.5; Grad-CAM order beats random by 0.01 of area.
+    values = {name: check["value"] for name, check in checks["checks"].items()}
+    spearman = values["randomisation_spearman"]
+    expected_verdicts = {
+        "randomisation": "unknown" if spearman is None else "ok" if spearman < 0.5 else "not-shown",
+        "deletion": "ok" if values["deletion_auc_random"] - values["deletion_auc"] >= 0.01 else "not-shown",
+        "insertion": "ok" if values["insertion_auc"] - values["insertion_auc_random"] >= 0.01 else "not-shown",
+    }
+    for key, verdict in expected_verdicts.items():
+        assert page.get_attribute(f"#gradcam-checks [data-check={key}]", "data-verdict") == verdict, key
+        assert shown(page, f"#gradcam-checks [data-check={key}] .rule").startswith("Rule: OK when")
+
+    rows = robustness["corruptions"]
+    assert page.locator("#robustness tbody tr").evaluate_all("rows => rows.map((row) => row.dataset.row)") == [row["name"] for row in rows]
+    for row in rows:
+        selector = f'#robustness tr[data-row="{row["name"]}"]'
+        assert shown(page, f"{selector} td[data-column=accuracy]") == f"{row['accuracy'] * 100:.2f}%"
+        assert shown(page, f"{selector} td[data-column=roc_auc]") == f"{row['roc_auc']:.4f}"
+        assert row["description"] in shown(page, f"{selector} th")
+        if row["name"] != "clean":
+            change = -row["roc_auc_drop"]
+            assert shown(page, f"{selector} td[data-column=roc_auc_change]").replace("−", "-") in (f"{change:+.4f}", "0.0000")
 
 
 def test_page_fits_a_phone_screen(browser: Any, server: str, tmp_path: Path) -> None:
@@ -197,7 +252,18 @@ def test_a_missing_or_broken_file_shows_a_message_in_its_section_only(browser: A
     page, problems = open_page(browser, f"{server}projects/broken/", 1280)
     assert "classification_report.tsv" in shown(page, "#classification-report .error")
     assert "gradcam_results.json is not valid JSON" in shown(page, "#gradcam .error")
-    assert page.locator("#headline .error, #training .error, #evaluation .error, #model-card .error").count() == 0
+    assert page.locator("#headline .error, #training .error, #evaluation .error, #model-card .error, #evidence .error").count() == 0
     assert page.locator("[data-key=test_roc_auc] .stat-value").count() == 1
     # The browser itself reports the 404; the page's own code must not throw.
     assert [problem for problem in problems if not problem.startswith("console error: Failed to load resource")] == []
+
+
+def test_a_broken_evidence_file_shows_a_message_in_its_part_only(browser: Any, server: str, public: Path) -> None:
+    calibration = json.loads((public / "projects" / "broken-robustness" / "calibration.json").read_text())
+    page, problems = open_page(browser, f"{server}projects/broken-robustness/", 1280)
+    assert "robustness.json is not valid JSON" in shown(page, "#robustness .error")
+    assert page.locator(".error").count() == 1
+    assert shown(page, "#calibration [data-key=temperature] .stat-value") == f"{calibration['temperature']:.3f}"
+    assert page.locator("#gradcam-checks .check").count() == 3
+    assert page.locator("#gradcam .gradcam-card").count() == 2
+    assert problems == []

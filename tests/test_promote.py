@@ -25,7 +25,7 @@ def write_report(folder: Path, label: str) -> Path:
     import numpy as np
     from PIL import Image
 
-    from forgery import evaluate, report
+    from forgery import calibration, evaluate, report, robustness
 
     folder.mkdir(parents=True, exist_ok=True)
     labels = np.array([0, 0, 0, 1, 1, 1])
@@ -53,8 +53,15 @@ def write_report(folder: Path, label: str) -> Path:
     )
     (folder / "training_metrics.json").write_text(json.dumps(metrics))
     (folder / "model_card.json").write_text(json.dumps(card))
-    (folder / "gradcam_results.json").write_text(json.dumps(report.gradcam_results(explanations, "conv")))
+    (folder / "gradcam_results.json").write_text(json.dumps(report.gradcam_results(explanations, "conv", temperature=1.5)))
     (folder / "classification_report.tsv").write_text(evaluate.format_report_tsv(evaluate.classification_report(labels, probabilities)))
+    (folder / "calibration.json").write_text(json.dumps(calibration.calibration_report(labels, probabilities, labels, probabilities)))
+    images = np.zeros((len(labels), 32, 32, 3), dtype="uint8")
+    (folder / "robustness.json").write_text(json.dumps(robustness.robustness_report(lambda batch: probabilities, images, labels, seed=0)))
+    # gradcam_checks needs a Keras model; promote only copies the file, so its shape is enough here.
+    names = ("randomisation_spearman", "deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random")
+    checks = {"checks": {name: {"value": 0.5, "meaning": f"what {name} means"} for name in names}}
+    (folder / "gradcam_checks.json").write_text(json.dumps(checks))
     for item in explanations:
         Image.new("RGB", (8, 8), (20, 40, 60)).save(folder / report.input_file(item.name))
         for target in item.heatmaps:
@@ -151,6 +158,7 @@ def test_promotes_the_best_finished_run_with_its_files(experiment: str, make_rep
     written = json.loads((dest / "promotion.json").read_text())
     assert written["experiment"] == experiment and written["metric"] == "test_roc_auc" and written["metric_value"] == 0.93
     assert written["files"] == sorted(promote.REPORT_FILES + promote.SITE_FILES)
+    assert {"calibration.json", "gradcam_checks.json", "robustness.json"} <= set(written["files"])  # the page's Evidence section
     assert sorted(path.name for path in dest.iterdir()) == sorted([*written["files"], "promotion.json"])
     assert written["promoted_at"].endswith("+00:00")
     assert written["source_commit"] == tracking.get_run(runs["b"])["tags"].get("mlflow.source.git.commit")
@@ -273,6 +281,16 @@ def _drop_file(report_dir: Path) -> Path:
     return report_dir
 
 
+def _drop_calibration(report_dir: Path) -> Path:
+    (report_dir / "calibration.json").unlink()
+    return report_dir
+
+
+def _break_robustness(report_dir: Path) -> Path:
+    (report_dir / "robustness.json").write_text("{not json")
+    return report_dir
+
+
 def _add_folder(report_dir: Path) -> Path:
     (report_dir / "nested").mkdir()
     (report_dir / "nested" / "x.png").write_bytes(b"x")
@@ -295,11 +313,13 @@ def _break_json(report_dir: Path) -> Path:
     ("spoil", "reason"),
     [
         (_drop_file, "report/real-gradcam-fake.png is missing"),
+        (_drop_calibration, "report/calibration.json is missing"),
         (_add_folder, "unsafe artefact name 'nested/'"),
         (_point_outside, "names '../../../outside.png'"),
         (_break_json, "training_metrics.json is not valid JSON"),
+        (_break_robustness, "robustness.json is not valid JSON"),
     ],
-    ids=["missing-artefact", "nested-folder", "path-outside", "broken-json"],
+    ids=["missing-artefact", "missing-calibration", "nested-folder", "path-outside", "broken-json", "broken-robustness"],
 )
 def test_a_run_with_bad_artefacts_is_refused(
     promoted: tuple[Path, str], experiment: str, make_report: Callable[[str], Path], spoil: Callable[[Path], Path], reason: str
@@ -371,7 +391,8 @@ def test_cli_promotes_and_writes_nothing_else(experiment: str, make_report: Call
     before = set(os.listdir(tmp_path))
     dry = run_forgery("promote", f"experiment={experiment}", "dry_run=true", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_store}, timeout=120)
     assert dry.returncode == 0, dry.stderr
-    assert f"would promote run {best}" in dry.stdout and str(DEST) in dry.stdout and "training_metrics.json" in dry.stdout
+    assert f"would promote run {best}" in dry.stdout and str(DEST) in dry.stdout
+    assert all(name in dry.stdout for name in ("training_metrics.json", "calibration.json", "gradcam_checks.json", "robustness.json"))
     assert set(os.listdir(tmp_path)) == before
 
     result = run_forgery("promote", f"experiment={experiment}", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_store}, timeout=120)

@@ -8,6 +8,9 @@ const FILES = {
   card: "model_card.json",
   gradcam: "gradcam_results.json",
   report: "classification_report.tsv",
+  calibration: "calibration.json",
+  checks: "gradcam_checks.json",
+  robustness: "robustness.json",
   promotion: "promotion.json",
 };
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -86,6 +89,12 @@ const percent = (value, digits = 2) => `${(value * 100).toFixed(digits)}%`;
 const count = (value) => value.toLocaleString("en-US");
 const plural = (n, word) => `${count(n)} ${word}${n === 1 ? "" : "s"}`;
 
+/** A change with its sign ("+0.0123", "−0.0123"); one that rounds to zero has none. */
+function signed(value, digits = 4) {
+  const rounded = Number(value.toFixed(digits));
+  return rounded === 0 ? (0).toFixed(digits) : `${rounded > 0 ? "+" : "−"}${Math.abs(rounded).toFixed(digits)}`;
+}
+
 // ---- Building elements ---------------------------------------------------------------------------
 
 /** An HTML element with properties (className, textContent, ...) or data-/aria- attributes, and children. */
@@ -151,12 +160,13 @@ function paddedDomain(values, floor = -Infinity, ceiling = Infinity) {
 }
 
 /**
- * An inline SVG line chart. series: [{name, kind, points: [[x, y], ...]}]; kind picks the colour class.
+ * An inline SVG line chart. series: [{name, kind, points: [[x, y], ...]}]; kind picks the colour class, and
+ * optional `radii` and `notes` (one per point) size the markers and replace their tooltips.
  * Returns {chart, legend}. Draws markers too when there are few points, so one epoch still shows.
  */
-function lineChart({ label, series, xDomain, yDomain, xLabel, yLabel, xFormat, yFormat, integerX = false, diagonal = false, baseline = null }) {
+function lineChart({ label, series, xDomain, yDomain, xLabel, yLabel, xFormat, yFormat, integerX = false, diagonal = false, baseline = null, referenceName = null }) {
   const width = 480, height = 300;
-  const margin = { left: 56, right: 14, top: 12, bottom: 44 };
+  const margin = { left: 56, right: 22, top: 12, bottom: 44 };  // right: room for half of a "100%" tick
   const plotWidth = width - margin.left - margin.right;
   const plotHeight = height - margin.top - margin.bottom;
   const [x0, x1] = xDomain[0] === xDomain[1] ? [xDomain[0] - 0.5, xDomain[1] + 0.5] : xDomain;
@@ -180,7 +190,9 @@ function lineChart({ label, series, xDomain, yDomain, xLabel, yLabel, xFormat, y
   chart.append(svgEl("text", { x: margin.left + plotWidth / 2, y: height - 6, class: "axis-label" }, xLabel));
   chart.append(svgEl("text", { x: 14, y: margin.top + plotHeight / 2, class: "axis-label", transform: `rotate(-90 14 ${margin.top + plotHeight / 2})` }, yLabel));
   if (diagonal) {
-    chart.append(svgEl("line", { x1: sx(0), y1: sy(0), x2: sx(1), y2: sy(1), class: "reference" }));
+    // Only the part of y = x inside the plot: a chart may zoom in on part of the unit square.
+    const low = Math.max(x0, y0), high = Math.min(x1, y1);
+    chart.append(svgEl("line", { x1: sx(low), y1: sy(low), x2: sx(high), y2: sy(high), class: "reference" }));
   }
   if (baseline !== null) {
     chart.append(svgEl("line", { x1: sx(x0), y1: sy(baseline), x2: sx(x1), y2: sy(baseline), class: "reference" }));
@@ -189,15 +201,16 @@ function lineChart({ label, series, xDomain, yDomain, xLabel, yLabel, xFormat, y
     const path = item.points.map(([x, y], index) => `${index ? "L" : "M"}${sx(x).toFixed(2)},${sy(y).toFixed(2)}`).join("");
     chart.append(svgEl("path", { d: path, class: `line series-${item.kind}` }));
     if (item.points.length <= 40) {
-      for (const [x, y] of item.points) {
-        chart.append(svgEl("circle", { cx: sx(x), cy: sy(y), r: 3.5, class: `marker series-${item.kind}` },
-          svgEl("title", {}, `${item.name}: ${yFormat(y)} at ${xFormat(x)}`)));
-      }
+      item.points.forEach(([x, y], index) => {
+        const note = item.notes ? item.notes[index] : `${item.name}: ${yFormat(y)} at ${xFormat(x)}`;
+        chart.append(svgEl("circle", { cx: sx(x), cy: sy(y), r: item.radii ? item.radii[index] : 3.5, class: `marker series-${item.kind}` },
+          svgEl("title", {}, note)));
+      });
     }
   }
   const legend = el("ul", { className: "legend" },
     series.map((item) => el("li", {}, el("span", { className: `swatch series-${item.kind}`, "aria-hidden": "true" }), item.name)),
-    diagonal || baseline !== null ? el("li", {}, el("span", { className: "swatch reference", "aria-hidden": "true" }), diagonal ? "chance" : "baseline") : null);
+    diagonal || baseline !== null ? el("li", {}, el("span", { className: "swatch reference", "aria-hidden": "true" }), referenceName || (diagonal ? "chance" : "baseline")) : null);
   return { chart, legend };
 }
 
@@ -409,7 +422,12 @@ async function renderGradcam() {
   if (!Array.isArray(results.samples) || !results.samples.length) throw new Error(`${FILES.gradcam} has no samples`);
   const intro = el("p", { className: "insight" },
     `${text(results, "method")}, at layer ${text(results, "target_layer")}. Warm colours mark the pixels that pushed the score toward the named class.`);
-  return [intro, el("div", { className: "gradcam-cards" }, results.samples.map(gradcamCard))];
+  // Runs from before calibration have no temperature: their confidences are the raw softmax.
+  const temperature = typeof results.temperature === "number" && Number.isFinite(results.temperature) ? results.temperature : null;
+  const calibrated = el("p", { className: "insight", "data-key": "temperature" }, temperature === null
+    ? "Confidences and probabilities are the model's raw softmax outputs (this run records no temperature)."
+    : `Confidences and probabilities are calibrated by temperature scaling: the model's logits divided by T = ${fixed(temperature, 3)} before the softmax (see Calibration under Evidence).`);
+  return [intro, calibrated, el("div", { className: "gradcam-cards" }, results.samples.map(gradcamCard))];
 }
 
 function gradcamCard(sample, index) {
@@ -495,6 +513,262 @@ function countsTable(counts) {
         }))))));
 }
 
+// ---- Evidence ------------------------------------------------------------------------------------
+
+/** Reliability diagram and before/after scores of temperature scaling, from calibration.json. */
+async function renderCalibration() {
+  const calibration = await fetchJSON(FILES.calibration);
+  const file = FILES.calibration;
+  const temperature = number(calibration, "temperature", file);
+  const test = calibration.test || {};
+  const before = calibrationScores(test.before, file, "before");
+  const after = calibrationScores(test.after, file, "after");
+  const fitted = calibration.validation && typeof calibration.validation.count === "number"
+    ? `fitted on the ${text(calibration, "fitted_on")} split (${plural(calibration.validation.count, "image")})`
+    : `fitted on the ${text(calibration, "fitted_on")} split`;
+  const tested = typeof test.count === "number" ? ` (${plural(test.count, "image")})` : "";
+  const bins = typeof calibration.bins === "number" ? ` (${calibration.bins} bins)` : "";
+  const rows = [
+    ["ece", `ECE${bins}`, (value) => fixed(value), (value) => signed(value)],
+    ["brier", "Brier score", (value) => fixed(value), (value) => signed(value)],
+    ["nll", "NLL", (value) => fixed(value), (value) => signed(value)],
+    ["accuracy", "Accuracy", (value) => percent(value), (value) => `${signed(value * 100, 2)} pts`],
+  ];
+  const table = el("table", { className: "calibration-scores" },
+    el("caption", {}, `Test split${tested}, before and after scaling`),
+    el("thead", {}, el("tr", {}, ["measure", "before", "after", "change"].map((name) => el("th", { scope: "col" }, name)))),
+    el("tbody", {}, rows.map(([key, label, format, change]) => el("tr", { "data-row": key },
+      el("th", { scope: "row" }, label),
+      el("td", { "data-column": "before" }, format(before[key])),
+      el("td", { "data-column": "after" }, format(after[key])),
+      el("td", { "data-column": "change" }, change(after[key] - before[key]))))));
+  const definitions = calibration.definitions && typeof calibration.definitions === "object" ? calibration.definitions : {};
+  const names = { temperature: "Temperature T", ece: "ECE", brier: "Brier score", nll: "NLL" };
+  const numbersPart = el("div", { className: "calibration-numbers" },
+    el("div", { className: "stats" }, stat("temperature", "Temperature T", fixed(temperature, 3), fitted)),
+    el("div", { className: "table-scroll" }, table),
+    el("dl", { className: "definitions" }, Object.entries(definitions).map(([key, definition]) =>
+      el("div", { "data-key": key }, el("dt", {}, names[key] || key), el("dd", {}, String(definition))))));
+  return el("div", { className: "charts" }, reliabilityFigure(before, after, temperature), numbersPart);
+}
+
+/** One set of test-split scores from calibration.json, with its reliability bins checked. */
+function calibrationScores(scores, file, which) {
+  const bins = scores == null ? undefined : scores.reliability;
+  if (!Array.isArray(bins) || !bins.length) throw new Error(`${file} has no reliability bins ${which} scaling`);
+  return {
+    ece: number(scores, "ece", file),
+    brier: number(scores, "brier", file),
+    nll: number(scores, "nll", file),
+    accuracy: number(scores, "accuracy", file),
+    // An empty bin has no confidence or accuracy (null in the file); only bins with images are drawn.
+    bins: bins.map((bin) => ({ lower: number(bin, "lower", file), upper: number(bin, "upper", file), count: number(bin, "count", file), bin }))
+      .filter(({ count }) => count > 0)
+      .map(({ lower, upper, count, bin }) => ({
+        lower, upper, count, confidence: number(bin, "mean_confidence", file), accuracy: number(bin, "accuracy", file),
+      })),
+  };
+}
+
+/** Accuracy against mean confidence per bin, before and after scaling, with the diagonal of perfect calibration. */
+function reliabilityFigure(before, after, temperature) {
+  const all = [...before.bins, ...after.bins];
+  if (!all.length) throw new Error(`${FILES.calibration} has only empty reliability bins`);
+  const largest = Math.max(...all.map((bin) => bin.count));
+  const series = [["before scaling", "raw", before], [`after scaling (T = ${fixed(temperature, 3)})`, "calibrated", after]]
+    .map(([name, kind, scores]) => ({
+      name, kind,
+      points: scores.bins.map((bin) => [bin.confidence, bin.accuracy]),
+      // Marker area grows with the bin's image count: a bin of three images says little.
+      radii: scores.bins.map((bin) => 3 + 6 * Math.sqrt(bin.count / largest)),
+      notes: scores.bins.map((bin) => `${name}, confidence ${percent(bin.lower, 1)}–${percent(bin.upper, 1)}: ` +
+        `${plural(bin.count, "image")}, mean confidence ${percent(bin.confidence, 1)}, accuracy ${percent(bin.accuracy, 1)}`),
+    }));
+  // With two classes the top probability is at least 0.5, so the plot starts at the lowest bin in use.
+  const lowest = Math.max(0, Math.floor(Math.min(...all.map((bin) => bin.lower)) * 10) / 10);
+  const plot = lineChart({
+    label: "Reliability diagram: accuracy against mean confidence per bin, before and after temperature scaling",
+    series, xDomain: [lowest, 1], yDomain: [0, 1], xLabel: "mean confidence in the bin", yLabel: "accuracy in the bin",
+    xFormat: (x) => `${Math.round(x * 100)}%`, yFormat: (y) => `${Math.round(y * 100)}%`, diagonal: true, referenceName: "perfectly calibrated",
+  });
+  return figure("Reliability diagram", plot.chart, plot.legend, calibrationInsight(before, after, temperature));
+}
+
+/** "Before scaling the model was over-confident: ...; after: ...", from the bins and the ECE. */
+function calibrationInsight(before, after, temperature) {
+  const describe = (scores) => {
+    const images = scores.bins.reduce((sum, bin) => sum + bin.count, 0);
+    if (!images) return `not measured: every bin is empty (ECE ${fixed(scores.ece)})`;
+    const confidence = scores.bins.reduce((sum, bin) => sum + bin.count * bin.confidence, 0) / images;
+    const gap = confidence - scores.accuracy;
+    const kind = Math.abs(gap) < 0.01 ? "about as confident as it was accurate" : gap > 0 ? "over-confident" : "under-confident";
+    return `${kind}: mean confidence ${percent(confidence, 1)} against ${percent(scores.accuracy, 1)} accuracy (ECE ${fixed(scores.ece)})`;
+  };
+  return `Before scaling the model was ${describe(before)}. After dividing its logits by T = ${fixed(temperature, 3)} it is ${describe(after)}. ` +
+    "Each dot is a confidence bin, its size the number of test images in it.";
+}
+
+// Areas are mean probabilities in [0, 1]; a gap smaller than this is too small to call on a few dozen images.
+const AREA_MARGIN = 0.01;
+const SPEARMAN_LIMIT = 0.5;
+
+/** Each Grad-CAM check: the numbers it rests on, the rule that judges it, and the verdict that rule gives. */
+const CHECKS = [
+  {
+    key: "randomisation",
+    title: "Model randomisation",
+    numbers: ["randomisation_spearman"],
+    rule: `OK when the mean Spearman correlation between the trained and the randomised model's maps is below ${SPEARMAN_LIMIT}.`,
+    verdict: ({ randomisation_spearman: rho }) => (rho === null
+      ? { state: "unknown", label: "not measured", text: "No image gave two maps that vary, so there is nothing to correlate." }
+      : rho < SPEARMAN_LIMIT
+        ? { state: "ok", label: "OK", text: `The randomised model's maps differ (correlation ${fixed(rho, 2)}): the maps depend on what the model learned.` }
+        : { state: "not-shown", label: "not shown", text: `The maps barely change when the top layers are randomised (correlation ${fixed(rho, 2)}).` }),
+  },
+  {
+    key: "deletion",
+    title: "Deletion",
+    numbers: ["deletion_auc", "deletion_auc_random"],
+    rule: `OK when the area with the Grad-CAM order is at least ${AREA_MARGIN} below the area with a random order.`,
+    verdict: ({ deletion_auc: gradcam, deletion_auc_random: random }) => (random - gradcam >= AREA_MARGIN
+      ? { state: "ok", label: "OK", text: `Blurring the highlighted pixels first drops the confidence faster than random (${fixed(gradcam)} < ${fixed(random)}).` }
+      : { state: "not-shown", label: "not shown", text: `Blurring the highlighted pixels first drops the confidence no faster than random (${fixed(gradcam)} vs ${fixed(random)}).` }),
+  },
+  {
+    key: "insertion",
+    title: "Insertion",
+    numbers: ["insertion_auc", "insertion_auc_random"],
+    rule: `OK when the area with the Grad-CAM order is at least ${AREA_MARGIN} above the area with a random order.`,
+    verdict: ({ insertion_auc: gradcam, insertion_auc_random: random }) => (gradcam - random >= AREA_MARGIN
+      ? { state: "ok", label: "OK", text: `Restoring the highlighted pixels first raises the confidence faster than random (${fixed(gradcam)} > ${fixed(random)}).` }
+      : { state: "not-shown", label: "not shown", text: `Restoring the highlighted pixels first raises the confidence no faster than random (${fixed(gradcam)} vs ${fixed(random)}).` }),
+  },
+];
+
+/** The five Grad-CAM check numbers with their meanings, a verdict per check, and the deletion/insertion curves. */
+async function renderGradcamChecks() {
+  const results = await fetchJSON(FILES.checks);
+  const file = FILES.checks;
+  const checks = results.checks && typeof results.checks === "object" ? results.checks : {};
+  const values = {};
+  for (const name of CHECKS.flatMap((check) => check.numbers)) {
+    // Only the correlation may be null: with no pair of varying maps it is undefined.
+    values[name] = name === "randomisation_spearman" && checks[name] && checks[name].value === null ? null : number(checks[name], "value", `${file} check "${name}"`);
+  }
+  const perClass = results.images_per_class && typeof results.images_per_class === "object"
+    ? ` (${Object.entries(results.images_per_class).map(([label, n]) => `${n} ${label}`).join(", ")})` : "";
+  const intro = el("p", { className: "insight" },
+    `${typeof results.images === "number" ? plural(results.images, "test image") : "Test images"}${perClass}, each explained for its ${text(results, "explained_class")}, at layer ${text(results, "layer")}.`);
+  const cards = el("div", { className: "checks" }, CHECKS.map((check) => checkCard(check, checks, values, results)));
+  const parts = [intro, cards];
+  try {
+    parts.push(perturbationFigures(results.perturbation, file));
+  } catch (error) {
+    parts.push(el("p", { className: "error", role: "alert" }, `Could not draw the deletion and insertion curves: ${error.message}`));
+  }
+  return parts;
+}
+
+/** One check's card: title, verdict badge and sentence, the rule, and each number with its meaning. */
+function checkCard(check, checks, values, results) {
+  const verdict = check.verdict(values);
+  const randomisation = results.randomisation || {};
+  const detail = check.key === "randomisation" && Array.isArray(randomisation.reinitialised_layers)
+    ? el("p", { className: "note check-detail" }, `Re-initialised layers: ${randomisation.reinitialised_layers.map(String).join(", ")}; ` +
+      `${text(randomisation, "compared_pairs")} image pairs compared, ${text(randomisation, "pairs_with_a_constant_map")} left out because a map was constant.`)
+    : null;
+  return el("article", { className: "check", "data-check": check.key, "data-verdict": verdict.state },
+    el("header", {}, el("h4", {}, check.title), el("span", { className: `badge ${verdict.state}` }, verdict.label)),
+    el("p", { className: "verdict" }, verdict.text),
+    el("p", { className: "rule" }, `Rule: ${check.rule}`),
+    el("dl", { className: "check-numbers" }, check.numbers.map((name) => el("div", { "data-key": name },
+      el("dt", {}, name),
+      el("dd", { className: "check-value" }, values[name] === null ? "undefined" : fixed(values[name])),
+      el("dd", { className: "meaning" }, text(checks[name], "meaning"))))),
+    detail);
+}
+
+/** Mean class probability as pixels are blurred away (deletion) or restored (insertion), Grad-CAM order against random. */
+function perturbationFigures(perturbation, file) {
+  const fraction = numbers(perturbation, "fraction", file);
+  const curves = perturbation.mean_curves || {};
+  const baseline = typeof perturbation.baseline === "string" ? ` Baseline: ${perturbation.baseline}.` : "";
+  const figures = [["deletion", "Deletion", "blurred away"], ["insertion", "Insertion", "restored"]].map(([key, title, done]) => {
+    const gradcam = numbers(curves, `${key}_gradcam`, file), random = numbers(curves, `${key}_random`, file);
+    if (gradcam.length !== fraction.length || random.length !== fraction.length) throw new Error(`${file} has ${key} curves of the wrong length`);
+    // At least 0.2 of probability tall: a barely trained model's curves move by thousandths, and zooming in
+    // that far would draw noise as a trend (it also keeps the ticks whole percents).
+    const [low, high] = paddedDomain([...gradcam, ...random], 0, 1);
+    const widen = Math.max(0, 0.2 - (high - low)) / 2;
+    const yDomain = [Math.max(0, low - widen), Math.min(1, high + widen)];
+    const plot = lineChart({
+      label: `${title} curves: probability of the explained class as pixels are ${done}`,
+      series: [
+        { name: "Grad-CAM order", kind: "train", points: fraction.map((x, i) => [x, gradcam[i]]) },
+        { name: "random order", kind: "random", points: fraction.map((x, i) => [x, random[i]]) },
+      ],
+      xDomain: [0, 1], yDomain,
+      xLabel: `share of pixels ${done}`, yLabel: "probability of the class",
+      xFormat: (x) => `${Math.round(x * 100)}%`, yFormat: (y) => `${Math.round(y * 100)}%`,
+    });
+    const areas = perturbation.areas || {};
+    const area = (name) => (typeof areas[name] === "number" ? fixed(areas[name]) : "–");
+    return figure(`${title}: most highlighted pixels ${done} first`, plot.chart, plot.legend,
+      `Area under the curve ${area(`${key}_gradcam`)} with the Grad-CAM order, ${area(`${key}_random`)} with a random order.${baseline}`);
+  });
+  return el("div", { className: "charts" }, figures);
+}
+
+// A change against clean this large (1 accuracy point, 0.01 ROC AUC) is coloured and counted as a loss or gain.
+const NOTABLE_CHANGE = 0.01;
+
+/** Accuracy and ROC AUC on clean and corrupted test images, with the change against clean. */
+async function renderRobustness() {
+  const report = await fetchJSON(FILES.robustness);
+  const file = FILES.robustness;
+  if (!Array.isArray(report.corruptions) || !report.corruptions.length) throw new Error(`${file} has no corruptions`);
+  const rows = report.corruptions.map((row) => {
+    const clean = row && row.name === "clean";
+    return {
+      name: text(row, "name"), description: text(row, "description"), clean,
+      accuracy: number(row, "accuracy", file), rocAuc: number(row, "roc_auc", file),
+      // The file stores drops (clean minus corrupted); the table shows changes, so a loss reads as negative.
+      accuracyChange: clean ? null : -number(row, "accuracy_drop", file),
+      rocAucChange: clean ? null : -number(row, "roc_auc_drop", file),
+    };
+  });
+  // data-label names each cell, for the phone layout where every row becomes a small card.
+  const changeCell = (column, change, format) => el("td", {
+    "data-column": column, "data-label": "change",
+    className: change === null ? "reference-cell" : change <= -NOTABLE_CHANGE ? "worse" : change >= NOTABLE_CHANGE ? "better" : "",
+  }, change === null ? "reference" : format(change));
+  // A paragraph, not a caption: on a phone the table becomes cards, and a caption would squeeze into one column.
+  const legend = el("p", { className: "note table-note" },
+    `${typeof report.images === "number" ? plural(report.images, "test image") : "Test images"}; change = corrupted minus clean; ` +
+    `red marks a loss of ${NOTABLE_CHANGE * 100} accuracy point or ${NOTABLE_CHANGE} ROC AUC or more, green a gain as large.`);
+  const table = el("table", { className: "robustness" },
+    el("thead", {}, el("tr", {}, ["condition", "accuracy", "change", "ROC AUC", "change"].map((name) => el("th", { scope: "col" }, name)))),
+    el("tbody", {}, rows.map((row) => el("tr", { "data-row": row.name },
+      el("th", { scope: "row" }, el("span", { className: "condition-name" }, row.name), el("span", { className: "condition-description" }, row.description)),
+      el("td", { "data-column": "accuracy", "data-label": "accuracy" }, percent(row.accuracy)),
+      changeCell("accuracy_change", row.accuracyChange, (change) => `${signed(change * 100, 2)} pts`),
+      el("td", { "data-column": "roc_auc", "data-label": "ROC AUC" }, fixed(row.rocAuc)),
+      changeCell("roc_auc_change", row.rocAucChange, (change) => signed(change))))));
+  return [legend, el("div", { className: "table-scroll" }, table), el("p", { className: "insight" }, robustnessInsight(rows))];
+}
+
+/** "Largest loss: X, ROC AUC a → b; N of M corruptions cost 0.01 or more", from the rows. */
+function robustnessInsight(rows) {
+  const clean = rows.find((row) => row.clean);
+  const damaged = rows.filter((row) => !row.clean);
+  if (!damaged.length) return "No corruptions were scored.";
+  const worst = damaged.reduce((a, b) => (b.rocAucChange < a.rocAucChange ? b : a));
+  const costly = damaged.filter((row) => row.rocAucChange <= -NOTABLE_CHANGE).length;
+  const from = clean ? `${fixed(clean.rocAuc)} → ` : "";
+  return `Largest ROC AUC change: ${worst.description} (${worst.name}), ${from}${fixed(worst.rocAuc)} (${signed(worst.rocAucChange)}). ` +
+    `${costly} of ${plural(damaged.length, "corruption")} cost ${NOTABLE_CHANGE} ROC AUC or more.`;
+}
+
 // ---- Start ---------------------------------------------------------------------------------------
 
 function start() {
@@ -505,6 +779,9 @@ function start() {
   fill("evaluation", renderEvaluation);
   fill("classification-report", renderClassificationReport);
   fill("gradcam", renderGradcam);
+  fill("calibration", renderCalibration);
+  fill("gradcam-checks", renderGradcamChecks);
+  fill("robustness", renderRobustness);
   fill("model-card", renderModelCard);
 }
 

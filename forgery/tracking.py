@@ -68,6 +68,7 @@ class Tracker:
     @contextmanager
     def run(self, experiment: str, run_name: str | None, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
         """Start a run (or reopen `run_id`) and yield its id; end it FINISHED, KILLED (Ctrl-C) or FAILED (any other error)."""
+        ensure_experiment(experiment)
         mlflow.set_experiment(experiment)
         if run_id is None and run_name is None:
             run_name = _fresh_run_name()
@@ -132,6 +133,47 @@ class Tracker:
         except Exception as error:  # any transport or server error: the work must not be lost over it
             self.lost = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
             logging.getLogger(__name__).warning("lost the MLflow tracking server (%s); the run goes on offline, journalled in %s", self.lost, self.journal)
+
+
+def ensure_experiment(experiment: str) -> str:
+    """The experiment's id, creating the store's tables and the experiment first if needed.
+
+    Two runs started at once in one folder would otherwise race: both migrate a new SQLite database
+    (one fails inside alembic) or both create the experiment (one fails). A file lock beside the
+    database makes the first do it and the second find it done.
+    """
+    from mlflow.exceptions import MlflowException
+
+    with _store_lock():
+        client = mlflow.MlflowClient()
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return str(found.experiment_id)
+        try:
+            return str(client.create_experiment(experiment))
+        except MlflowException as error:  # a server shared with other machines: someone else was first
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return str(client.get_experiment_by_name(experiment).experiment_id)
+
+
+@contextmanager
+def _store_lock() -> Iterator[None]:
+    """An exclusive lock on `<database>.lock` for a local SQLite store; nothing for other stores."""
+    import fcntl
+
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -376,9 +418,7 @@ def _run_summary(run: Any) -> dict[str, Any]:
 def start_parent_run(experiment: str, run_name: str | None, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
     """Create a RUNNING run that is not the active one (jobs open their own runs meanwhile); return its id."""
     client = mlflow.MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    run = client.create_run(ensure_experiment(experiment), run_name=run_name, tags=dict(tags))
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     return str(run.info.run_id)

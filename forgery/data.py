@@ -9,10 +9,13 @@ import json
 import logging
 import os
 import shutil
+import stat
 import struct
 import tempfile
 import time
+import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -107,16 +110,33 @@ def split_validation(images: np.ndarray, labels: np.ndarray, fraction: float, se
 # ----- CIFAKE: Kaggle layout (folder or zip) -> decoded uint8 arrays, cached on disk -----
 
 SPLIT_NAMES: tuple[str, str] = ("train", "test")  # split folders of the Kaggle layout
-CACHE_FORMAT_VERSION = 1  # bump when decoding or the cache layout changes, so old entries are never reused
+CACHE_FORMAT_VERSION = 2  # bump when decoding or the cache layout changes, so old entries are never reused
+# A CIFAKE image is 32x32. 64 megapixels is an 8000x8000 photo, whose RGB pixels alone take 192 MB: more
+# than that is no photo worth shrinking to 32x32 but a decompression bomb (a few KB on disk, gigabytes
+# once decoded), so it is skipped on its header's word, before any pixel is decoded.
+MAX_IMAGE_PIXELS = 64_000_000
+# No file this big can be a sane image of at most MAX_IMAGE_PIXELS; reading it whole could exhaust memory.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+# libjpeg decodes a JPEG at the smallest of 1/2, 1/4 or 1/8 scale that keeps both sides at least this big
+# (Image.draft), which is cheap; 4x the final size leaves Lanczos enough pixels to shrink to 32x32 cleanly.
+DRAFT_SIZE = 4 * IMAGE_SIZE
+# Every key is always in Dataset.issues (0 when none) and becomes the MLflow metric data_<key>.
 ISSUE_DESCRIPTIONS: dict[str, str] = {
     "skipped_files": "unreadable files skipped (empty, truncated, corrupt or not an image)",
     "converted_images": "images converted to RGB (grayscale, alpha, palette or 16-bit)",
     "resized_images": f"images resized to {IMAGE_SIZE}x{IMAGE_SIZE}",
+    "oversized_images": (
+        f"images over {MAX_IMAGE_PIXELS:,} pixels or files over {MAX_FILE_BYTES // 2**20} MiB skipped undecoded"
+    ),
+    "read_errors": "files that could not be opened or read skipped (permission denied or an I/O error)",
+    "outside_root_links": "symlinks leading outside the data root skipped, never read",
+    "dangling_links": "symlinks to nothing skipped (missing target or a loop)",
+    "unsafe_zip_names": "zip members named with an absolute path or '..' skipped, never extracted",
 }
 ISSUE_KINDS: tuple[str, ...] = tuple(ISSUE_DESCRIPTIONS)
 ISSUE_EXAMPLES = 5  # example paths per issue kind, in meta.json and in the warning
-# PIL raises many unrelated types for a broken file, and zipfile raises BadZipFile for a member that
-# fails its CRC check; each means this one file is unusable, not that the dataset is.
+# PIL raises many unrelated types for a broken file; each means this one file is unusable, not that the
+# dataset is.
 UNREADABLE_FILE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     SyntaxError,
@@ -124,8 +144,10 @@ UNREADABLE_FILE_ERRORS: tuple[type[Exception], ...] = (
     EOFError,
     struct.error,
     Image.DecompressionBombError,
-    zipfile.BadZipFile,
 )
+# What zipfile raises for one damaged member (bad CRC or header, corrupt deflate data, encryption, an
+# unsupported compression method, which is a RuntimeError too): that member is corrupt, not the archive.
+BROKEN_MEMBER_ERRORS: tuple[type[Exception], ...] = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError)
 # Anything a damaged or foreign cache entry can raise while being read; such an entry is rebuilt.
 CACHE_READ_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, KeyError, TypeError, EOFError)
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # how PIL opens 16-bit grayscale files
@@ -138,7 +160,28 @@ class SourceFile:
     split: str  # "train" or "test"
     label: int  # index into CLASS_NAMES
     member: str  # "/"-separated path inside the folder or zip, e.g. "train/REAL/0000 (10).jpg"
-    signature: str  # size and mtime_ns (folder) or size and CRC32 (zip): changes whenever the content does
+    # size:mtime_ns (folder; a link adds where it leads) or size:CRC32 (zip): changes whenever the content does
+    signature: str
+
+
+@dataclass(frozen=True)
+class SourceListing:
+    """What a CIFAKE source holds: the files to decode, and the zip members refused for their names."""
+
+    files: list[SourceFile]
+    unsafe_names: list[str] = field(default_factory=list)  # shown paths of zip members named "/..." or "../..."
+
+
+class SkippedFile(Exception):
+    """One file left out of the dataset; `kind` is the ISSUE_KINDS key it is counted under."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header promises more pixels than MAX_IMAGE_PIXELS (or Pillow's own bomb limit)."""
 
 
 class DecodedImage(NamedTuple):
@@ -164,10 +207,10 @@ def load_cifake(root: str, val_fraction: float = 0.1, seed: int = 0, cache_dir: 
     started = time.perf_counter()
     check_val_fraction(val_fraction)  # fail before seconds of decoding, not after
     source = Path(root).expanduser().absolute()
-    files = list_cifake_files(source)
+    listing = list_cifake_files(source)
     cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    decoded = load_or_decode(source, files, cache_root)
-    warn_about_issues(decoded)
+    decoded = load_or_decode(source, listing, cache_root)
+    warn_about_issues(decoded.issues, decoded.issue_examples)
     train, val = split_validation(decoded.train.images, decoded.train.labels, val_fraction, seed)
     dataset = Dataset(name="cifake", train=train, val=val, test=decoded.test, issues=dict(decoded.issues))
     seconds = time.perf_counter() - started
@@ -188,7 +231,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("FORGERY_CACHE_DIR") or "~/.cache/forgery").expanduser()
 
 
-def list_cifake_files(source: Path) -> list[SourceFile]:
+def list_cifake_files(source: Path) -> SourceListing:
     """Every file of the Kaggle layout in a folder or zip, sorted; DataError names the first missing path."""
     if source.is_dir():
         return list_folder(source)
@@ -199,8 +242,9 @@ def list_cifake_files(source: Path) -> list[SourceFile]:
     raise DataError(f"CIFAKE {'zip' if source.suffix.lower() == '.zip' else 'folder'} not found: {source}")
 
 
-def list_folder(root: Path) -> list[SourceFile]:
-    """Files directly inside the class folders under `root`."""
+def list_folder(root: Path) -> SourceListing:
+    """Files and symlinks directly inside the class folders under `root`."""
+    real_root = Path(os.path.realpath(root))
     folders = {split for split in SPLIT_NAMES if (root / split).is_dir()}
     listing: dict[str, list[tuple[str, str]]] = {}
     for split in sorted(folders):
@@ -208,24 +252,54 @@ def list_folder(root: Path) -> list[SourceFile]:
             folder = f"{split}/{class_name}"
             if (root / folder).is_dir():
                 folders.add(folder)
-                listing[folder] = scan_class_folder(root / folder)
-    return files_in_layout(root, "", folders, listing)
+                listing[folder] = scan_class_folder(root / folder, real_root)
+    return SourceListing(files_in_layout(root, "", folders, listing))
 
 
-def scan_class_folder(folder: Path) -> list[tuple[str, str]]:
-    """(name, size:mtime_ns) of the files in one folder; hidden files (.DS_Store and the like) are no images."""
-    with os.scandir(folder) as entries:
-        found = [(entry.name, entry.stat()) for entry in entries if not entry.name.startswith(".") and entry.is_file()]
-    return [(name, f"{stat.st_size}:{stat.st_mtime_ns}") for name, stat in found]
+def scan_class_folder(folder: Path, real_root: Path) -> list[tuple[str, str]]:
+    """(name, signature) of the files and symlinks in a folder; hidden files (.DS_Store and the like) are no images."""
+    try:
+        with os.scandir(folder) as entries:
+            found = [entry for entry in entries if not entry.name.startswith(".")]
+            # Every symlink is listed, wherever it leads: read_inside_root follows it or counts why not.
+            links = [
+                (entry.name, link_signature(Path(entry.path), real_root)) for entry in found if entry.is_symlink()
+            ]
+            plain = [(entry.name, file_signature(entry)) for entry in found if entry.is_file(follow_symlinks=False)]
+            return links + plain
+    except OSError as error:
+        raise DataError(f"CIFAKE class folder cannot be read: {folder} ({error.strerror or error})") from None
 
 
-def list_zip(archive_path: Path) -> list[SourceFile]:
+def file_signature(entry: os.DirEntry[str]) -> str:
+    """size:mtime_ns of a plain file."""
+    status = entry.stat(follow_symlinks=False)
+    return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def link_signature(link: Path, real_root: Path) -> str:
+    """Where a symlink leads, and that file's size:mtime_ns when it is inside the root: retargeting it changes this."""
+    target = Path(os.path.realpath(link))  # os.path's realpath does not raise on a loop, Path.resolve may
+    if not target.is_relative_to(real_root):
+        return f"link outside the root to {target}"  # never read, so its content cannot matter
+    try:
+        status = target.stat()
+    except OSError:
+        return f"link to {target}, missing"
+    return f"{status.st_size}:{status.st_mtime_ns}:link to {target}"
+
+
+def list_zip(archive_path: Path) -> SourceListing:
     """Files directly inside the class folders of a zip, at its top or under one top-level folder."""
     try:
         with zipfile.ZipFile(archive_path) as archive:
-            members = archive.infolist()
+            every_member = archive.infolist()
     except (zipfile.BadZipFile, OSError) as error:
         raise DataError(f"CIFAKE zip cannot be read: {archive_path} ({error})") from None
+    # Members are only ever read from the archive by name, never extracted; still, a name that points
+    # outside the archive's own tree is hostile or broken, so it is counted and never used at all.
+    unsafe = [member for member in every_member if is_unsafe_zip_name(member.filename)]
+    members = [member for member in every_member if not is_unsafe_zip_name(member.filename)]
     prefix = zip_prefix([member.filename for member in members])
     folders: set[str] = set()
     listing: dict[str, list[tuple[str, str]]] = {}
@@ -239,7 +313,14 @@ def list_zip(archive_path: Path) -> list[SourceFile]:
             listing.setdefault(f"{parts[0]}/{parts[1]}", []).append(
                 (parts[2], f"{member.file_size}:{member.CRC:08x}")
             )
-    return files_in_layout(archive_path, prefix, folders, listing)
+    files = files_in_layout(archive_path, prefix, folders, listing)
+    return SourceListing(files, [f"{archive_path}/{member.filename}" for member in unsafe])
+
+
+def is_unsafe_zip_name(name: str) -> bool:
+    """Whether a zip member's name is absolute ("/x", "C:x") or climbs out with a ".." part ("/" or "\\" separated)."""
+    unified = name.replace("\\", "/")  # zips made on Windows may use either separator
+    return unified.startswith("/") or (unified[:1].isalpha() and unified[1:2] == ":") or ".." in unified.split("/")
 
 
 def zip_prefix(names: list[str]) -> str:
@@ -270,18 +351,20 @@ def files_in_layout(
     return files
 
 
-def source_fingerprint(files: list[SourceFile]) -> str:
+def source_fingerprint(listing: SourceListing) -> str:
     """sha256 over the cache format, image size and every file's place and signature: any change, a new key."""
     digest = hashlib.sha256(f"forgery-cifake-cache v{CACHE_FORMAT_VERSION} size {IMAGE_SIZE}\n".encode())
-    for file in files:
+    for file in listing.files:
         # NUL cannot occur in a path, so distinct file lists can never hash the same text.
         digest.update(f"{file.split}\0{file.label}\0{file.member}\0{file.signature}\n".encode())
+    for name in listing.unsafe_names:  # they are counted in the entry's issues, so they are part of its key
+        digest.update(f"unsafe\0{name}\n".encode())
     return digest.hexdigest()
 
 
-def load_or_decode(source: Path, files: list[SourceFile], cache_root: Path) -> DecodedSource:
+def load_or_decode(source: Path, listing: SourceListing, cache_root: Path) -> DecodedSource:
     """The cache entry for these exact files if it reads back intact, else decode them and write the entry."""
-    key = source_fingerprint(files)
+    key = source_fingerprint(listing)
     entry = cache_root / f"cifake-{key}"
     started = time.perf_counter()
     if entry.is_dir():
@@ -292,8 +375,8 @@ def load_or_decode(source: Path, files: list[SourceFile], cache_root: Path) -> D
         else:
             logger.info("CIFAKE cache hit: %s, read in %.2f s", entry, time.perf_counter() - started)
             return decoded
-    decoded = decode_files(source, files)
-    logger.info("CIFAKE cache miss: decoded %d files in %.1f s", len(files), time.perf_counter() - started)
+    decoded = decode_files(source, listing)
+    logger.info("CIFAKE cache miss: decoded %d files in %.1f s", len(listing.files), time.perf_counter() - started)
     try:
         write_cache_entry(entry, key, decoded, source)
     except OSError as error:
@@ -308,25 +391,68 @@ def load_or_decode(source: Path, files: list[SourceFile], cache_root: Path) -> D
 def open_members(source: Path) -> Iterator[Callable[[str], bytes]]:
     """Yield a function that reads one file's bytes by member path, opening a zip only once."""
     if source.is_dir():
-        yield lambda member: (source / member).read_bytes()
+        real_root = Path(os.path.realpath(source))
+        yield lambda member: read_inside_root(real_root, member)
         return
     with zipfile.ZipFile(source) as archive:
-        yield archive.read
+        yield lambda member: read_zip_member(archive, member)
 
 
-def decode_files(source: Path, files: list[SourceFile]) -> DecodedSource:
-    """Decode every file into train and test arrays, skipping and counting the unreadable ones."""
+def read_inside_root(real_root: Path, member: str) -> bytes:
+    """A file's bytes if, with every symlink followed, it is a regular file inside the root; else SkippedFile."""
+    path = real_root / member
+    target = Path(os.path.realpath(path))  # follows links in the file's name and in every folder above it
+    if not target.is_relative_to(real_root):
+        raise SkippedFile("outside_root_links", f"leads to {target}")  # not even stat'ed: it is not ours to touch
+    if path.is_symlink() and not target.exists():
+        raise SkippedFile("dangling_links", f"leads to missing {target}")
+    status = target.stat()
+    if not stat.S_ISREG(status.st_mode):  # a link to a folder, a device or a FIFO, which could block forever
+        raise SkippedFile("skipped_files", f"leads to {target}, which is not a regular file")
+    if status.st_size > MAX_FILE_BYTES:
+        raise SkippedFile("oversized_images", f"{status.st_size} bytes")
+    return target.read_bytes()
+
+
+def read_zip_member(archive: zipfile.ZipFile, member: str) -> bytes:
+    """A zip member's bytes, unless its stated size is beyond MAX_FILE_BYTES (zipfile never reads past it)."""
+    size = archive.getinfo(member).file_size
+    if size > MAX_FILE_BYTES:
+        raise SkippedFile("oversized_images", f"{size} bytes uncompressed")
+    return archive.read(member)
+
+
+def read_and_decode(read_member: Callable[[str], bytes], member: str) -> DecodedImage:
+    """One file read and decoded, or SkippedFile naming the ISSUE_KINDS key it counts under."""
+    try:
+        file_bytes = read_member(member)
+    except OSError as error:  # permission denied, an I/O error, or gone since it was listed
+        raise SkippedFile("read_errors", f"{type(error).__name__}: {error}") from None
+    except BROKEN_MEMBER_ERRORS as error:
+        raise SkippedFile("skipped_files", f"{type(error).__name__}: {error}") from None
+    try:
+        return decode_image(file_bytes)
+    except ImageTooLarge as error:
+        raise SkippedFile("oversized_images", str(error)) from None
+    except UNREADABLE_FILE_ERRORS as error:
+        raise SkippedFile("skipped_files", f"{type(error).__name__}: {error}") from None
+
+
+def decode_files(source: Path, listing: SourceListing) -> DecodedSource:
+    """Decode every file into train and test arrays, skipping and counting the unusable ones."""
+    files = listing.files
     pixels = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     readable = np.zeros(len(files), dtype=bool)
     problems: dict[str, list[str]] = {kind: [] for kind in ISSUE_KINDS}
+    problems["unsafe_zip_names"] += listing.unsafe_names
     with open_members(source) as read_member:
         for index, file in enumerate(tqdm(files, desc="decoding CIFAKE", unit="img", disable=None)):
             shown = f"{source}/{file.member}"
             try:
-                decoded = decode_image(read_member(file.member))
-            except UNREADABLE_FILE_ERRORS as error:
-                logger.debug("skipping %s: %s", shown, error)
-                problems["skipped_files"].append(shown)
+                decoded = read_and_decode(read_member, file.member)
+            except SkippedFile as skipped:
+                logger.debug("skipping %s (%s): %s", shown, skipped.kind, skipped)
+                problems[skipped.kind].append(shown)
                 continue
             pixels[index] = decoded.pixels
             readable[index] = True
@@ -334,6 +460,8 @@ def decode_files(source: Path, files: list[SourceFile]) -> DecodedSource:
                 problems["converted_images"].append(shown)
             if decoded.resized:
                 problems["resized_images"].append(shown)
+    issues = {kind: len(paths) for kind, paths in problems.items()}
+    issue_examples = {kind: paths[:ISSUE_EXAMPLES] for kind, paths in problems.items()}
     labels = np.array([file.label for file in files], dtype=np.int64)
     split_of = np.array([file.split for file in files])
     splits: dict[str, Split] = {}
@@ -343,26 +471,40 @@ def decode_files(source: Path, files: list[SourceFile]) -> DecodedSource:
         counts = splits[split].class_counts()
         for label, class_name in enumerate(CLASS_NAMES):
             if counts[class_name] == 0:
+                warn_about_issues(issues, issue_examples)  # they say why the folder came out empty
                 member = next(file.member for file in files if file.split == split and file.label == label)
                 raise DataError(f"CIFAKE class folder has no readable images: {source}/{member.rsplit('/', 1)[0]}")
-    return DecodedSource(
-        train=splits["train"],
-        test=splits["test"],
-        issues={kind: len(paths) for kind, paths in problems.items()},
-        issue_examples={kind: paths[:ISSUE_EXAMPLES] for kind, paths in problems.items()},
-    )
+    return DecodedSource(train=splits["train"], test=splits["test"], issues=issues, issue_examples=issue_examples)
 
 
 def decode_image(data: bytes) -> DecodedImage:
-    """One image file's bytes as (32, 32, 3) uint8 RGB; raises one of UNREADABLE_FILE_ERRORS if it cannot."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()  # decode now, so a truncated file raises here (LOAD_TRUNCATED_IMAGES stays off)
-        converted = image.mode != "RGB"
-        rgb = to_rgb(image) if converted else image
-        resized = rgb.size != (IMAGE_SIZE, IMAGE_SIZE)
-        if resized:
-            rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)  # antialiased when shrinking
-        return DecodedImage(np.asarray(rgb, dtype=np.uint8), converted, resized)
+    """One image file's bytes as (32, 32, 3) uint8 RGB; raises one of UNREADABLE_FILE_ERRORS if it cannot.
+
+    An image too large to decode safely raises ImageTooLarge, a ValueError, before its pixels are decoded.
+    """
+    with warnings.catch_warnings():
+        # Pillow only warns between its own Image.MAX_IMAGE_PIXELS and twice that; here the warning stops us too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                return decode_opened(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageTooLarge(str(error)) from None
+
+
+def decode_opened(image: Image.Image) -> DecodedImage:
+    """An opened image, checked against MAX_IMAGE_PIXELS from its header, then decoded, converted and resized."""
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(f"{width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit")
+    converted = image.mode != "RGB"
+    resized = image.size != (IMAGE_SIZE, IMAGE_SIZE)  # the file's own size, before draft shrinks it
+    image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))  # JPEG only: libjpeg decodes a big one at 1/2 to 1/8 scale
+    image.load()  # decode now, so a truncated file raises here (LOAD_TRUNCATED_IMAGES stays off)
+    rgb = to_rgb(image) if converted else image
+    if resized:
+        rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)  # antialiased when shrinking
+    return DecodedImage(np.asarray(rgb, dtype=np.uint8), converted, resized)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -424,9 +566,9 @@ def write_cache_entry(entry: Path, key: str, decoded: DecodedSource, source: Pat
         shutil.rmtree(staging, ignore_errors=True)  # still there only if something above failed
 
 
-def warn_about_issues(decoded: DecodedSource) -> None:
-    """One warning per kind of input problem met, with up to ISSUE_EXAMPLES example paths."""
+def warn_about_issues(issues: dict[str, int], issue_examples: dict[str, list[str]]) -> None:
+    """One warning per kind of input problem met, naming its key, with up to ISSUE_EXAMPLES example paths."""
     for kind, description in ISSUE_DESCRIPTIONS.items():
-        if decoded.issues[kind]:
-            examples = ", ".join(decoded.issue_examples[kind])
-            logger.warning("CIFAKE: %d %s, e.g. %s", decoded.issues[kind], description, examples)
+        if issues[kind]:
+            examples = ", ".join(issue_examples[kind][:ISSUE_EXAMPLES])
+            logger.warning("CIFAKE %s: %d %s, e.g. %s", kind, issues[kind], description, examples)

@@ -23,6 +23,25 @@ BASE_SHADES = {("train", "FAKE"): 10, ("train", "REAL"): 200, ("test", "FAKE"): 
 JPEG_TOLERANCE = 2  # grey levels a uniform JPEG may be off by after decoding
 
 
+# Every key load_cifake reports, spelled out here so that adding or dropping one is a deliberate change.
+ISSUE_KEYS = (
+    "skipped_files",
+    "converted_images",
+    "resized_images",
+    "oversized_images",
+    "read_errors",
+    "outside_root_links",
+    "dangling_links",
+    "unsafe_zip_names",
+)
+
+
+def issue_counts(**counts: int) -> dict[str, int]:
+    """The full Dataset.issues dict: the given counts, 0 for every other key."""
+    assert set(counts) <= set(ISSUE_KEYS), counts
+    return {key: counts.get(key, 0) for key in ISSUE_KEYS}
+
+
 def shade(split: str, class_name: str, index: int) -> int:
     """Grey level of the fixture image written index-th into split/class_name."""
     return BASE_SHADES[(split, class_name)] + 5 * index
@@ -111,7 +130,7 @@ def test_labels_come_from_class_folders(cifake: Path, cache_dir: str) -> None:
         levels = grey_levels(split.images)
         assert np.all(levels[split.labels == CLASS_NAMES.index("FAKE")] <= shade("train", "FAKE", 2) + 2)
         assert np.all(levels[split.labels == CLASS_NAMES.index("REAL")] >= shade("train", "REAL", 0) - 2)
-    assert dataset.issues == {"skipped_files": 0, "converted_images": 0, "resized_images": 0}
+    assert dataset.issues == issue_counts()
 
 
 def test_test_split_comes_from_test_folder_sorted_by_name(cifake: Path, cache_dir: str) -> None:
@@ -233,7 +252,7 @@ def test_unreadable_files_are_skipped_counted_and_logged(
 
     dataset = load_cifake(str(cifake), cache_dir=cache_dir)
 
-    assert dataset.issues == {"skipped_files": 3, "converted_images": 0, "resized_images": 0}
+    assert dataset.issues == issue_counts(skipped_files=3)
     assert dataset.train.class_counts()["REAL"] + dataset.val.class_counts()["REAL"] == len(FILE_NAMES)
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warnings) == 1
@@ -261,7 +280,7 @@ def test_other_modes_are_converted_and_other_sizes_resized(
 
     dataset = load_cifake(str(cifake), cache_dir=cache_dir)
 
-    assert dataset.issues == {"skipped_files": 0, "converted_images": 4, "resized_images": 1}
+    assert dataset.issues == issue_counts(converted_images=4, resized_images=1)
     assert dataset.test.class_counts() == {"FAKE": 8, "REAL": 3}
     levels = grey_levels(dataset.test.images[dataset.test.labels == CLASS_NAMES.index("FAKE")])
     # The five added files all hold grey 30; a 16-bit file clipped by PIL would read 255 instead.
@@ -452,6 +471,6 @@ def test_real_sample_counts_and_cache(cache_dir: str, monkeypatch: pytest.Monkey
         "val": {"FAKE": 1000, "REAL": 1000, "total": 2000},
         "test": {"FAKE": 2000, "REAL": 2000, "total": 4000},
     }
-    assert dataset.issues == {"skipped_files": 0, "converted_images": 0, "resized_images": 0}
+    assert dataset.issues == issue_counts()
     forbid_decoding(monkeypatch)
     assert_same_dataset(dataset, load_cifake(str(sample), val_fraction=0.1, seed=0, cache_dir=cache_dir))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forgery import interrupts
+
 MODEL_FILE = "last.keras"
 STATE_FILE = "state.json"
 
@@ -30,9 +32,10 @@ def save(folder: Path, model: Any, state: CheckpointState) -> None:
     """Write the model and the state atomically (model first: a state never points at a missing model)."""
     folder.mkdir(parents=True, exist_ok=True)
     partial_model = folder / f".{MODEL_FILE}.partial.keras"  # Keras insists on the .keras suffix
-    model.save(partial_model)
-    os.replace(partial_model, folder / MODEL_FILE)
-    write_state(folder, state)
+    with interrupts.deferred():
+        model.save(partial_model)
+        os.replace(partial_model, folder / MODEL_FILE)
+        write_state(folder, state)
 
 
 def write_state(folder: Path, state: CheckpointState) -> None:

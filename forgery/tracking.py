@@ -18,6 +18,8 @@ from typing import Any
 import mlflow
 import numpy as np
 
+from forgery import interrupts
+
 # MLflow refuses longer param values; longer ones are cut with a marker rather than failing the run.
 _MAX_PARAM_LENGTH = 6000
 
@@ -121,7 +123,7 @@ class Tracker:
         if self.journal is None:
             return
         self.journal.parent.mkdir(parents=True, exist_ok=True)
-        with self.journal.open("a") as handle:
+        with interrupts.deferred(), self.journal.open("a") as handle:
             handle.write(json.dumps({"kind": kind, **payload}) + "\n")
 
     def _send(self, action: Any) -> None:
@@ -129,7 +131,8 @@ class Tracker:
         if self.lost is not None:
             return
         try:
-            action()
+            with interrupts.deferred():  # Ctrl-C mid-write would leave the store's transaction open
+                action()
         except Exception as error:  # any transport or server error: the work must not be lost over it
             self.lost = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
             logging.getLogger(__name__).warning("lost the MLflow tracking server (%s); the run goes on offline, journalled in %s", self.lost, self.journal)

@@ -82,7 +82,7 @@ def train(cfg: DictConfig) -> float:
     """Run one experiment end to end (or resume one) and return the final validation ROC AUC, what a sweeper maximises."""
     from hydra.utils import instantiate
 
-    from forgery import checkpoints, tracking
+    from forgery import checkpoints, interrupts, tracking
 
     resume_id = cfg.get("resume")
     if resume_id:
@@ -129,7 +129,7 @@ def train(cfg: DictConfig) -> float:
     run_id = resume_id
     tracker = tracking.Tracker(output_dir / tracking.JOURNAL_FILE)
     try:
-        with interrupt_on_sigterm(), tracker.run(cfg.tracking.experiment, cfg.tracking.run_name, tags, run_id=resume_id) as run_id:
+        with interrupts.handled(), tracker.run(cfg.tracking.experiment, cfg.tracking.run_name, tags, run_id=resume_id) as run_id:
             log.info("MLflow run %s in experiment %r%s", run_id, cfg.tracking.experiment, f", resuming after epoch {state.epoch}" if resume_id else "")
             if not resume_id:
                 tracker.params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True)))
@@ -265,25 +265,6 @@ def reset_random_generators(model: Any, seed: int, epoch: int) -> None:
     generators = [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
     for index, variable in enumerate(generators):
         variable.assign(np.array([seed * 1000 + index, epoch], dtype=variable.dtype))
-
-
-@contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """Treat SIGTERM (a scheduler or `kill`) like Ctrl-C, so the run ends KILLED with its checkpoint kept."""
-    import signal
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (some launchers): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float]], cfg: DictConfig) -> dict[str, Any]:

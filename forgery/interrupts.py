@@ -1,0 +1,57 @@
+"""Ctrl-C and SIGTERM, held back while a write is half done and delivered right after it.
+
+A KeyboardInterrupt raised inside an MLflow database write can leave its SQLite transaction open, and
+the `end_run("KILLED")` that follows then waits on that lock; one raised inside a checkpoint save
+leaves a partial file. Writes run inside `deferred()`; a signal that arrives meanwhile is delivered as
+KeyboardInterrupt when the outermost deferred block ends.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_state = threading.local()
+
+
+def _depth() -> int:
+    return getattr(_state, "depth", 0)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold back an interrupt until this block (and any enclosing one) has finished."""
+    _state.depth = _depth() + 1
+    try:
+        yield
+    finally:
+        _state.depth = _depth() - 1
+        if _state.depth == 0 and getattr(_state, "pending", False):
+            _state.pending = False
+            raise KeyboardInterrupt
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Signal handler: raise now, or mark the interrupt pending inside a deferred block."""
+    if _depth() > 0:
+        _state.pending = True
+        return
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Route SIGINT and SIGTERM through `_interrupt` meanwhile (SIGTERM then ends a run like Ctrl-C)."""
+    try:
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (some launchers): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -17,6 +17,7 @@ from forgery import interrupts
 
 MODEL_FILE = "last.keras"
 STATE_FILE = "state.json"
+BEST_WEIGHTS_FILE = "best.weights.h5"
 
 
 @dataclass
@@ -26,6 +27,8 @@ class CheckpointState:
     epoch: int = 0
     logged_epoch: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = 0  # the epoch with the best early-stopping metric so far (0: none yet)
+    best_value: float | None = None
 
 
 def save(folder: Path, model: Any, state: CheckpointState) -> None:
@@ -41,7 +44,8 @@ def save(folder: Path, model: Any, state: CheckpointState) -> None:
 def write_state(folder: Path, state: CheckpointState) -> None:
     """Write state.json atomically."""
     partial = folder / f".{STATE_FILE}.partial"
-    partial.write_text(json.dumps({"epoch": state.epoch, "logged_epoch": state.logged_epoch, "history": state.history}, indent=1))
+    payload = {"epoch": state.epoch, "logged_epoch": state.logged_epoch, "history": state.history, "best_epoch": state.best_epoch, "best_value": state.best_value}
+    partial.write_text(json.dumps(payload, indent=1))
     os.replace(partial, folder / STATE_FILE)
 
 
@@ -51,7 +55,27 @@ def load_state(folder: Path) -> CheckpointState | None:
     if not state_path.is_file() or not model_path.is_file():
         return None
     payload = json.loads(state_path.read_text())
-    return CheckpointState(epoch=int(payload["epoch"]), logged_epoch=int(payload["logged_epoch"]), history=payload["history"])
+    return CheckpointState(
+        epoch=int(payload["epoch"]),
+        logged_epoch=int(payload["logged_epoch"]),
+        history=payload["history"],
+        best_epoch=int(payload.get("best_epoch", 0)),
+        best_value=payload.get("best_value"),
+    )
+
+
+def save_best(folder: Path, model: Any) -> None:
+    """Keep the weights of the best epoch so far (atomically), for early stopping's restore."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{BEST_WEIGHTS_FILE}.partial.weights.h5"  # Keras insists on the .weights.h5 suffix
+    with interrupts.deferred():
+        model.save_weights(partial)
+        os.replace(partial, folder / BEST_WEIGHTS_FILE)
+
+
+def restore_best(folder: Path, model: Any) -> None:
+    """Load the best epoch's weights into `model`."""
+    model.load_weights(folder / BEST_WEIGHTS_FILE)
 
 
 def load_model(folder: Path) -> Any:

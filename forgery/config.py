@@ -29,6 +29,15 @@ def validate(cfg: DictConfig) -> None:
     experiment = OmegaConf.select(cfg, "tracking.experiment")
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError(f"tracking.experiment must be a non-empty name, got {experiment!r}")
+    smoothing = _number(cfg, "label_smoothing")
+    if not 0.0 <= smoothing < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {smoothing:g}")
+    precision = OmegaConf.select(cfg, "precision")
+    if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+        raise ConfigError(f"precision must be float32, mixed_float16 or mixed_bfloat16, got {precision!r}")
+    patience = OmegaConf.select(cfg, "early_stopping.patience")
+    if patience is not None:
+        _positive_int(cfg, "early_stopping.patience")
     verbose = OmegaConf.select(cfg, "verbose")
     if verbose not in ("auto", 0, 1, 2):
         raise ConfigError(f"verbose must be auto, 0, 1 or 2, got {verbose!r}")

@@ -122,7 +122,9 @@ def gradcam_heatmaps(model: keras.Model, images: np.ndarray, class_indices: np.n
 def top_layer_names(model: keras.Model) -> list[str]:
     """The last top-level Conv2D and every layer with weights after it: what the randomisation check resets."""
     layers = model.layers
-    start = layers.index(last_conv_layer(model))
+    convs = [index for index, layer in enumerate(layers) if isinstance(layer, keras.layers.Conv2D)]
+    # The last convolution, not the Grad-CAM target: in a residual net the target is a later activation.
+    start = convs[-1] if convs else layers.index(last_conv_layer(model))
     return [layer.name for layer in layers[start:] if layer.weights]
 
 

@@ -8,6 +8,9 @@ from forgery.data import CLASS_NAMES, IMAGE_SIZE
 
 # Layer names the rest of the project relies on (Grad-CAM, the model card).
 CLASSIFIER_LAYER = "classifier"
+# A model whose last convolution is not a cut point (a residual shortcut bypasses it) names the feature
+# map Grad-CAM should explain instead.
+FEATURES_LAYER = "features"
 
 
 def cnn(
@@ -32,12 +35,16 @@ def cnn(
         x = keras.layers.MaxPooling2D(name=f"maxpool{index}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name=CLASSIFIER_LAYER)(x)
+    # float32 even under mixed precision: a softmax in float16 saturates.
+    outputs = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name=CLASSIFIER_LAYER, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
 def last_conv_layer(model: keras.Model) -> keras.Layer:
-    """The last top-level Conv2D layer: Grad-CAM's target."""
+    """Grad-CAM's target: the layer named FEATURES_LAYER if the model has one, else its last top-level Conv2D."""
+    named = [layer for layer in model.layers if layer.name == FEATURES_LAYER]
+    if named:
+        return named[0]
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     if not convs:
         raise ValueError(f"model {model.name!r} has no top-level Conv2D layer for Grad-CAM")
@@ -62,3 +69,53 @@ def architecture_summary(model: keras.Model) -> str:
         else:
             parts.append(type(layer).__name__)
     return " -> ".join(parts)
+
+
+def resnet(
+    name: str,
+    widths: list[int],
+    blocks_per_stage: int = 2,
+    dropout: float = 0.3,
+    highpass: bool = False,
+    augmentation: keras.Layer | None = None,
+) -> keras.Model:
+    """A small pre-activation residual network; with `highpass`, it also sees the image's high frequencies.
+
+    Stages of `blocks_per_stage` residual blocks (two 3x3 convolutions each); every stage after the first
+    halves the grid. No pooling before the first stage: generator traces live at the pixel scale. The
+    high-pass view (image minus its 3x3 blur) is stacked as three extra channels, because upsampling and
+    over-smoothing leave their marks in exactly those frequencies.
+    """
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="pixels")
+    x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
+    if augmentation is not None:
+        x = augmentation(x)
+    if highpass:
+        blurred = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="blur3x3")(x)
+        residue = keras.layers.Subtract(name="highpass")([x, blurred])
+        x = keras.layers.Concatenate(name="with_highpass")([x, keras.layers.Rescaling(4.0, name="highpass_gain")(residue)])
+    x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem")(x)
+    for stage, width in enumerate(widths, start=1):
+        for block in range(1, blocks_per_stage + 1):
+            stride = 2 if stage > 1 and block == 1 else 1
+            x = _residual_block(x, width, stride, f"stage{stage}_block{block}")
+    x = keras.layers.BatchNormalization(name="final_batchnorm")(x)
+    x = keras.layers.Activation("relu", name=FEATURES_LAYER)(x)  # the feature map Grad-CAM explains
+    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name=CLASSIFIER_LAYER, dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _residual_block(x: keras.KerasTensor, width: int, stride: int, name: str) -> keras.KerasTensor:
+    """BN-ReLU-Conv twice, plus a shortcut (a strided 1x1 convolution where the shape changes)."""
+    shortcut = x
+    y = keras.layers.BatchNormalization(name=f"{name}_bn1")(x)
+    y = keras.layers.Activation("relu", name=f"{name}_relu1")(y)
+    if stride != 1 or x.shape[-1] != width:
+        shortcut = keras.layers.Conv2D(width, 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(y)
+    y = keras.layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(y)
+    y = keras.layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = keras.layers.Activation("relu", name=f"{name}_relu2")(y)
+    y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    return keras.layers.Add(name=f"{name}_add")([shortcut, y])

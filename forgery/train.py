@@ -32,7 +32,6 @@ from forgery.tracking import TrackingUnavailable
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
-LOSS = "categorical_crossentropy"
 NATIVE_STARTUP_NOISE = re.compile(
     r"absl::InitializeLog|oneDNN custom operations|cuda drivers|cuInit|cudart_stub|computation placer|TensorFlow binary is optimized"
     r"|rebuild TensorFlow with the appropriate compiler flags"
@@ -106,13 +105,16 @@ def train(cfg: DictConfig) -> float:
         keras.ops.zeros(1)  # the first op initialises the backend's devices, which is chatty too
 
     keras.utils.set_random_seed(cfg.seed)
+    keras.mixed_precision.set_global_policy(cfg.precision)
     if resume_id:
         model = checkpoints.load_model(checkpoint_dir)
     else:
         model = instantiate(cfg.model, augmentation=instantiate(cfg.augment))
+        steps_per_epoch = -(-len(dataset.train) // cfg.batch_size)
+        learning_rate = instantiate(cfg.schedule, lr=cfg.optimizer.lr, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs)
         model.compile(
-            optimizer=instantiate(cfg.optimizer),
-            loss=LOSS,
+            optimizer=instantiate(cfg.optimizer, lr=learning_rate),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
             # Per-column AUC, averaged: with two softmax columns, FAKE's AUC equals REAL's, so this is the binary ROC AUC.
             metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=500)],
         )
@@ -156,7 +158,7 @@ def train(cfg: DictConfig) -> float:
         print(f"the run's outputs are in {output_dir}; when the server is back, upload them with:", file=sys.stderr)
         print(f"  python -m forgery.upload {output_dir}", file=sys.stderr)
         raise SystemExit(1)
-    return float(history["val_auc"][-1])
+    return float(history["val_auc"][result["headline"]["evaluated_epoch"] - 1])
 
 
 def resumable_run(run_id: str) -> tuple[DictConfig, Any]:
@@ -221,9 +223,20 @@ def fit(
             state.history.setdefault(name, []).append(value)
         state.epoch = epoch + 1
         checkpoints.save(checkpoint_dir, model, state)
+        watched = metrics.get(cfg.early_stopping.metric)
+        if watched is not None and (state.best_value is None or watched > state.best_value):
+            state.best_epoch, state.best_value = epoch + 1, watched
+            checkpoints.save_best(checkpoint_dir, model)
         log_epoch(metrics, epoch + 1)  # step = epoch number, 1-based as Keras prints it
         state.logged_epoch = epoch + 1
         checkpoints.write_state(checkpoint_dir, state)
+        patience = cfg.early_stopping.patience
+        if patience is not None and state.epoch - state.best_epoch >= patience:
+            log.info("early stopping after epoch %d: %s has not improved for %d epochs (best %.4f at epoch %d)", state.epoch, cfg.early_stopping.metric, patience, state.best_value, state.best_epoch)
+            break
+    if cfg.early_stopping.restore_best and state.best_epoch and state.best_epoch != state.epoch:
+        checkpoints.restore_best(checkpoint_dir, model)
+        log.info("restored the weights of epoch %d (best %s %.4f)", state.best_epoch, cfg.early_stopping.metric, state.best_value)
     return state.history
 
 
@@ -298,6 +311,8 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
         "final_train_accuracy": history["accuracy"][-1],
         "final_val_accuracy": history["val_accuracy"][-1],
         "final_val_auc": history["val_auc"][-1],
+        "evaluated_epoch": evaluated_epoch(history, cfg),
+        "epochs_run": len(history["val_auc"]),
         "gradcam_overlays": overlay_count,
     }
     card = report.model_card(
@@ -305,7 +320,7 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
         architecture=models.architecture_summary(model),
         optimizer=type(model.optimizer).__name__,
         learning_rate=float(cfg.optimizer.lr),
-        loss=LOSS,
+        loss=f"categorical_crossentropy (label smoothing {cfg.label_smoothing:g})" if cfg.label_smoothing else "categorical_crossentropy",
         parameters=int(model.count_params()),
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
@@ -336,6 +351,14 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
         "explanations": explanations,
         "resolved_config": OmegaConf.to_yaml(cfg, resolve=True),
     }
+
+
+def evaluated_epoch(history: dict[str, list[float]], cfg: DictConfig) -> int:
+    """The epoch whose weights were evaluated: the best one when early stopping restores it, else the last."""
+    values = history.get(cfg.early_stopping.metric, [])
+    if cfg.early_stopping.restore_best and values:
+        return int(np.argmax(values)) + 1
+    return len(history.get("loss", []))
 
 
 def evidence_subset(count: int, limit: int, seed: int) -> np.ndarray:

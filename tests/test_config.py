@@ -82,7 +82,7 @@ def test_missing_cifake_root_is_refused(compose_train) -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["model=foo"], "unknown model option 'foo'; choose from: small, wide"),
+        (["model=foo"], f"unknown model option 'foo'; choose from: {', '.join(GROUPS['model'])}"),
         (["optimizer=rmsprop"], "unknown optimizer option 'rmsprop'"),
         (["model=small,foo"], "unknown model option 'foo'"),
         (["nosuchkey=1"], "unknown config key 'nosuchkey'"),

@@ -1,0 +1,23 @@
+"""Learning-rate schedules behind `conf/schedule/*.yaml`: each maps (peak rate, steps) to what Keras optimizers take."""
+
+from __future__ import annotations
+
+import keras
+
+
+def constant(lr: float, steps_per_epoch: int, epochs: int) -> float:
+    """The same rate for every step (the seed notebook's)."""
+    return lr
+
+
+def cosine(lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float = 1.0, final_fraction: float = 0.0) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up from 0 to `lr` over `warmup_epochs`, then cosine decay to `final_fraction * lr` at the last step."""
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else lr,
+        decay_steps=total - warmup,
+        alpha=final_fraction,
+        warmup_target=lr if warmup else None,
+        warmup_steps=warmup,
+    )

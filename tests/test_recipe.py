@@ -1,0 +1,83 @@
+"""Recipe features: learning-rate schedules, the residual models, early stopping with best-epoch restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+from mlflow.tracking import MlflowClient
+
+from forgery import schedules
+from forgery.config import ConfigError, validate
+from forgery.gradcam import cut_model, make_gradcam_heatmap
+from forgery.models import resnet
+from tests.conftest import run_forgery
+
+
+def test_cosine_warms_up_then_decays() -> None:
+    schedule = schedules.cosine(1e-3, steps_per_epoch=10, epochs=5, warmup_epochs=1.0, final_fraction=0.1)
+    rate = lambda step: float(schedule(step))  # noqa: E731
+    assert rate(0) == pytest.approx(0.0)
+    assert rate(5) == pytest.approx(0.5e-3, rel=1e-3)  # halfway through the warm-up
+    assert rate(10) == pytest.approx(1e-3, rel=1e-3)  # the peak
+    assert rate(30) < rate(20) < rate(10)
+    assert rate(50) == pytest.approx(1e-4, rel=1e-2)  # final_fraction of the peak at the last step
+
+
+def test_constant_is_the_rate() -> None:
+    assert schedules.constant(3e-4, 10, 5) == 3e-4
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_schedules_build_into_the_optimizer(compose_train, schedule: str) -> None:
+    cfg = compose_train(f"schedule={schedule}", "optimizer.lr=0.002")
+    learning_rate = instantiate(cfg.schedule, lr=cfg.optimizer.lr, steps_per_epoch=10, epochs=2)
+    optimizer = instantiate(cfg.optimizer, lr=learning_rate)
+    assert optimizer is not None
+
+
+@pytest.mark.parametrize(("highpass", "parameters"), [(False, 697_058), (True, 697_922)])
+def test_residual_models_stay_under_a_million_parameters_and_explain(highpass: bool, parameters: int) -> None:
+    model = resnet("r", [32, 64, 128], 2, highpass=highpass)
+    assert model.count_params() == parameters
+    heatmap = make_gradcam_heatmap(cut_model(model), np.full((32, 32, 3), 90, dtype="uint8"), 1)
+    assert heatmap.shape == (8, 8) and 0.0 <= heatmap.min() and heatmap.max() <= 1.0
+    assert ("highpass" in [layer.name for layer in model.layers]) == highpass
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("label_smoothing=1.5", "label_smoothing"), ("precision=float8", "precision"), ("early_stopping.patience=0", "early_stopping.patience")],
+)
+def test_recipe_values_are_checked(compose_train, override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{key} "):
+        validate(compose_train(override))
+
+
+@pytest.mark.parametrize("preset", ["small_fast", "cifake_best", "seed_repro"])
+def test_presets_compose_and_validate(compose_train, preset: str) -> None:
+    cfg = compose_train(f"experiment={preset}")
+    validate(cfg)
+    if preset == "cifake_best":
+        assert instantiate(cfg.model).count_params() < 1_000_000
+    if preset == "small_fast":
+        assert instantiate(cfg.model).count_params() == 94_402 and cfg.epochs == 5
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path: Path) -> None:
+    result = run_forgery(
+        "train", "epochs=6", "early_stopping.patience=1", "early_stopping.restore_best=true",
+        "optimizer.lr=3e-3", "data.train_per_class=120", "data.test_per_class=30", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
+    history = [point.value for point in client.get_metric_history(run.info.run_id, "val_auc")]
+    best = int(np.argmax(history)) + 1
+    assert run.data.metrics["epochs_run"] == len(history)
+    assert run.data.metrics["evaluated_epoch"] == best
+    if len(history) < 6:  # it stopped early: exactly `patience` epochs after the best one
+        assert len(history) - best == 1

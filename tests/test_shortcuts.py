@@ -1,0 +1,43 @@
+"""The shortcut check finds a planted container shortcut and finds none where there is none."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from forgery.shortcuts import shortcut_report
+
+
+def make_dataset(root: Path, fake_quality: int) -> None:
+    """Same kind of noise images in both classes; FAKE saved at `fake_quality`, REAL at 75."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 40), ("test", 20)):
+        for name, quality in (("FAKE", fake_quality), ("REAL", 75)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index} ({index}).jpg", quality=quality)
+
+
+def test_a_planted_container_shortcut_is_found(tmp_path: Path) -> None:
+    make_dataset(tmp_path, fake_quality=30)  # FAKE files: other tables, much smaller files
+    report = shortcut_report(tmp_path, limit=40)
+    assert report["same_jpeg_tables"] is False
+    assert report["test_accuracy_without_content"]["file size"] > 0.9
+
+
+def test_no_shortcut_when_the_classes_are_stored_alike(tmp_path: Path) -> None:
+    make_dataset(tmp_path, fake_quality=75)
+    report = shortcut_report(tmp_path, limit=40)
+    assert report["same_jpeg_tables"] is True
+    assert report["test_accuracy_without_content"]["all of these"] < 0.75
+
+
+def test_missing_folder_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "forgery.shortcuts", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode != 0 and result.stderr.strip() == f"error: CIFAKE class folder not found: {tmp_path / 'train' / 'FAKE'}"

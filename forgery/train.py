@@ -143,7 +143,11 @@ def train(cfg: DictConfig) -> float:
             for folder in ("report", "plots", "config"):
                 tracker.folder(output_dir / folder, folder)
             examples = dataset.test.images[:2]  # the signature: uint8 (N, 32, 32, 3) raw pixels, 0-255
-            tracker.model(model, checkpoint_dir / checkpoints.MODEL_FILE, examples, model.predict(examples, verbose=0))
+            # The evaluated weights (the best epoch's when early stopping restored them), saved for forgery.upload.
+            model_path = output_dir / "model" / "model.keras"
+            model_path.parent.mkdir(parents=True, exist_ok=True)
+            model.save(model_path)
+            tracker.model(model, model_path, examples, model.predict(examples, verbose=0))
             headline = result["headline"]
             log.info("test accuracy %.4f, ROC AUC %.4f; run %s. Browse with: mlflow ui", headline["test_accuracy"], headline["test_roc_auc"], run_id)
     except KeyboardInterrupt:

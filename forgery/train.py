@@ -109,15 +109,7 @@ def train(cfg: DictConfig) -> float:
     if resume_id:
         model = checkpoints.load_model(checkpoint_dir)
     else:
-        model = instantiate(cfg.model, augmentation=instantiate(cfg.augment))
-        steps_per_epoch = -(-len(dataset.train) // cfg.batch_size)
-        learning_rate = instantiate(cfg.schedule, lr=cfg.optimizer.lr, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs)
-        model.compile(
-            optimizer=instantiate(cfg.optimizer, lr=learning_rate),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-            # Per-column AUC, averaged: with two softmax columns, FAKE's AUC equals REAL's, so this is the binary ROC AUC.
-            metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=500)],
-        )
+        model = build_model(cfg, len(dataset.train))
         (output_dir / "config").mkdir(parents=True, exist_ok=True)
         (output_dir / "config" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # what resume reads
     tags = {
@@ -163,6 +155,30 @@ def train(cfg: DictConfig) -> float:
         print(f"  python -m forgery.upload {output_dir}", file=sys.stderr)
         raise SystemExit(1)
     return float(history["val_auc"][result["headline"]["evaluated_epoch"] - 1])
+
+
+def build_model(cfg: DictConfig, train_images: int, metrics: list[Any] | None = None) -> Any:
+    """The configured model compiled with its optimizer, schedule and loss; `metrics` default to a run's."""
+    import keras
+    from hydra.utils import instantiate
+
+    model = instantiate(cfg.model, augmentation=instantiate(cfg.augment))
+    steps_per_epoch = -(-train_images // cfg.batch_size)
+    learning_rate = instantiate(cfg.schedule, lr=cfg.optimizer.lr, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs)
+    model.compile(
+        optimizer=instantiate(cfg.optimizer, lr=learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=run_metrics() if metrics is None else metrics,
+    )
+    return model
+
+
+def run_metrics() -> list[Any]:
+    """Accuracy and ROC AUC, the metrics a run tracks each epoch."""
+    import keras
+
+    # Per-column AUC, averaged: with two softmax columns, FAKE's AUC equals REAL's, so this is the binary ROC AUC.
+    return ["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=500)]
 
 
 def resumable_run(run_id: str) -> tuple[DictConfig, Any]:

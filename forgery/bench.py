@@ -1,0 +1,651 @@
+"""Entrypoint: `python -m forgery.bench [key=value ...]` measures what the harness costs next to two peers.
+
+One run, one dataset, one model (conf/train.yaml's defaults: model=small, augment=light, optimizer=adam),
+settings in conf/bench.yaml. It measures:
+
+- Training images/s per batch size, over `steps` timed steps after `warmup_steps` untimed ones (compiling
+  and tracing are not counted), of three pipelines, which take turns for `repeats` rounds; the median
+  round is reported, each round's seconds kept beside it:
+  - harness: `forgery.train.fit` as a run calls it, for one epoch: the seeded permutation, the layers'
+    generators reset, `fit` with validation, then the checkpoint. Its epoch is `steps` batches of the
+    training split (cycled when the split is smaller) and the same share of the validation split as a
+    run validates on. Shown three ways: as measured, less the time in the checkpoint, and less the
+    checkpoint and validation too ("training steps only", what the peers do).
+  - notebook: `keras.utils.image_dataset_from_directory(folder, image_size=(32, 32), batch_size=B,
+    label_mode="categorical")` decoding JPEG files as it goes, then `model.fit` (tensorflow backend only).
+    A CIFAKE folder's train/ is read as it is; other data (demo, a zip) is first written to a temporary
+    folder of JPEG files, outside the timing.
+  - plain: `model.fit(uint8 images, one-hot labels, batch_size=B, shuffle=True)` on in-memory arrays.
+  All three build and compile the model as a run does (optimizer, schedule, loss, precision); the peers
+  track accuracy only, as a notebook does, the harness also the ROC AUC, as a run does.
+  Ratio = harness images/s / peer images/s: above 1, the harness is faster.
+- Data loading: for a cached loader (data=cifake), a cold load into an empty cache folder and a warm one
+  from it (the operating system may still hold the image files in memory: cold means no decoded cache);
+  for the demo data, its build time.
+- The fixed overhead of a run, everything it does besides loading data and `fit`: the start-up of a fresh
+  interpreter (imports, Keras, Hydra), then `forgery.train.train` itself for one epoch, its data loader
+  handed the dataset already loaded and its `fit` cut to two batches, timed less `fit` and split into
+  evaluation and Grad-CAM, output files, artefact and model logging, and the rest; in a throwaway MLflow
+  store, whose creation is shown apart: only a folder's first run pays it. Calling the real `train`
+  keeps this measure in step with whatever a run does.
+- Peak memory: the peak resident size of this process after each part (all pipelines' models and data
+  copies included), and the size of the data arrays.
+
+Prints a table and writes every figure, the machine and the command to `output` as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from forgery import train
+from forgery.config import ConfigError, override_error, validate
+from forgery.data import CLASS_NAMES, IMAGE_SIZE, Dataset, Split
+
+log = logging.getLogger("forgery.bench")
+
+PARTS = ("loading", "training", "overhead")
+PIPELINES = ("harness", "notebook", "plain")
+BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+ROW_LABELS = {
+    "harness": "harness (a run's epoch)",
+    "harness_no_checkpoint": "harness without checkpoint",
+    "harness_training_only": "harness training steps only",
+    "notebook": "notebook (JPEG folder)",
+    "plain": "plain fit (arrays)",
+}
+PEERS = ("notebook", "plain")
+# What `forgery.train.fit` calls in `forgery.checkpoints` after an epoch: the "checkpoint" time of the harness.
+CHECKPOINT_CALLS = ("save", "save_best", "restore_best", "write_state")
+OVERHEAD_METHOD = (
+    "start_up: wall time of a fresh interpreter that imports every forgery module the run below imported, starts Keras "
+    "(its first op) and has Hydra compose the training config (`forgery.train --cfg job`). The rest: forgery.train.train "
+    "run in this process for one epoch, its data loader replaced by the dataset already in memory and its fit cut to two "
+    "batches; run time less fit is split into evaluate_and_explain, write_outputs, artefact_logging (Tracker.folder), "
+    "model_logging (Tracker.model) and rest_of_run (model build and compile, MLflow run, params and metrics, saved files). "
+    "The MLflow store is a fresh local one; creating it is listed apart, as only a folder's first run pays it. "
+    "Not included: data loading (see data) and fit (see training)."
+)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    """Hydra entrypoint: a wrong option or missing data is one `error:` line and exit code 2, never a traceback."""
+    try:
+        report = bench(cfg)
+    except Exception as error:
+        # Hydra's instantiate wraps what a loader raised; a user error inside stays a one-liner.
+        user_error = error if isinstance(error, train.USER_ERRORS) else error.__cause__
+        if isinstance(user_error, train.USER_ERRORS):
+            train.fail(str(user_error))
+        raise
+    output = Path(str(cfg.output))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    print(f"wrote {output}")
+
+
+def cli() -> None:
+    """`python -m forgery.bench`: read `batch_size=8,128` as a list, refuse bad overrides in one line, hand over to Hydra."""
+    sys.argv[1:] = [re.sub(r"^batch_size=(\d+(?:,\d+)+)$", r"batch_size=[\1]", argument) for argument in sys.argv[1:]]
+    arguments = sys.argv[1:]
+    if all(not argument.startswith("-") for argument in arguments):
+        problem = override_error(train.CONFIG_DIR, "bench", arguments)
+        if problem:
+            train.fail(problem)
+    main()
+
+
+def bench(cfg: DictConfig) -> dict[str, Any]:
+    """Measure the parts chosen in `cfg` and return the report: what the JSON file holds."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required but not set (data=cifake reads the Kaggle folder or zip from data.root=/path/to/cifake)")
+    backend, batch_sizes, parts, pipelines = str(cfg.backend), as_list(cfg.batch_size), as_list(cfg.parts), as_list(cfg.pipelines)
+    check_options(backend, batch_sizes, cfg.steps, cfg.warmup_steps, cfg.repeats, parts, pipelines)
+    use_backend(backend)
+    load_at_start = os.getloadavg()[0]
+    report: dict[str, Any] = {
+        "command": " ".join(["python -m forgery.bench", *sys.argv[1:]]),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings": {
+            "backend": backend,
+            "batch_sizes": batch_sizes,
+            "steps": cfg.steps,
+            "warmup_steps": cfg.warmup_steps,
+            "repeats": cfg.repeats,
+            "parts": parts,
+            "pipelines": pipelines,
+            "seed": cfg.seed,
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+        },
+    }
+    peak_after: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="forgery-bench-") as scratch_name:
+        scratch = Path(scratch_name)
+        log.info("loading data%s", " (cold, then warm)" if "loading" in parts and "cache_dir" in cfg.data else "")
+        dataset, loading = load_data(cfg.data, "loading" in parts, scratch / "cache")
+        report["data"] = {"name": dataset.name, "counts": dataset.counts(), "array_mib": round(array_bytes(dataset) / 2**20, 1), **loading}
+        peak_after["loading"] = peak_rss_mib()
+        with train.quiet_native_startup():
+            import keras
+
+            keras.ops.zeros(1)
+        if "training" in parts:
+            run_cfg = run_config(cfg.data, cfg.seed, scratch / "run")
+            folder = notebook_folder(cfg.data, dataset.train, scratch / "notebook") if "notebook" in pipelines else None
+            report["training"] = [
+                row
+                for batch_size in batch_sizes
+                for row in training_rows(batch_size, time_pipelines(run_cfg, dataset, batch_size, cfg.steps, cfg.warmup_steps, cfg.repeats, pipelines, folder, scratch))
+            ]
+            peak_after["training"] = peak_rss_mib()
+        if "overhead" in parts:
+            report["overhead"] = measure_overhead(cfg.data, cfg.seed, batch_sizes[0], dataset, backend, scratch / "overhead")
+            peak_after["overhead"] = peak_rss_mib()
+    report["memory"] = {"peak_rss_mib": peak_rss_mib(), "peak_rss_mib_after": peak_after, "data_arrays_mib": report["data"]["array_mib"]}
+    report["machine"] = machine(backend, load_at_start)
+    return report
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list option given as a list or as one value (`batch_size=8` or `batch_size=[8,128]`)."""
+    return list(value) if isinstance(value, (ListConfig, list, tuple)) else [value]
+
+
+def check_options(backend: str, batch_sizes: list[Any], steps: Any, warmup_steps: Any, repeats: Any, parts: list[Any], pipelines: list[Any]) -> None:
+    """Raise ConfigError, naming the key, for the first option the bench cannot run with."""
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if backend not in BACKEND_PACKAGES:
+        raise ConfigError(f"backend must be one of {', '.join(BACKEND_PACKAGES)}, got {backend!r}")
+    if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
+        raise ConfigError(f"backend {backend}: the package {BACKEND_PACKAGES[backend]} is not installed")
+    if not batch_sizes or not all(whole(size) and size >= 1 for size in batch_sizes):
+        raise ConfigError(f"batch_size must be whole numbers of at least 1, got {batch_sizes}")
+    if not whole(steps) or steps < 1:
+        raise ConfigError(f"steps must be a whole number of at least 1, got {steps!r}")
+    if not whole(warmup_steps) or warmup_steps < 0:
+        raise ConfigError(f"warmup_steps must be a whole number of at least 0, got {warmup_steps!r}")
+    if not whole(repeats) or repeats < 1:
+        raise ConfigError(f"repeats must be a whole number of at least 1, got {repeats!r}")
+    for key, values, choices in (("parts", parts, PARTS), ("pipelines", pipelines, PIPELINES)):
+        unknown = [value for value in values if value not in choices]
+        if unknown or not values:
+            raise ConfigError(f"{key} must list some of {', '.join(choices)}, got {values}")
+    if "training" in parts and "notebook" in pipelines and backend != "tensorflow":
+        raise ConfigError(f"pipelines: the notebook pipeline needs backend=tensorflow (got {backend}); leave it out with pipelines=[harness,plain]")
+
+
+def use_backend(backend: str) -> None:
+    """Choose the Keras backend, which Keras reads once, when it is first imported."""
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != backend:
+            raise ConfigError(f"backend: Keras is already running on {keras.backend.backend()} in this process, cannot measure {backend}")
+        return
+    os.environ["KERAS_BACKEND"] = backend
+
+
+# ----- Data -----
+
+
+def load_data(data_cfg: DictConfig, measure: bool, cache_dir: Path) -> tuple[Dataset, dict[str, Any]]:
+    """The dataset, and when `measure`, its loading times: cold and warm for a cached loader, else its build."""
+    from hydra.utils import instantiate
+
+    if not measure:
+        return instantiate(data_cfg), {}
+    seconds: dict[str, float] = {}
+    if "cache_dir" not in data_cfg:
+        with stopwatch(seconds, "build"):
+            dataset = instantiate(data_cfg)
+        return dataset, {"loading": {"build_seconds": round(seconds["build"], 3)}}
+    with stopwatch(seconds, "cold"):
+        instantiate(data_cfg, cache_dir=str(cache_dir))  # an empty cache folder: every file is decoded, then cached
+    with stopwatch(seconds, "warm"):
+        dataset = instantiate(data_cfg, cache_dir=str(cache_dir))
+    loading = {"cold_seconds": round(seconds["cold"], 3), "warm_seconds": round(seconds["warm"], 3)}
+    return dataset, {"loading": loading}
+
+
+def array_bytes(dataset: Dataset) -> int:
+    """Bytes held by the dataset's image and label arrays."""
+    return sum(split.images.nbytes + split.labels.nbytes for split in (dataset.train, dataset.val, dataset.test))
+
+
+def cycled(split: Split, count: int) -> Split:
+    """The first `count` images of a split, starting over from its beginning when it holds fewer."""
+    indices = np.arange(count) % len(split)
+    return Split(split.images[indices], split.labels[indices])
+
+
+def notebook_folder(data_cfg: DictConfig, train_split: Split, scratch: Path) -> Path:
+    """The class-folder tree the notebook reads: a CIFAKE folder's train/ as it is, else the training split written as JPEG files."""
+    from PIL import Image
+
+    root = data_cfg.get("root")
+    if root and Path(str(root)).expanduser().is_dir():
+        return Path(str(root)).expanduser() / "train"
+    log.info("writing %d training images as JPEG files for the notebook pipeline", len(train_split))
+    for name in CLASS_NAMES:
+        (scratch / name).mkdir(parents=True)
+    for index, (pixels, label) in enumerate(zip(train_split.images, train_split.labels)):
+        Image.fromarray(pixels).save(scratch / CLASS_NAMES[label] / f"{index:06d}.jpg", quality=95)
+    return scratch
+
+
+# ----- Training -----
+
+
+def run_config(data_cfg: DictConfig, seed: int, output_dir: Path) -> DictConfig:
+    """The config a training run on this data would use (conf/train.yaml's defaults), with Keras kept silent."""
+    from hydra import compose
+
+    run_cfg = compose(config_name="train", overrides=[f"seed={seed}", "verbose=0", f"output_dir={output_dir}"])
+    with open_dict(run_cfg):
+        run_cfg.data = OmegaConf.to_container(data_cfg, resolve=True)
+    validate(run_cfg)
+    return run_cfg
+
+
+def build_model(run_cfg: DictConfig, metrics: list[Any], train_images: int) -> Any:
+    """A freshly seeded model, compiled by the same function a run uses, with these metrics."""
+    import keras
+
+    keras.utils.set_random_seed(run_cfg.seed)
+    keras.mixed_precision.set_global_policy(run_cfg.precision)
+    return train.build_model(run_cfg, train_images, metrics)
+
+
+Timing = dict[str, float]  # steps, images, seconds, and what else a pipeline reports about one timed segment
+Runner = Callable[[], dict[str, Timing]]  # times one more segment of a warmed-up pipeline: {row name: timing}
+
+
+def time_pipelines(
+    run_cfg: DictConfig, dataset: Dataset, batch_size: int, steps: int, warmup_steps: int, repeats: int, pipelines: list[str], folder: Path | None, scratch: Path
+) -> dict[str, Timing]:
+    """The median timing per row at one batch size: every pipeline warmed up, then timed in turn, `repeats` rounds.
+
+    Taking turns spreads a busy spell of the machine over all pipelines instead of one; the median drops
+    the odd round that caught one.
+    """
+    log.info("training: warming up %s at batch %d", ", ".join(pipelines), batch_size)
+    runners: list[Runner] = []
+    if "harness" in pipelines:
+        runners.append(harness_runner(run_cfg, dataset, batch_size, steps, warmup_steps, scratch / f"checkpoints-{batch_size}"))
+    if "notebook" in pipelines and folder is not None:
+        runners.append(notebook_runner(run_cfg, folder, batch_size, steps, warmup_steps))
+    if "plain" in pipelines:
+        runners.append(plain_runner(run_cfg, dataset.train, batch_size, steps, warmup_steps))
+    samples: dict[str, list[Timing]] = {}
+    for round_number in range(1, repeats + 1):
+        log.info("training: batch %d, round %d of %d, %d steps per pipeline", batch_size, round_number, repeats, steps)
+        for runner in runners:
+            for name, timing in runner().items():
+                samples.setdefault(name, []).append(timing)
+    return {name: median_timing(timings) for name, timings in samples.items()}
+
+
+def median_timing(timings: list[Timing]) -> Timing:
+    """The timing with the median seconds (of two middle ones, the faster), plus every round's seconds."""
+    middle = sorted(timings, key=lambda timing: timing["seconds"])[(len(timings) - 1) // 2]
+    return {**middle, "seconds_each_round": [round(timing["seconds"], 3) for timing in timings]}
+
+
+def harness_runner(run_cfg: DictConfig, dataset: Dataset, batch_size: int, steps: int, warmup_steps: int, checkpoint_dir: Path) -> Runner:
+    """Build the harness's model and warm it up with one short epoch of `forgery.train.fit`; each call times one more epoch.
+
+    The timing comes three ways: the epoch as measured, less the time in the checkpoint, and less validation too.
+    """
+    from forgery import checkpoints
+
+    cfg = OmegaConf.merge(run_cfg, {"batch_size": batch_size})
+    model = build_model(cfg, train.run_metrics(), len(dataset.train))
+    state = checkpoints.CheckpointState()
+    # A run validates len(val) images per len(train) trained: the timed epoch keeps that share, in whole batches.
+    validation_steps = max(1, round(steps * len(dataset.val) / len(dataset.train)))
+    if warmup_steps:
+        warm = Dataset(dataset.name, cycled(dataset.train, warmup_steps * batch_size), cycled(dataset.val, batch_size), dataset.test)
+        cfg.epochs = 1
+        train.fit(model, warm, cfg, state, checkpoint_dir, log_epoch=ignore_metrics)
+    timed = Dataset(dataset.name, cycled(dataset.train, steps * batch_size), cycled(dataset.val, validation_steps * batch_size), dataset.test)
+    images = steps * batch_size
+
+    def run() -> dict[str, Timing]:
+        cfg.epochs = state.epoch + 1
+        with time_spent_in(checkpoints, *CHECKPOINT_CALLS) as checkpointing, time_spent_in(model, "evaluate") as validation:
+            started = time.perf_counter()
+            train.fit(model, timed, cfg, state, checkpoint_dir, log_epoch=ignore_metrics)
+            seconds = time.perf_counter() - started
+        measured = {
+            "steps": steps,
+            "images": images,
+            "seconds": seconds,
+            "validation_images": validation_steps * batch_size,
+            "validation_seconds": round(validation.seconds, 3),
+            "checkpoint_seconds": round(checkpointing.seconds, 3),
+        }
+        return {
+            "harness": measured,
+            "harness_no_checkpoint": {"steps": steps, "images": images, "seconds": seconds - checkpointing.seconds},
+            "harness_training_only": {"steps": steps, "images": images, "seconds": seconds - checkpointing.seconds - validation.seconds},
+        }
+
+    return run
+
+
+def ignore_metrics(metrics: dict[str, float], epoch: int) -> None:
+    """The bench's `log_epoch`: MLflow's per-epoch logging is part of the fixed overhead, not of training."""
+
+
+def notebook_runner(run_cfg: DictConfig, folder: Path, batch_size: int, steps: int, warmup_steps: int) -> Runner:
+    """A notebook's pipeline, warmed up: a dataset decoding the JPEG folder as it goes, and `model.fit` on it."""
+    import keras
+
+    started = time.perf_counter()
+    dataset = keras.utils.image_dataset_from_directory(
+        folder, image_size=(IMAGE_SIZE, IMAGE_SIZE), batch_size=batch_size, label_mode="categorical", verbose=False
+    )
+    setup_seconds = round(time.perf_counter() - started, 3)  # listing the folder, once per notebook session
+    model = build_model(OmegaConf.merge(run_cfg, {"batch_size": batch_size}), ["accuracy"], len(dataset.file_paths))
+    stream = dataset.repeat()  # a notebook's epochs back to back, so any number of steps can be timed
+    if warmup_steps:
+        model.fit(stream, steps_per_epoch=warmup_steps, shuffle=False, verbose=0)
+
+    def run() -> dict[str, Timing]:
+        started = time.perf_counter()
+        model.fit(stream, steps_per_epoch=steps, shuffle=False, verbose=0)  # shuffle: the dataset shuffles itself
+        seconds = time.perf_counter() - started
+        return {"notebook": {"steps": steps, "images": steps * batch_size, "seconds": seconds, "setup_seconds": setup_seconds}}
+
+    return run
+
+
+def plain_runner(run_cfg: DictConfig, train_split: Split, batch_size: int, steps: int, warmup_steps: int) -> Runner:
+    """Plain `model.fit` on in-memory uint8 arrays with Keras's own shuffling, warmed up."""
+    model = build_model(OmegaConf.merge(run_cfg, {"batch_size": batch_size}), ["accuracy"], len(train_split))
+    if warmup_steps:
+        warm = cycled(train_split, warmup_steps * batch_size)
+        model.fit(warm.images, train.one_hot(warm.labels), batch_size=batch_size, shuffle=True, verbose=0)
+    timed = cycled(train_split, steps * batch_size)
+    images, targets = timed.images, train.one_hot(timed.labels)
+
+    def run() -> dict[str, Timing]:
+        started = time.perf_counter()
+        model.fit(images, targets, batch_size=batch_size, shuffle=True, verbose=0)
+        seconds = time.perf_counter() - started
+        return {"plain": {"steps": steps, "images": steps * batch_size, "seconds": seconds}}
+
+    return run
+
+
+def training_rows(batch_size: int, timings: dict[str, Timing]) -> list[dict[str, Any]]:
+    """One row per pipeline: its timing, images/s, and for each harness row its ratio to each peer measured."""
+
+    def speed(timing: Timing) -> float:
+        return timing["images"] / timing["seconds"]
+
+    rows = []
+    for pipeline, timing in timings.items():
+        row = {"batch_size": batch_size, "pipeline": pipeline, **timing, "seconds": round(timing["seconds"], 3), "images_per_second": round(speed(timing), 1)}
+        if pipeline.startswith("harness"):
+            row.update({f"vs_{peer}": round(speed(timing) / speed(timings[peer]), 3) for peer in PEERS if peer in timings})
+        rows.append(row)
+    return rows
+
+
+# ----- Fixed overhead -----
+
+
+def measure_overhead(data_cfg: DictConfig, seed: int, batch_size: int, dataset: Dataset, backend: str, scratch: Path) -> dict[str, Any]:
+    """Seconds a run spends besides loading data and `fit`, stage by stage (see OVERHEAD_METHOD), and their total."""
+    from forgery import tracking
+
+    log.info("overhead: a one-epoch run of forgery.train.train, data and fit aside")
+    run_cfg = run_config(data_cfg, seed, scratch / "run")
+    run_cfg.epochs, run_cfg.batch_size = 1, batch_size
+    loader_module, loader_name = str(data_cfg._target_).rsplit(".", 1)
+    first_run_only: dict[str, float] = {}
+    with scratch_mlflow_store(scratch / "mlflow"), contextlib.ExitStack() as patches:
+        with stopwatch(first_run_only, "mlflow_store_creation"):
+            tracking.ensure_experiment(run_cfg.tracking.experiment)
+        patches.enter_context(replaced(importlib.import_module(loader_module), loader_name, lambda **options: dataset))
+        patches.enter_context(replaced(train, "fit", on_two_batches(train.fit)))
+        fitting = patches.enter_context(time_spent_in(train, "fit"))
+        stages = {
+            "evaluate_and_explain": patches.enter_context(time_spent_in(train, "evaluate_and_explain")),
+            "write_outputs": patches.enter_context(time_spent_in(train, "write_outputs")),
+            "artefact_logging": patches.enter_context(time_spent_in(tracking.Tracker, "folder")),
+            "model_logging": patches.enter_context(time_spent_in(tracking.Tracker, "model")),
+        }
+        started = time.perf_counter()
+        train.train(run_cfg)
+        run_seconds = time.perf_counter() - started - fitting.seconds
+    log.info("overhead: start-up in a fresh interpreter")
+    seconds = {"start_up": start_up_seconds(backend, scratch), **{name: tally.seconds for name, tally in stages.items()}}
+    seconds["rest_of_run"] = run_seconds - sum(tally.seconds for tally in stages.values())
+    return {
+        "seconds": {name: round(value, 3) for name, value in seconds.items()},
+        "total_seconds": round(sum(seconds.values()), 3),
+        "first_run_only_seconds": {name: round(value, 3) for name, value in first_run_only.items()},
+        "method": OVERHEAD_METHOD,
+    }
+
+
+def on_two_batches(fit: Callable[..., Any]) -> Callable[..., Any]:
+    """`forgery.train.fit` over the first two batches of the training split: the overhead needs a trained model, not an epoch."""
+
+    def fit_two_batches(model: Any, dataset: Dataset, cfg: DictConfig, *args: Any, **kwargs: Any) -> Any:
+        short = Dataset(dataset.name, cycled(dataset.train, 2 * cfg.batch_size), dataset.val, dataset.test, dataset.issues)
+        return fit(model, short, cfg, *args, **kwargs)
+
+    return fit_two_batches
+
+
+def start_up_seconds(backend: str, folder: Path) -> float:
+    """Wall seconds for a fresh interpreter to import what the run imported, start Keras and compose the training config."""
+    modules = sorted(name for name in sys.modules if name.startswith("forgery.") and name != __name__)
+    # run_module is what `python -m forgery.train --cfg job` does: Hydra finds conf/ from the module, then prints the config.
+    program = f"import keras, runpy; keras.ops.zeros(1); import {', '.join(modules)}; runpy.run_module('forgery.train', run_name='__main__', alter_sys=True)"
+    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", program, "--cfg", "job"], cwd=folder, env=environment, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def scratch_mlflow_store(folder: Path) -> Iterator[None]:
+    """A fresh MLflow store in `folder` (database and ./mlruns artefacts), so the user's store is never touched."""
+    folder.mkdir(parents=True, exist_ok=True)
+    previous_folder, previous_uri = Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    os.chdir(folder)  # MLflow puts the artefacts of a new experiment under ./mlruns
+    try:
+        yield
+    finally:
+        os.chdir(previous_folder)
+        if previous_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_uri
+
+
+# ----- Timing, memory, machine -----
+
+
+@contextlib.contextmanager
+def stopwatch(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the block to `seconds[name]`."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """Set `owner.<name>` to `value` meanwhile."""
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+@dataclass
+class Tally:
+    """Seconds added up by `time_spent_in`."""
+
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def time_spent_in(owner: Any, *names: str) -> Iterator[Tally]:
+    """Add up the time spent in calls of `owner.<name>` meanwhile (outermost calls only), then put them back.
+
+    This is how the harness's checkpoint and validation time is told apart without changing `forgery.train.fit`:
+    it looks its callees up on the `checkpoints` module and on the model at call time.
+    """
+    tally, depth = Tally(), 0
+    originals = {name: getattr(owner, name) for name in names}
+    owned = {name for name in names if name in vars(owner)}  # a module's own functions; a method comes from the class
+
+    def timed(function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            nonlocal depth
+            depth += 1
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                depth -= 1
+                if depth == 0:  # save() calls write_state(): count it once
+                    tally.seconds += time.perf_counter() - started
+
+        return call
+
+    for name, original in originals.items():
+        setattr(owner, name, timed(original))
+    try:
+        yield tally
+    finally:
+        for name, original in originals.items():
+            if name in owned:
+                setattr(owner, name, original)
+            else:
+                delattr(owner, name)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # macOS counts bytes, Linux KiB
+
+
+def machine(backend: str, load_at_start: float) -> dict[str, Any]:
+    """What the figures were measured on: CPUs, system, versions, load, and the code's commit."""
+    import keras
+
+    from forgery import tracking
+
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "")
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    git = tracking.git_tags(Path(__file__).resolve().parent)
+    return {
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+        "cpu_model": cpu_model or platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "backend_version": version(BACKEND_PACKAGES[backend]),
+        "load_average_1min": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
+        "git_commit": git.get("git_commit", ""),
+        "git_dirty": git.get("git_dirty", ""),
+    }
+
+
+# ----- The table -----
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as text: training speeds and ratios, data loading, fixed overhead, memory."""
+    settings, machine_info, data = report["settings"], report["machine"], report["data"]
+    lines = [
+        f"forgery bench: backend {machine_info['backend']}, data {data['name']} ({data['counts']['train']['total']} training images), "
+        f"{machine_info['usable_cpus']} CPUs, load {machine_info['load_average_1min']['start']} -> {machine_info['load_average_1min']['end']}",
+    ]
+    if report.get("training"):
+        lines += [
+            "",
+            f"training: {settings['steps']} timed steps after {settings['warmup_steps']} warm-up steps, median of {settings['repeats']} rounds "
+            "(range: the slowest and fastest round); vs = harness images/s / peer images/s (above 1: the harness is faster)",
+            f"{'batch':>5}  {'pipeline':<29} {'steps':>6} {'images':>7} {'seconds':>9} {'images/s':>9} {'range images/s':>15} {'vs notebook':>11} {'vs plain':>9}",
+        ]
+        for row in report["training"]:
+            ratios = [f"{row[key]:.3f}" if key in row else "-" for key in ("vs_notebook", "vs_plain")]
+            each = row.get("seconds_each_round") or [row["seconds"]]
+            spread = f"{row['images'] / max(each):.0f}-{row['images'] / min(each):.0f}"
+            lines.append(
+                f"{row['batch_size']:>5}  {ROW_LABELS[row['pipeline']]:<29} {row['steps']:>6} {row['images']:>7} "
+                f"{row['seconds']:>9.3f} {row['images_per_second']:>9.1f} {spread:>15} {ratios[0]:>11} {ratios[1]:>9}"
+            )
+        for row in report["training"]:
+            if row["pipeline"] == "harness":
+                lines.append(
+                    f"  batch {row['batch_size']}: the harness epoch validated {row['validation_images']} images in {row['validation_seconds']:.3f} s "
+                    f"and checkpointed in {row['checkpoint_seconds']:.3f} s"
+                )
+    loading = data.get("loading")
+    if loading:
+        timing = (
+            f"cold {loading['cold_seconds']:.3f} s (empty decoded cache), warm {loading['warm_seconds']:.3f} s (cache hit)"
+            if "cold_seconds" in loading
+            else f"built in {loading['build_seconds']:.3f} s"
+        )
+        lines += ["", f"data loading: {timing}; arrays {data['array_mib']} MiB in memory"]
+    overhead = report.get("overhead")
+    if overhead:
+        lines += ["", f"fixed overhead per run (everything but data loading and fit; method in the JSON): {overhead['total_seconds']:.3f} s"]
+        lines += [f"  {name.replace('_', ' '):<26} {value:>8.3f} s" for name, value in overhead["seconds"].items()]
+        lines += [f"  {name.replace('_', ' '):<26} {value:>8.3f} s  (a folder's first run only)" for name, value in overhead["first_run_only_seconds"].items()]
+    memory = report["memory"]
+    after = ", ".join(f"{part} {value}" for part, value in memory["peak_rss_mib_after"].items())
+    lines += ["", f"peak memory of the bench: {memory['peak_rss_mib']} MiB (after {after}); data arrays {memory['data_arrays_mib']} MiB"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,258 @@
+"""The bench: its arithmetic and table, its option checks, and the real command on tiny data (no timed assertions)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from forgery import bench
+from forgery.config import ConfigError
+from forgery.data import CLASS_NAMES, Split
+from tests.conftest import TINY_DEMO, run_forgery
+
+TINY_STEPS = ["steps=3", "warmup_steps=1", "repeats=2"]
+PIPELINE_ROWS = {"harness", "harness_no_checkpoint", "harness_training_only", "notebook", "plain"}
+OVERHEAD_STAGES = {"start_up", "evaluate_and_explain", "write_outputs", "artefact_logging", "model_logging", "rest_of_run"}
+
+
+# ---- Pure parts ------------------------------------------------------------------------------------
+
+
+def test_ratios_are_harness_speed_over_each_peer_speed() -> None:
+    timings = {
+        "harness": {"steps": 10, "images": 80, "seconds": 0.4},  # 200 images/s
+        "notebook": {"steps": 10, "images": 80, "seconds": 0.8},  # 100 images/s
+        "plain": {"steps": 10, "images": 80, "seconds": 0.2},  # 400 images/s
+    }
+    rows = {row["pipeline"]: row for row in bench.training_rows(8, timings)}
+    assert rows["harness"]["images_per_second"] == 200.0
+    assert (rows["harness"]["vs_notebook"], rows["harness"]["vs_plain"]) == (2.0, 0.5)
+    assert not {"vs_notebook", "vs_plain"} & (set(rows["notebook"]) | set(rows["plain"]))
+    assert all(row["batch_size"] == 8 for row in rows.values())
+
+
+def test_a_peer_left_out_gives_no_ratio_to_it() -> None:
+    rows = bench.training_rows(4, {"harness": {"steps": 1, "images": 4, "seconds": 1.0}, "plain": {"steps": 1, "images": 4, "seconds": 2.0}})
+    assert rows[0]["vs_plain"] == 2.0 and "vs_notebook" not in rows[0]
+
+
+def test_the_median_round_is_reported_with_every_rounds_seconds() -> None:
+    rounds = [{"steps": 2, "images": 16, "seconds": seconds, "round": index} for index, seconds in enumerate([3.0, 1.0, 2.0])]
+    assert bench.median_timing(rounds) == {"steps": 2, "images": 16, "seconds": 2.0, "round": 2, "seconds_each_round": [3.0, 1.0, 2.0]}
+    assert bench.median_timing(rounds[:2])["seconds"] == 1.0  # of two, the faster
+
+
+def table_ratios(text: str) -> dict[tuple[int, str], tuple[str, str]]:
+    """(batch size, row label) -> the two ratio cells of each training row of the printed table."""
+    cells: dict[tuple[int, str], tuple[str, str]] = {}
+    labels = "|".join(re.escape(label) for label in bench.ROW_LABELS.values())
+    for line in text.splitlines():
+        found = re.match(rf"^\s*(\d+)\s+({labels})\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+\s+\d+-\d+\s+(\S+)\s+(\S+)$", line)
+        if found:
+            cells[(int(found.group(1)), found.group(2))] = (found.group(3), found.group(4))
+    return cells
+
+
+def assert_table_matches(text: str, report: dict[str, Any]) -> None:
+    """Every training row is in the table, with the JSON's ratios (or '-' where the JSON has none)."""
+    cells = table_ratios(text)
+    assert len(cells) == len(report["training"])
+    for row in report["training"]:
+        expected = tuple(str(row[key]) if key in row else "-" for key in ("vs_notebook", "vs_plain"))
+        shown = cells[(row["batch_size"], bench.ROW_LABELS[row["pipeline"]])]
+        assert tuple("-" if cell == "-" else str(float(cell)) for cell in shown) == expected, row
+
+
+def test_table_shows_the_reports_ratios() -> None:
+    timings = {
+        "harness": {"steps": 3, "images": 24, "seconds": 0.3, "validation_images": 8, "validation_seconds": 0.01, "checkpoint_seconds": 0.05},
+        "harness_no_checkpoint": {"steps": 3, "images": 24, "seconds": 0.25},
+        "notebook": {"steps": 3, "images": 24, "seconds": 0.7},
+        "plain": {"steps": 3, "images": 24, "seconds": 0.11},
+    }
+    report = {
+        "settings": {"steps": 3, "warmup_steps": 1, "repeats": 1},
+        "machine": {"backend": "tensorflow", "usable_cpus": 2, "load_average_1min": {"start": 1.0, "end": 1.5}},
+        "data": {"name": "demo", "counts": {"train": {"total": 72}}, "array_mib": 0.4, "loading": {"build_seconds": 1.0}},
+        "training": bench.training_rows(8, timings),
+        "memory": {"peak_rss_mib": 900.0, "peak_rss_mib_after": {"loading": 300.0}, "data_arrays_mib": 0.4},
+    }
+    text = bench.table(report)
+    assert_table_matches(text, report)
+    assert "2.333" in text and "0.367" in text  # 80 images/s over 24/0.7 and over 24/0.11: the harness row's ratios
+    assert "built in 1.000 s" in text
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"backend": "theano"}, "backend"),
+        ({"batch_sizes": [8, 0]}, "batch_size"),
+        ({"batch_sizes": []}, "batch_size"),
+        ({"batch_sizes": [True]}, "batch_size"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 2.5}, "steps"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"repeats": 0}, "repeats"),
+        ({"parts": ["speed"]}, "parts"),
+        ({"parts": []}, "parts"),
+        ({"pipelines": ["pytorch_lightning"]}, "pipelines"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_key(options: dict[str, Any], key: str) -> None:
+    arguments = {"backend": "tensorflow", "batch_sizes": [8], "steps": 3, "warmup_steps": 0, "repeats": 1, "parts": list(bench.PARTS), "pipelines": list(bench.PIPELINES)}
+    bench.check_options(**arguments)  # the defaults pass
+    with pytest.raises(ConfigError, match=rf"^{key}"):
+        bench.check_options(**{**arguments, **options})
+
+
+def test_the_notebook_pipeline_needs_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: object())  # as if jax were installed
+    with pytest.raises(ConfigError, match="notebook pipeline needs backend=tensorflow"):
+        bench.check_options("jax", [8], 3, 0, 1, ["training"], ["harness", "notebook"])
+    bench.check_options("jax", [8], 3, 0, 1, ["training"], ["harness", "plain"])
+
+
+def test_cycled_takes_images_in_order_and_starts_over() -> None:
+    split = Split(np.arange(3, dtype=np.uint8).repeat(32 * 32 * 3).reshape(3, 32, 32, 3), np.array([0, 1, 0]))
+    taken = bench.cycled(split, 7)
+    assert taken.images[:, 0, 0, 0].tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert taken.labels.tolist() == [0, 1, 0, 0, 1, 0, 0]
+
+
+def test_time_spent_in_counts_outermost_calls_and_puts_functions_back() -> None:
+    module = types.SimpleNamespace()
+    calls: list[str] = []
+
+    def inner() -> None:
+        calls.append("inner")
+
+    def outer() -> None:
+        module.inner()  # looked up at call time, as save() looks up write_state()
+        calls.append("outer")
+
+    module.inner, module.outer = inner, outer
+    clock = itertools.count()  # each reading one second later
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+        with bench.time_spent_in(module, "outer", "inner") as tally:
+            module.outer()
+    # Readings: outer starts at 0, inner starts at 1, outer ends at 2. Counting inner too would add its own end and more.
+    assert tally.seconds == 2.0
+    assert calls == ["inner", "outer"] and module.inner is inner and module.outer is outer
+
+
+def test_time_spent_in_a_method_leaves_the_instance_as_it_was() -> None:
+    class Model:
+        def evaluate(self) -> str:
+            return "evaluated"
+
+    model = Model()
+    with bench.time_spent_in(model, "evaluate") as tally:
+        assert model.evaluate() == "evaluated"
+    assert "evaluate" not in vars(model) and tally.seconds >= 0.0
+
+
+# ---- The command -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["stepz=3"], "unknown config key 'stepz'"),
+        (["steps=0"], "steps must be a whole number of at least 1"),
+        (["batch_size=8,0"], "batch_size must be whole numbers of at least 1"),
+        (["parts=[speed]"], "parts must list some of loading, training, overhead"),
+        (["backend=theano"], "backend must be one of tensorflow, jax, torch"),
+        (["data=cifake"], "data.root is required"),
+        (["data=cifake", "data.root=/does/not/exist"], "/does/not/exist"),
+    ],
+)
+def test_bad_option_is_one_line_and_exit_2(tmp_path: Path, arguments: list[str], expected: str) -> None:
+    result = run_forgery("bench", *arguments, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def assert_positive_numbers(value: Any, where: str = "report") -> None:
+    """Every number in the report is above zero (ratios, seconds, images/s, memory)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key not in ("settings", "machine"):
+                assert_positive_numbers(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            assert_positive_numbers(item, f"{where}[{index}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        assert value > 0, where
+
+
+@pytest.mark.slow
+def test_demo_bench_measures_everything_and_writes_the_table_as_json(tmp_path: Path) -> None:
+    output = tmp_path / "figures" / "bench.json"
+    result = run_forgery("bench", *TINY_DEMO, *TINY_STEPS, "batch_size=4,8", f"output={output}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+
+    assert {"command", "started", "settings", "data", "training", "overhead", "memory", "machine"} <= set(report)
+    assert report["settings"]["batch_sizes"] == [4, 8] and report["command"].startswith("python -m forgery.bench")
+    assert {(row["batch_size"], row["pipeline"]) for row in report["training"]} == {(size, name) for size in (4, 8) for name in PIPELINE_ROWS}
+    for row in report["training"]:
+        assert row["images"] == row["steps"] * row["batch_size"] and row["steps"] == 3
+        assert row["seconds"] in row["seconds_each_round"] and len(row["seconds_each_round"]) == 2
+        assert {"seconds", "images_per_second"} <= set(row)
+        assert ({"vs_notebook", "vs_plain"} <= set(row)) == row["pipeline"].startswith("harness")
+    harness = next(row for row in report["training"] if row["pipeline"] == "harness")
+    assert {"validation_images", "validation_seconds", "checkpoint_seconds"} <= set(harness)
+    assert report["data"]["loading"]["build_seconds"] > 0 and report["data"]["counts"]["train"]["total"] == 72
+    assert set(report["overhead"]["seconds"]) == OVERHEAD_STAGES
+    assert report["overhead"]["total_seconds"] == pytest.approx(sum(report["overhead"]["seconds"].values()), abs=0.01)
+    assert set(report["overhead"]["first_run_only_seconds"]) == {"mlflow_store_creation"}
+    assert set(report["memory"]["peak_rss_mib_after"]) == {"loading", "training", "overhead"}
+    assert report["machine"]["backend"] == "tensorflow" and report["machine"]["cpu_count"] >= 1
+    assert_positive_numbers(report)
+
+    assert_table_matches(result.stdout, report)
+    assert f"wrote {output}" in result.stdout
+    # The overhead's MLflow run went to a throwaway store: nothing lands in the folder the bench ran in.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["figures"]
+
+
+def build_cifake(root: Path, per_class: int) -> Path:
+    """A tiny CIFAKE folder in the Kaggle layout: `per_class` noise JPEGs per class and split."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in CLASS_NAMES:
+            (root / split / name).mkdir(parents=True)
+            for index in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / name / f"{index}.jpg")
+    return root
+
+
+@pytest.mark.slow
+def test_cifake_bench_times_cold_and_warm_loading_and_reads_the_folder(tmp_path: Path) -> None:
+    root = build_cifake(tmp_path / "cifake", per_class=20)
+    output = tmp_path / "bench.json"
+    arguments = ["data=cifake", f"data.root={root}", *TINY_STEPS, "batch_size=8", "parts=[loading,training]", "pipelines=[notebook,plain]", f"output={output}"]
+    result = run_forgery("bench", *arguments, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert set(report["data"]["loading"]) == {"cold_seconds", "warm_seconds"}
+    assert [row["pipeline"] for row in report["training"]] == ["notebook", "plain"]
+    assert "overhead" not in report and set(report["memory"]["peak_rss_mib_after"]) == {"loading", "training"}
+    assert_positive_numbers(report)
+    assert "writing" not in result.stdout  # the notebook read the CIFAKE folder itself, no JPEG copy
+    assert not (tmp_path / "cache").exists()  # the cold load used a fresh cache folder, not the user's
+    assert_table_matches(result.stdout, report)

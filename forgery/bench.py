@@ -17,7 +17,10 @@ settings in conf/bench.yaml. It measures:
     folder of JPEG files, outside the timing.
   - plain: `model.fit(uint8 images, one-hot labels, batch_size=B, shuffle=True)` on in-memory arrays.
   All three build and compile the model as a run does (optimizer, schedule, loss, precision); the peers
-  track accuracy only, as a notebook does, the harness also the ROC AUC, as a run does.
+  track accuracy only, as a notebook does, the harness also the ROC AUC, as a run does. Each pipeline
+  runs in a fresh process of its own: the harness with a run's runtime settings (conf/train.yaml's
+  `runtime`: steps per execution, TensorFlow's thread pools sized for the batch), the peers with Keras's
+  and TensorFlow's defaults, as a notebook has them.
   Ratio = harness images/s / peer images/s: above 1, the harness is faster.
 - Data loading: for a cached loader (data=cifake), a cold load into an empty cache folder and a warm one
   from it (the operating system may still hold the image files in memory: cold means no decoded cache);
@@ -28,8 +31,8 @@ settings in conf/bench.yaml. It measures:
   evaluation and Grad-CAM, output files, artefact and model logging, and the rest; in a throwaway MLflow
   store, whose creation is shown apart: only a folder's first run pays it. Calling the real `train`
   keeps this measure in step with whatever a run does.
-- Peak memory: the peak resident size of this process after each part (all pipelines' models and data
-  copies included), and the size of the data arrays.
+- Peak memory: the peak resident size of this process after each part, of each training process, and
+  the size of the data arrays.
 
 Prints a table and writes every figure, the machine and the command to `output` as JSON.
 """
@@ -40,6 +43,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import re
@@ -59,7 +63,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from forgery import train
+from forgery import runtime, train
 from forgery.config import ConfigError, override_error, validate
 from forgery.data import CLASS_NAMES, IMAGE_SIZE, Dataset, Split
 
@@ -274,13 +278,13 @@ def run_config(data_cfg: DictConfig, seed: int, output_dir: Path) -> DictConfig:
     return run_cfg
 
 
-def build_model(run_cfg: DictConfig, metrics: list[Any], train_images: int) -> Any:
+def build_model(run_cfg: DictConfig, metrics: list[Any], train_images: int, steps_per_execution: int = 1) -> Any:
     """A freshly seeded model, compiled by the same function a run uses, with these metrics."""
     import keras
 
     keras.utils.set_random_seed(run_cfg.seed)
     keras.mixed_precision.set_global_policy(run_cfg.precision)
-    return train.build_model(run_cfg, train_images, metrics)
+    return train.build_model(run_cfg, train_images, metrics, steps_per_execution)
 
 
 Timing = dict[str, float]  # steps, images, seconds, and what else a pipeline reports about one timed segment
@@ -292,24 +296,108 @@ def time_pipelines(
 ) -> dict[str, Timing]:
     """The median timing per row at one batch size: every pipeline warmed up, then timed in turn, `repeats` rounds.
 
-    Taking turns spreads a busy spell of the machine over all pipelines instead of one; the median drops
-    the odd round that caught one.
+    Each pipeline runs in a process of its own, started fresh: the harness sizes TensorFlow's thread pools
+    for its batch size as a run does, and the peers keep TensorFlow's defaults, as a notebook does; in one
+    process the first to start would fix them for all. Taking turns spreads a busy spell of the machine
+    over all pipelines instead of one; the median drops the odd round that caught one.
     """
-    log.info("training: warming up %s at batch %d", ", ".join(pipelines), batch_size)
-    runners: list[Runner] = []
+    log.info("training: starting and warming up %s at batch %d, a process each", ", ".join(pipelines), batch_size)
+    cfg = OmegaConf.to_container(OmegaConf.merge(run_cfg, {"batch_size": batch_size}), resolve=True)
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    setups: dict[str, dict[str, Any]] = {}
     if "harness" in pipelines:
-        runners.append(harness_runner(run_cfg, dataset, batch_size, steps, warmup_steps, scratch / f"checkpoints-{batch_size}"))
+        # A run validates len(val) images per len(train) trained: the timed epoch keeps that share, in whole batches.
+        validation_steps = max(1, round(steps * len(dataset.val) / len(dataset.train)))
+        setups["harness"] = {
+            "warm": Dataset(dataset.name, cycled(dataset.train, max(1, warmup_steps) * batch_size), cycled(dataset.val, batch_size), dataset.test),
+            "timed": Dataset(dataset.name, cycled(dataset.train, steps * batch_size), cycled(dataset.val, validation_steps * batch_size), dataset.test),
+            "warmup_steps": warmup_steps,
+            "checkpoint_dir": scratch / f"checkpoints-{batch_size}",
+        }
     if "notebook" in pipelines and folder is not None:
-        runners.append(notebook_runner(run_cfg, folder, batch_size, steps, warmup_steps))
+        setups["notebook"] = {"folder": folder, "steps": steps, "warmup_steps": warmup_steps}
     if "plain" in pipelines:
-        runners.append(plain_runner(run_cfg, dataset.train, batch_size, steps, warmup_steps))
-    samples: dict[str, list[Timing]] = {}
-    for round_number in range(1, repeats + 1):
-        log.info("training: batch %d, round %d of %d, %d steps per pipeline", batch_size, round_number, repeats, steps)
-        for runner in runners:
-            for name, timing in runner().items():
-                samples.setdefault(name, []).append(timing)
+        setups["plain"] = {"warm": cycled(dataset.train, warmup_steps * batch_size), "timed": cycled(dataset.train, steps * batch_size)}
+    workers = [PipelineWorker(pipeline, backend, cfg, setup) for pipeline, setup in setups.items()]
+    try:
+        for worker in workers:
+            worker.wait_until_ready()
+        samples: dict[str, list[Timing]] = {}
+        for round_number in range(1, repeats + 1):
+            log.info("training: batch %d, round %d of %d, %d steps per pipeline", batch_size, round_number, repeats, steps)
+            for worker in workers:
+                for name, timing in worker.time_round().items():
+                    samples.setdefault(name, []).append(timing)
+    finally:
+        for worker in workers:
+            worker.stop()
     return {name: median_timing(timings) for name, timings in samples.items()}
+
+
+class PipelineWorker:
+    """One pipeline in a process of its own, started with spawn (a fresh interpreter, so a fresh TensorFlow)."""
+
+    def __init__(self, pipeline: str, backend: str, cfg: dict[str, Any], setup: dict[str, Any]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pipeline = pipeline
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(target=serve_pipeline, args=(child_end, pipeline, backend, cfg, setup), name=f"bench-{pipeline}", daemon=True)
+        self.process.start()
+        child_end.close()
+
+    def wait_until_ready(self) -> None:
+        """Block until the pipeline is warmed up."""
+        self._receive()
+
+    def time_round(self) -> dict[str, Timing]:
+        """One timed segment, each row tagged with the process's peak memory so far."""
+        self.connection.send("round")
+        timings, peak = self._receive()
+        return {name: {**timing, "process_peak_rss_mib": peak} for name, timing in timings.items()}
+
+    def stop(self) -> None:
+        """Ask the process to end, and make sure it does."""
+        with contextlib.suppress(OSError):
+            self.connection.send("stop")
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+    def _receive(self) -> Any:
+        """The worker's next answer; its failure, or its death, raised here with what it said."""
+        try:
+            kind, payload = self.connection.recv()
+        except EOFError:
+            self.process.join(timeout=5)
+            raise RuntimeError(f"the {self.pipeline} pipeline's process died (exit code {self.process.exitcode}; out of memory?)") from None
+        if kind == "error":
+            raise RuntimeError(f"the {self.pipeline} pipeline failed: {payload}")
+        return payload
+
+
+def serve_pipeline(connection: Any, pipeline: str, backend: str, cfg: dict[str, Any], setup: dict[str, Any]) -> None:
+    """A worker process: start Keras (the harness with a run's runtime settings), warm the pipeline up, time rounds on request."""
+    os.environ["KERAS_BACKEND"] = backend
+    try:
+        run_cfg = OmegaConf.create(cfg)
+        with train.quiet_native_startup():
+            import keras
+
+            steps_per_execution = 1  # the peers: Keras's defaults, as a notebook has them
+            if pipeline == "harness":
+                steps_per_execution = runtime.configure(
+                    run_cfg.runtime.steps_per_execution, run_cfg.runtime.intra_op_threads, run_cfg.runtime.inter_op_threads, run_cfg.batch_size
+                ).steps_per_execution
+            keras.ops.zeros(1)
+        runner = RUNNERS[pipeline](run_cfg, steps_per_execution, **setup)
+        connection.send(("ready", None))
+        while connection.recv() == "round":
+            connection.send(("timing", (runner(), peak_rss_mib())))
+    except Exception as error:  # reported to the bench, which stops with it
+        connection.send(("error", f"{type(error).__name__}: {error}"))
+    finally:
+        connection.close()
 
 
 def median_timing(timings: list[Timing]) -> Timing:
@@ -318,24 +406,19 @@ def median_timing(timings: list[Timing]) -> Timing:
     return {**middle, "seconds_each_round": [round(timing["seconds"], 3) for timing in timings]}
 
 
-def harness_runner(run_cfg: DictConfig, dataset: Dataset, batch_size: int, steps: int, warmup_steps: int, checkpoint_dir: Path) -> Runner:
+def harness_runner(cfg: DictConfig, steps_per_execution: int, warm: Dataset, timed: Dataset, warmup_steps: int, checkpoint_dir: Path) -> Runner:
     """Build the harness's model and warm it up with one short epoch of `forgery.train.fit`; each call times one more epoch.
 
     The timing comes three ways: the epoch as measured, less the time in the checkpoint, and less validation too.
     """
     from forgery import checkpoints
 
-    cfg = OmegaConf.merge(run_cfg, {"batch_size": batch_size})
-    model = build_model(cfg, train.run_metrics(), len(dataset.train))
+    model = build_model(cfg, train.run_metrics(), len(timed.train), steps_per_execution)
     state = checkpoints.CheckpointState()
-    # A run validates len(val) images per len(train) trained: the timed epoch keeps that share, in whole batches.
-    validation_steps = max(1, round(steps * len(dataset.val) / len(dataset.train)))
     if warmup_steps:
-        warm = Dataset(dataset.name, cycled(dataset.train, warmup_steps * batch_size), cycled(dataset.val, batch_size), dataset.test)
         cfg.epochs = 1
         train.fit(model, warm, cfg, state, checkpoint_dir, log_epoch=ignore_metrics)
-    timed = Dataset(dataset.name, cycled(dataset.train, steps * batch_size), cycled(dataset.val, validation_steps * batch_size), dataset.test)
-    images = steps * batch_size
+    steps = len(timed.train) // cfg.batch_size
 
     def run() -> dict[str, Timing]:
         cfg.epochs = state.epoch + 1
@@ -345,16 +428,17 @@ def harness_runner(run_cfg: DictConfig, dataset: Dataset, batch_size: int, steps
             seconds = time.perf_counter() - started
         measured = {
             "steps": steps,
-            "images": images,
+            "images": len(timed.train),
             "seconds": seconds,
-            "validation_images": validation_steps * batch_size,
+            "validation_images": len(timed.val),
             "validation_seconds": round(validation.seconds, 3),
             "checkpoint_seconds": round(checkpointing.seconds, 3),
+            "steps_per_execution": steps_per_execution,
         }
         return {
             "harness": measured,
-            "harness_no_checkpoint": {"steps": steps, "images": images, "seconds": seconds - checkpointing.seconds},
-            "harness_training_only": {"steps": steps, "images": images, "seconds": seconds - checkpointing.seconds - validation.seconds},
+            "harness_no_checkpoint": {"steps": steps, "images": len(timed.train), "seconds": seconds - checkpointing.seconds},
+            "harness_training_only": {"steps": steps, "images": len(timed.train), "seconds": seconds - checkpointing.seconds - validation.seconds},
         }
 
     return run
@@ -364,16 +448,17 @@ def ignore_metrics(metrics: dict[str, float], epoch: int) -> None:
     """The bench's `log_epoch`: MLflow's per-epoch logging is part of the fixed overhead, not of training."""
 
 
-def notebook_runner(run_cfg: DictConfig, folder: Path, batch_size: int, steps: int, warmup_steps: int) -> Runner:
+def notebook_runner(run_cfg: DictConfig, steps_per_execution: int, folder: Path, steps: int, warmup_steps: int) -> Runner:
     """A notebook's pipeline, warmed up: a dataset decoding the JPEG folder as it goes, and `model.fit` on it."""
     import keras
 
+    batch_size = run_cfg.batch_size
     started = time.perf_counter()
     dataset = keras.utils.image_dataset_from_directory(
         folder, image_size=(IMAGE_SIZE, IMAGE_SIZE), batch_size=batch_size, label_mode="categorical", verbose=False
     )
     setup_seconds = round(time.perf_counter() - started, 3)  # listing the folder, once per notebook session
-    model = build_model(OmegaConf.merge(run_cfg, {"batch_size": batch_size}), ["accuracy"], len(dataset.file_paths))
+    model = build_model(run_cfg, ["accuracy"], len(dataset.file_paths), steps_per_execution)
     stream = dataset.repeat()  # a notebook's epochs back to back, so any number of steps can be timed
     if warmup_steps:
         model.fit(stream, steps_per_epoch=warmup_steps, shuffle=False, verbose=0)
@@ -387,22 +472,24 @@ def notebook_runner(run_cfg: DictConfig, folder: Path, batch_size: int, steps: i
     return run
 
 
-def plain_runner(run_cfg: DictConfig, train_split: Split, batch_size: int, steps: int, warmup_steps: int) -> Runner:
+def plain_runner(run_cfg: DictConfig, steps_per_execution: int, warm: Split, timed: Split) -> Runner:
     """Plain `model.fit` on in-memory uint8 arrays with Keras's own shuffling, warmed up."""
-    model = build_model(OmegaConf.merge(run_cfg, {"batch_size": batch_size}), ["accuracy"], len(train_split))
-    if warmup_steps:
-        warm = cycled(train_split, warmup_steps * batch_size)
+    batch_size = run_cfg.batch_size
+    model = build_model(run_cfg, ["accuracy"], len(timed), steps_per_execution)
+    if len(warm):
         model.fit(warm.images, train.one_hot(warm.labels), batch_size=batch_size, shuffle=True, verbose=0)
-    timed = cycled(train_split, steps * batch_size)
     images, targets = timed.images, train.one_hot(timed.labels)
 
     def run() -> dict[str, Timing]:
         started = time.perf_counter()
         model.fit(images, targets, batch_size=batch_size, shuffle=True, verbose=0)
         seconds = time.perf_counter() - started
-        return {"plain": {"steps": steps, "images": steps * batch_size, "seconds": seconds}}
+        return {"plain": {"steps": len(timed) // batch_size, "images": len(timed), "seconds": seconds}}
 
     return run
+
+
+RUNNERS: dict[str, Callable[..., Runner]] = {"harness": harness_runner, "notebook": notebook_runner, "plain": plain_runner}
 
 
 def training_rows(batch_size: int, timings: dict[str, Timing]) -> list[dict[str, Any]]:
@@ -430,6 +517,8 @@ def measure_overhead(data_cfg: DictConfig, seed: int, batch_size: int, dataset: 
     log.info("overhead: a one-epoch run of forgery.train.train, data and fit aside")
     run_cfg = run_config(data_cfg, seed, scratch / "run")
     run_cfg.epochs, run_cfg.batch_size = 1, batch_size
+    # This process's TensorFlow has started with its default thread pools, which can't change now; saying so is all a run could do.
+    run_cfg.runtime.intra_op_threads, run_cfg.runtime.inter_op_threads = 0, 0
     loader_module, loader_name = str(data_cfg._target_).rsplit(".", 1)
     first_run_only: dict[str, float] = {}
     with scratch_mlflow_store(scratch / "mlflow"), contextlib.ExitStack() as patches:
@@ -473,7 +562,7 @@ def start_up_seconds(backend: str, folder: Path) -> float:
     modules = sorted(name for name in sys.modules if name.startswith("forgery.") and name != __name__)
     # run_module is what `python -m forgery.train --cfg job` does: Hydra finds conf/ from the module, then prints the config.
     program = f"import keras, runpy; keras.ops.zeros(1); import {', '.join(modules)}; runpy.run_module('forgery.train', run_name='__main__', alter_sys=True)"
-    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", program, "--cfg", "job"], cwd=folder, env=environment, check=True, capture_output=True)
     return time.perf_counter() - started
@@ -566,6 +655,11 @@ def time_spent_in(owner: Any, *names: str) -> Iterator[Tally]:
 
 def peak_rss_mib() -> float:
     """Peak resident memory of this process in MiB."""
+    with contextlib.suppress(OSError, StopIteration):
+        # Linux's own high-water mark, reset when a process starts a program: ru_maxrss of a spawned worker
+        # would include its parent's size at the fork.
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+        return round(int(line.split()[1]) / 2**10, 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # macOS counts bytes, Linux KiB
 
@@ -644,6 +738,9 @@ def table(report: dict[str, Any]) -> str:
     memory = report["memory"]
     after = ", ".join(f"{part} {value}" for part, value in memory["peak_rss_mib_after"].items())
     lines += ["", f"peak memory of the bench: {memory['peak_rss_mib']} MiB (after {after}); data arrays {memory['data_arrays_mib']} MiB"]
+    processes = [f"{row['pipeline']} at batch {row['batch_size']} {row['process_peak_rss_mib']} MiB" for row in report.get("training", []) if "process_peak_rss_mib" in row and row["pipeline"] in PIPELINES]
+    if processes:
+        lines.append(f"peak memory of each training process (model, its data copies, TensorFlow): {', '.join(processes)}")
     return "\n".join(lines)
 
 

@@ -38,6 +38,9 @@ def validate(cfg: DictConfig) -> None:
     patience = OmegaConf.select(cfg, "early_stopping.patience")
     if patience is not None:
         _positive_int(cfg, "early_stopping.patience")
+    _auto_or_int(cfg, "runtime.steps_per_execution", minimum=1)
+    _auto_or_int(cfg, "runtime.intra_op_threads", minimum=0)
+    _auto_or_int(cfg, "runtime.inter_op_threads", minimum=0)
     verbose = OmegaConf.select(cfg, "verbose")
     if verbose not in ("auto", 0, 1, 2):
         raise ConfigError(f"verbose must be auto, 0, 1 or 2, got {verbose!r}")
@@ -81,6 +84,15 @@ def _positive_int(cfg: DictConfig, key: str) -> int:
     if value < 1:
         raise ConfigError(f"{key} must be at least 1, got {value}")
     return value
+
+
+def _auto_or_int(cfg: DictConfig, key: str, minimum: int) -> None:
+    """`auto` or a whole number of at least `minimum`."""
+    value = _value(cfg, key)
+    if value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be auto or a whole number of at least {minimum}, got {value!r}")
 
 
 def override_error(config_dir: Path, config_name: str, overrides: list[str]) -> str | None:

@@ -72,8 +72,8 @@ def assert_table_matches(text: str, report: dict[str, Any]) -> None:
 
 def test_table_shows_the_reports_ratios() -> None:
     timings = {
-        "harness": {"steps": 3, "images": 24, "seconds": 0.3, "validation_images": 8, "validation_seconds": 0.01, "checkpoint_seconds": 0.05},
-        "harness_no_checkpoint": {"steps": 3, "images": 24, "seconds": 0.25},
+        "harness": {"steps": 3, "images": 24, "seconds": 0.3, "validation_images": 8, "validation_seconds": 0.01, "checkpoint_seconds": 0.05, "process_peak_rss_mib": 812.5},
+        "harness_no_checkpoint": {"steps": 3, "images": 24, "seconds": 0.25, "process_peak_rss_mib": 812.5},
         "notebook": {"steps": 3, "images": 24, "seconds": 0.7},
         "plain": {"steps": 3, "images": 24, "seconds": 0.11},
     }
@@ -88,6 +88,7 @@ def test_table_shows_the_reports_ratios() -> None:
     assert_table_matches(text, report)
     assert "2.333" in text and "0.367" in text  # 80 images/s over 24/0.7 and over 24/0.11: the harness row's ratios
     assert "built in 1.000 s" in text
+    assert text.splitlines()[-1] == "peak memory of each training process (model, its data copies, TensorFlow): harness at batch 8 812.5 MiB"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,115 @@
+"""How the backend executes training: operator threads and batches per compiled call, chosen for 32x32 images.
+
+A step of the seed model at batch 8 is a few milliseconds of many tiny operations, so what costs is the
+work around them, not arithmetic:
+- Python and callback work per step: `steps_per_execution` runs several batches per compiled call.
+- TensorFlow splitting each tiny CPU op over every core, then waiting for the slowest: below
+  SMALL_BATCH one thread per op, with ops that don't depend on each other run side by side, is faster;
+  from SMALL_BATCH up, the convolutions are big enough to split.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from forgery.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+SMALL_BATCH = 32  # measured on 2 CPU cores: below it one thread per op trains faster, from it up the default does
+AUTO_STEPS_PER_EXECUTION = 32  # enough to hide Python's per-step cost; the progress bar still moves several times a second
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved execution settings of one run (0 threads = the backend's own default)."""
+
+    backend: str
+    steps_per_execution: int
+    intra_op_threads: int
+    inter_op_threads: int
+
+    def describe(self) -> str:
+        """One line for the run's log."""
+        def threads(count: int) -> str:
+            return "default" if count == 0 else str(count)
+
+        pools = f", threads per op {threads(self.intra_op_threads)}, ops side by side {threads(self.inter_op_threads)}" if self.backend == "tensorflow" else ""
+        return f"runtime: {self.backend} backend, {self.steps_per_execution} steps per execution{pools}"
+
+
+def resolve(
+    steps_per_execution: int | str,
+    intra_op_threads: int | str,
+    inter_op_threads: int | str,
+    backend: str,
+    batch_size: int,
+    cpus: int,
+    has_gpu: bool,
+) -> Runtime:
+    """The settings `auto` stands for on this backend, batch size and machine; ConfigError for a setting the backend can't run."""
+    if steps_per_execution == "auto":
+        steps = 1 if backend == "torch" else AUTO_STEPS_PER_EXECUTION  # Keras on PyTorch runs one step per call only
+    else:
+        steps = int(steps_per_execution)
+        if backend == "torch" and steps != 1:
+            raise ConfigError(f"runtime.steps_per_execution must be 1 on the torch backend (Keras requires it), got {steps}; use auto")
+    small_on_cpu = backend == "tensorflow" and not has_gpu and batch_size < SMALL_BATCH
+    intra = (1 if small_on_cpu else 0) if intra_op_threads == "auto" else int(intra_op_threads)
+    inter = (cpus if intra == 1 and small_on_cpu else 0) if inter_op_threads == "auto" else int(inter_op_threads)
+    return Runtime(backend, steps, intra, inter)
+
+
+def configure(steps_per_execution: int | str, intra_op_threads: int | str, inter_op_threads: int | str, batch_size: int) -> Runtime:
+    """Resolve the settings for the active Keras backend and set its thread pools; call before the backend's first op."""
+    import keras
+
+    backend = keras.backend.backend()
+    runtime = resolve(steps_per_execution, intra_op_threads, inter_op_threads, backend, batch_size, usable_cpus(), has_gpu(backend))
+    if backend == "tensorflow":
+        set_tensorflow_threads(runtime.intra_op_threads, runtime.inter_op_threads)
+    return runtime
+
+
+def set_tensorflow_threads(intra: int, inter: int) -> None:
+    """Size TensorFlow's thread pools; once TensorFlow has started they are fixed, so a second run in one process keeps the first's."""
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    wanted = {"intra_op": intra, "inter_op": inter}
+    current = {"intra_op": threading.get_intra_op_parallelism_threads(), "inter_op": threading.get_inter_op_parallelism_threads()}
+    if wanted == current:
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(intra)
+        threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:  # "cannot be modified after initialization": this process already ran TensorFlow ops
+        log.warning(
+            "runtime: TensorFlow already started in this process with threads per op %s and ops side by side %s; "
+            "keeping them (the chosen %s and %s apply to a fresh process)",
+            current["intra_op"] or "default", current["inter_op"] or "default", intra or "default", inter or "default",
+        )
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's or taskset's limit, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def has_gpu(backend: str) -> bool:
+    """Whether the backend sees a GPU, asked without starting it (thread pools can only be sized before)."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False

@@ -54,7 +54,7 @@ def record_job_failure(experiment: str, error: BaseException) -> None:
     experiment_id = tracking.experiment_id(experiment)
     runs = tracking.search_runs(experiment_id) if experiment_id else []
     if any(run["tags"].get("mlflow.parentRunId") == tags["mlflow.parentRunId"] and run["tags"].get("sweep_job") == tags["sweep_job"] for run in runs):
-        return  # its run exists and tracked_run already ended it FAILED with the reason
+        return  # its run exists and Tracker.run already ended it FAILED with the reason
     tracking.record_failed_run(experiment, f"job-{tags['sweep_job']}-failed", tags, f"{type(error).__name__}: {error}")
 
 

@@ -179,13 +179,6 @@ def _store_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@contextmanager
-def tracked_run(experiment: str, run_name: str | None, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
-    """A run without a journal (see Tracker.run)."""
-    with Tracker(None).run(experiment, run_name, tags, run_id) as started:
-        yield started
-
-
 def replay_journal(entries: list[dict[str, Any]], origin: Path) -> str:
     """Send a journalled run to the tracking store as a new FINISHED (or its recorded end) run; return its id."""
     import keras
@@ -228,21 +221,6 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
             text = str(value)
             params[name] = text if len(text) <= _MAX_PARAM_LENGTH else text[: _MAX_PARAM_LENGTH - 3] + "..."
     return params
-
-
-def log_params(params: Mapping[str, str]) -> None:
-    """Log params to the active run."""
-    mlflow.log_params(dict(params))
-
-
-def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    """Log metrics to the active run, at `step` when given."""
-    mlflow.log_metrics({name: float(value) for name, value in metrics.items()}, step=step)
-
-
-def log_folder(folder: Path, artifact_path: str) -> None:
-    """Upload every file under `folder` as artefacts under `artifact_path`."""
-    mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
 
 
 def log_keras_model(model: Any, example_input: np.ndarray, example_output: np.ndarray) -> None:

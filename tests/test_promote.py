@@ -77,15 +77,16 @@ def log_run(
     status: str = "FINISHED",
 ) -> str:
     """One MLflow run through forgery.tracking, with `report_dir` logged as report/; returns its id."""
+    tracker = tracking.Tracker(None)  # no journal: these runs are only read back
     if status == "FAILED":
-        with pytest.raises(RuntimeError), tracking.tracked_run(experiment, None, tags or {}) as run_id:
-            tracking.log_metrics(metrics)
+        with pytest.raises(RuntimeError), tracker.run(experiment, None, tags or {}) as run_id:
+            tracker.metrics(metrics)
             raise RuntimeError("training blew up")
         return run_id
-    with tracking.tracked_run(experiment, None, tags or {}) as run_id:
-        tracking.log_metrics(metrics)
+    with tracker.run(experiment, None, tags or {}) as run_id:
+        tracker.metrics(metrics)
         if report_dir is not None:
-            tracking.log_folder(report_dir, "report")
+            tracker.folder(report_dir, "report")
     return run_id
 
 

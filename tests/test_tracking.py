@@ -25,9 +25,10 @@ def _only_run(uri: str):
 
 
 def test_run_ends_finished_with_metrics_at_steps(mlflow_store: str) -> None:
-    with tracking.tracked_run("unit", "ok", {"purpose": "test"}):
-        tracking.log_metrics({"loss": 0.5}, step=1)
-        tracking.log_metrics({"loss": 0.4}, step=2)
+    tracker = tracking.Tracker(None)
+    with tracker.run("unit", "ok", {"purpose": "test"}):
+        tracker.metrics({"loss": 0.5}, step=1)
+        tracker.metrics({"loss": 0.4}, step=2)
     run = _only_run(mlflow_store)
     assert run.info.status == "FINISHED" and run.data.tags["purpose"] == "test"
     history = MlflowClient(mlflow_store).get_metric_history(run.info.run_id, "loss")
@@ -35,14 +36,14 @@ def test_run_ends_finished_with_metrics_at_steps(mlflow_store: str) -> None:
 
 
 def test_run_ends_failed_with_the_reason(mlflow_store: str) -> None:
-    with pytest.raises(RuntimeError), tracking.tracked_run("unit", None, {}):
+    with pytest.raises(RuntimeError), tracking.Tracker(None).run("unit", None, {}):
         raise RuntimeError("disk full")
     run = _only_run(mlflow_store)
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "RuntimeError: disk full"
 
 
 def test_run_ends_killed_on_ctrl_c(mlflow_store: str) -> None:
-    with pytest.raises(KeyboardInterrupt), tracking.tracked_run("unit", None, {}):
+    with pytest.raises(KeyboardInterrupt), tracking.Tracker(None).run("unit", None, {}):
         raise KeyboardInterrupt
     assert _only_run(mlflow_store).info.status == "KILLED"
 
@@ -57,12 +58,12 @@ def test_seeded_runs_still_get_different_names(mlflow_store: str) -> None:
     names = []
     for _ in range(2):
         random.seed(42)  # what keras.utils.set_random_seed does before every run
-        with tracking.tracked_run("unit", None, {}):
+        with tracking.Tracker(None).run("unit", None, {}):
             pass
         names.append(MlflowClient(mlflow_store).search_runs([MlflowClient(mlflow_store).get_experiment_by_name("unit").experiment_id], max_results=1, order_by=["start_time DESC"])[0].info.run_name)
     assert names[0] != names[1]
     random.seed(42)
     expected = random.random()
     random.seed(42)
-    with tracking.tracked_run("unit", None, {}):
+    with tracking.Tracker(None).run("unit", None, {}):
         assert random.random() == expected  # the training's seeded stream is left as it was

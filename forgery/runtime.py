@@ -63,34 +63,40 @@ def resolve(
 
 
 def configure(steps_per_execution: int | str, intra_op_threads: int | str, inter_op_threads: int | str, batch_size: int) -> Runtime:
-    """Resolve the settings for the active Keras backend and set its thread pools; call before the backend's first op."""
+    """Resolve the settings for the active Keras backend and set its thread pools; call before the backend's first op.
+
+    The Runtime returned holds the pools in effect, which are an earlier run's when TensorFlow had already started.
+    """
     import keras
 
     backend = keras.backend.backend()
     runtime = resolve(steps_per_execution, intra_op_threads, inter_op_threads, backend, batch_size, usable_cpus(), has_gpu(backend))
-    if backend == "tensorflow":
-        set_tensorflow_threads(runtime.intra_op_threads, runtime.inter_op_threads)
-    return runtime
+    if backend != "tensorflow":
+        return runtime
+    intra, inter = set_tensorflow_threads(runtime.intra_op_threads, runtime.inter_op_threads)
+    return Runtime(backend, runtime.steps_per_execution, intra, inter)
 
 
-def set_tensorflow_threads(intra: int, inter: int) -> None:
-    """Size TensorFlow's thread pools; once TensorFlow has started they are fixed, so a second run in one process keeps the first's."""
+def set_tensorflow_threads(intra: int, inter: int) -> tuple[int, int]:
+    """Size TensorFlow's thread pools and return the sizes in effect; once TensorFlow has started they are fixed, so a second run in one process keeps the first's."""
     import tensorflow as tf
 
     threading = tf.config.threading
     wanted = {"intra_op": intra, "inter_op": inter}
     current = {"intra_op": threading.get_intra_op_parallelism_threads(), "inter_op": threading.get_inter_op_parallelism_threads()}
     if wanted == current:
-        return
+        return intra, inter
     try:
         threading.set_intra_op_parallelism_threads(intra)
         threading.set_inter_op_parallelism_threads(inter)
     except RuntimeError:  # "cannot be modified after initialization": this process already ran TensorFlow ops
         log.warning(
             "runtime: TensorFlow already started in this process with threads per op %s and ops side by side %s; "
-            "keeping them (the chosen %s and %s apply to a fresh process)",
+            "keeping them (a fresh process would use %s and %s)",
             current["intra_op"] or "default", current["inter_op"] or "default", intra or "default", inter or "default",
         )
+        return current["intra_op"], current["inter_op"]
+    return intra, inter
 
 
 def usable_cpus() -> int:

@@ -71,9 +71,9 @@ def test_a_started_tensorflow_keeps_its_pools_and_says_so(caplog: pytest.LogCapt
     before = (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
     wanted = (before[0] + 3, before[1] + 3)
     with caplog.at_level(logging.WARNING, logger="forgery.runtime"):
-        runtime.set_tensorflow_threads(*wanted)
-    assert (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) == before
-    assert "TensorFlow already started in this process" in caplog.text and f"chosen {wanted[0]} and {wanted[1]}" in caplog.text
+        in_effect = runtime.set_tensorflow_threads(*wanted)
+    assert in_effect == before == (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
+    assert "TensorFlow already started in this process" in caplog.text and f"a fresh process would use {wanted[0]} and {wanted[1]}" in caplog.text
 
 
 def test_steps_per_execution_changes_no_weight(compose_train, tmp_path) -> None:
@@ -90,3 +90,15 @@ def test_steps_per_execution_changes_no_weight(compose_train, tmp_path) -> None:
         weights.append(model.get_weights())
     for one_at_a_time, batched in zip(*weights):
         np.testing.assert_allclose(batched, one_at_a_time, rtol=1e-5, atol=1e-6)
+
+
+def test_configure_reports_the_pools_in_effect_not_the_ones_wanted() -> None:
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0
+    threading = tf.config.threading
+    in_effect = (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
+    for batch_size in (8, 256):  # two different wishes; whatever they are, the log line must tell the truth
+        chosen = runtime.configure("auto", "auto", "auto", batch_size)
+        assert (chosen.intra_op_threads, chosen.inter_op_threads) == in_effect
+        assert chosen.steps_per_execution == runtime.AUTO_STEPS_PER_EXECUTION

@@ -368,7 +368,10 @@ class PipelineWorker:
 
     def time_round(self) -> dict[str, Timing]:
         """One timed segment, each row tagged with the process's peak memory so far."""
-        self.connection.send("round")
+        try:
+            self.connection.send("round")
+        except OSError:  # the pipe is broken: the process has gone
+            self._receive()  # raises, saying how it ended
         timings, peak = self._receive()
         return {name: {**timing, "process_peak_rss_mib": peak} for name, timing in timings.items()}
 
@@ -385,7 +388,7 @@ class PipelineWorker:
         """The worker's next answer; its failure, or its death, raised here with what it said."""
         try:
             kind, payload = self.connection.recv()
-        except EOFError:
+        except (EOFError, OSError):
             self.process.join(timeout=5)
             raise RuntimeError(f"the {self.pipeline} pipeline's process died (exit code {self.process.exitcode}; out of memory?)") from None
         if kind == "error":

@@ -259,3 +259,50 @@ def test_cifake_bench_times_cold_and_warm_loading_and_reads_the_folder(tmp_path:
     assert "writing" not in result.stdout  # the notebook read the CIFAKE folder itself, no JPEG copy
     assert not (tmp_path / "cache").exists()  # the cold load used a fresh cache folder, not the user's
     assert_table_matches(result.stdout, report)
+
+
+# ---- Pipeline processes ----------------------------------------------------------------------------
+
+
+def tiny_plain_setup(batch_size: int = 4) -> dict[str, Any]:
+    split = Split(np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), np.array([0, 1] * 4))
+    return {"warm": bench.cycled(split, batch_size), "timed": bench.cycled(split, 2 * batch_size)}
+
+
+def plain_cfg(compose_train, batch_size: int = 4) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose_train(f"batch_size={batch_size}", "verbose=0", "output_dir=unused"), resolve=True)
+
+
+def test_a_pipeline_process_times_rounds_and_reports_its_own_memory(compose_train) -> None:
+    worker = bench.PipelineWorker("plain", "tensorflow", plain_cfg(compose_train), tiny_plain_setup())
+    try:
+        worker.wait_until_ready()
+        timing = worker.time_round()["plain"]
+    finally:
+        worker.stop()
+    assert (timing["steps"], timing["images"]) == (2, 8) and timing["seconds"] > 0
+    assert timing["process_peak_rss_mib"] > 100  # a process running TensorFlow, measured in itself
+    assert not worker.process.is_alive()
+
+
+def test_a_failing_pipeline_process_stops_the_bench_with_its_error(compose_train) -> None:
+    worker = bench.PipelineWorker("plain", "tensorflow", plain_cfg(compose_train), {"warm": None})  # the runner can't take this
+    try:
+        with pytest.raises(RuntimeError, match=r"^the plain pipeline failed: TypeError"):
+            worker.wait_until_ready()
+    finally:
+        worker.stop()
+
+
+def test_a_pipeline_process_that_dies_is_reported(compose_train) -> None:
+    worker = bench.PipelineWorker("plain", "tensorflow", plain_cfg(compose_train), tiny_plain_setup())
+    try:
+        worker.wait_until_ready()
+        worker.process.kill()  # as the kernel's out-of-memory killer would
+        worker.process.join()
+        with pytest.raises(RuntimeError, match=r"^the plain pipeline's process died \(exit code -9"):
+            worker.time_round()
+    finally:
+        worker.stop()

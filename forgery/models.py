@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import keras
 
+from forgery import augment
 from forgery.data import CLASS_NAMES, IMAGE_SIZE
 
 # Layer names the rest of the project relies on (Grad-CAM, the model card).
@@ -51,13 +55,44 @@ def last_conv_layer(model: keras.Model) -> keras.Layer:
     return convs[-1]
 
 
+def is_augmentation_block(layer: keras.Layer) -> bool:
+    """Whether `layer` is the block `forgery.augment.build_augmentation` made (named augmentation_<name>)."""
+    return isinstance(layer, keras.Sequential) and layer.name.startswith("augmentation_")
+
+
+def inference_graph(model: keras.Model) -> keras.Model:
+    """The model as it predicts, sharing its weights, with its augmentation block (a no-op at inference) made an identity.
+
+    What the harness hands out (MLflow's model, model.keras) holds only Keras's own layers, so it loads
+    wherever Keras does, forgery installed or not, and predicts exactly as the trained model.
+    """
+    if not any(is_augmentation_block(layer) for layer in model.layers):
+        return model
+
+    def replace(layer: keras.Layer) -> keras.Layer:
+        # A Sequential, not a bare Identity: the graph calls the block with Sequential's arguments (mask=).
+        return keras.Sequential([keras.layers.Identity()], name=layer.name) if is_augmentation_block(layer) else layer
+
+    return keras.models.clone_model(model, clone_function=replace)
+
+
+def load(path: Path | str) -> keras.Model:
+    """A `.keras` file in Keras's safe mode (no code from the file runs), forgery's own layers known to Keras."""
+    return keras.saving.load_model(path, **load_options())
+
+
+def load_options() -> dict[str, Any]:
+    """The keyword arguments `load` gives Keras, for loaders that call Keras themselves (MLflow)."""
+    return {"custom_objects": augment.custom_objects(), "safe_mode": True}
+
+
 def architecture_summary(model: keras.Model) -> str:
     """The layer chain in arrow form, e.g. 'Rescaling -> Augmentation(RandomFlip, ...) -> Conv2D(32) -> ...'."""
     parts: list[str] = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if isinstance(layer, keras.Sequential):
+        if is_augmentation_block(layer):
             inner = ", ".join(type(sub).__name__ for sub in layer.layers)
             parts.append(f"Augmentation({inner})")
         elif isinstance(layer, keras.layers.Conv2D):

@@ -136,10 +136,10 @@ def check_model_file(path: Path) -> None:
 
 def _load_model_file(path: Path) -> keras.Model:
     """A `.keras` file loaded in safe mode; UsageError when Keras cannot load it."""
-    import keras
+    from forgery import models
 
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return models.load(path)
     except Exception as error:  # Keras raises many types for a bad file; all mean "not a usable model"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UsageError(f"cannot load model {path}: {type(error).__name__}: {first_line}") from None

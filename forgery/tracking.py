@@ -181,7 +181,7 @@ def _store_lock() -> Iterator[None]:
 
 def replay_journal(entries: list[dict[str, Any]], origin: Path) -> str:
     """Send a journalled run to the tracking store as a new FINISHED (or its recorded end) run; return its id."""
-    import keras
+    from forgery import models
 
     start = next(entry for entry in entries if entry["kind"] == "start")
     ends = [entry for entry in entries if entry["kind"] == "end"]
@@ -197,7 +197,7 @@ def replay_journal(entries: list[dict[str, Any]], origin: Path) -> str:
             elif entry["kind"] == "folder":
                 mlflow.log_artifacts(entry["folder"], artifact_path=entry["artifact_path"])
             elif entry["kind"] == "model":
-                model = keras.saving.load_model(entry["path"], safe_mode=True)
+                model = models.load(entry["path"])
                 log_keras_model(model, np.asarray(entry["example_input"], dtype="uint8"), np.asarray(entry["example_output"], dtype="float32"))
         if end.get("reason"):
             mlflow.set_tag("failure_reason", end["reason"])
@@ -447,8 +447,10 @@ def load_run_model(run_id: str) -> Any:
     """The Keras model logged as `runs:/<run_id>/model`, loaded in Keras's safe mode; MLflow errors become RuntimeError."""
     from mlflow.exceptions import MlflowException
 
+    from forgery import models
+
     try:
         # safe_mode=True is Keras's default too; stated so a saved lambda can never run code on load.
-        return mlflow.keras.load_model(f"runs:/{run_id}/model", load_model_kwargs={"safe_mode": True})
+        return mlflow.keras.load_model(f"runs:/{run_id}/model", load_model_kwargs=models.load_options())
     except MlflowException as error:
         raise RuntimeError(f"run {run_id} has no loadable model: {error.message}") from error

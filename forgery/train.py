@@ -104,6 +104,8 @@ def train(cfg: DictConfig) -> float:
     with quiet_native_startup():
         import keras
 
+        from forgery import models
+
         execution = runtime.configure(cfg.runtime.steps_per_execution, cfg.runtime.intra_op_threads, cfg.runtime.inter_op_threads, cfg.batch_size)
         keras.ops.zeros(1)  # the first op initialises the backend's devices, which is chatty too
     log.info(execution.describe())
@@ -140,11 +142,13 @@ def train(cfg: DictConfig) -> float:
             for folder in ("report", "plots", "config"):
                 tracker.folder(output_dir / folder, folder)
             examples = dataset.test.images[:2]  # the signature: uint8 (N, 32, 32, 3) raw pixels, 0-255
-            # The evaluated weights (the best epoch's when early stopping restored them), saved for forgery.upload.
+            # The evaluated weights (the best epoch's when early stopping restored them), saved for forgery.upload;
+            # as the inference graph, Keras's own layers only, so it loads without forgery.
+            served = models.inference_graph(model)
             model_path = output_dir / "model" / "model.keras"
             model_path.parent.mkdir(parents=True, exist_ok=True)
-            model.save(model_path)
-            tracker.model(model, model_path, examples, model.predict(examples, verbose=0))
+            served.save(model_path)
+            tracker.model(served, model_path, examples, served.predict(examples, verbose=0))
             headline = result["headline"]
             log.info("test accuracy %.4f, ROC AUC %.4f; run %s. Browse with: mlflow ui", headline["test_accuracy"], headline["test_roc_auc"], run_id)
     except KeyboardInterrupt:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
 
 from forgery.augment import build_augmentation
-from forgery.models import architecture_summary, cnn, last_conv_layer
+from forgery.models import architecture_summary, cnn, inference_graph, last_conv_layer
 
 
-def seed_model() -> keras.Model:
-    return cnn("small", [32, 64, 128], augmentation=build_augmentation("light", "horizontal", 0.1, 0.1))
+def seed_model(fused: bool = False) -> keras.Model:
+    """The seed notebook's model: with `fused=False`, its augmentation as Keras's three separate layers."""
+    return cnn("small", [32, 64, 128], augmentation=build_augmentation("light", "horizontal", 0.1, 0.1, fused=fused))
 
 
 def test_small_is_the_seed_architecture_with_94402_parameters() -> None:
@@ -26,6 +29,9 @@ def test_small_is_the_seed_architecture_with_94402_parameters() -> None:
         "GlobalAveragePooling2D", "Dropout", "Dense",
     ]  # fmt: skip
     assert [type(layer).__name__ for layer in model.layers[2].layers] == ["RandomFlip", "RandomRotation", "RandomZoom"]
+    fused = seed_model(fused=True)
+    assert fused.count_params() == 94_402
+    assert [type(layer).__name__ for layer in fused.layers[2].layers] == ["RandomAffine"]
 
 
 def test_wide_is_larger() -> None:
@@ -39,10 +45,23 @@ def test_model_maps_raw_pixels_to_probabilities() -> None:
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_augmentation_is_inert_at_inference() -> None:
-    model = seed_model()
+@pytest.mark.parametrize("fused", [False, True])
+def test_augmentation_is_inert_at_inference(fused: bool) -> None:
+    model = seed_model(fused)
     pixels = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(model(pixels, training=False), model(pixels, training=False))
+
+
+def test_inference_graph_predicts_the_same_with_keras_layers_only() -> None:
+    model = seed_model(fused=True)
+    served = inference_graph(model)
+    pixels = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3)).astype("uint8")
+    np.testing.assert_array_equal(served.predict(pixels, verbose=0), model.predict(pixels, verbose=0))
+    assert "forgery" not in json.dumps(served.get_config())  # loads wherever Keras does, without forgery's layers
+    assert [layer.name for layer in served.layers] == [layer.name for layer in model.layers]
+    assert all(mine is theirs for mine, theirs in zip(served.weights, model.weights))  # shared, not copied
+    plain = cnn("plain", [8])
+    assert inference_graph(plain) is plain  # nothing to replace
 
 
 def test_no_augmentation_when_every_option_is_off() -> None:

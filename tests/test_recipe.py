@@ -49,7 +49,12 @@ def test_residual_models_stay_under_a_million_parameters_and_explain(highpass: b
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("label_smoothing=1.5", "label_smoothing"), ("precision=float8", "precision"), ("early_stopping.patience=0", "early_stopping.patience")],
+    [
+        ("label_smoothing=1.5", "label_smoothing"),
+        ("precision=float8", "precision"),
+        ("early_stopping.patience=0", "early_stopping.patience"),
+        ("augment.fused=maybe", "augment.fused"),
+    ],
 )
 def test_recipe_values_are_checked(compose_train, override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{key} "):

@@ -1,0 +1,86 @@
+"""The fused augmentation layer: the same maps as Keras's chained layers, the same ranges, seeded, inert at inference."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from forgery import models
+from forgery.augment import RandomAffine, affine_rows, build_augmentation
+
+SIZE = 32
+
+
+def ramps() -> np.ndarray:
+    """One image whose channels are linear in x and y: bilinear resampling reproduces such images exactly."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype("float32")
+    return np.stack([3 * x + y, 2 * y - x + 50, x + 0.5 * y], axis=-1)[None]
+
+
+@pytest.mark.parametrize("mirror", [1.0, -1.0])
+def test_one_resampling_matches_keras_layers_chained(mirror: float) -> None:
+    # Keras's layers with each range pinned to one value, chained as the seed chains them.
+    turn, zoom, shift = 0.03, 0.08, 0.05
+    chain = keras.Sequential([keras.layers.RandomRotation((turn, turn)), keras.layers.RandomZoom((zoom, zoom)), keras.layers.RandomTranslation((shift, shift), (shift, shift))])
+    image = ramps()
+    expected = np.asarray(chain(image[:, :, ::-1] if mirror < 0 else image, training=True))
+    centre = (SIZE - 1) / 2
+    rows = affine_rows(ops.array([mirror]), ops.array([turn * 2 * math.pi]), ops.array([1 + zoom]), ops.array([shift * SIZE]), ops.array([shift * SIZE]), centre, centre)
+    fused = np.asarray(ops.image.affine_transform(ops.array(image), rows, interpolation="bilinear", fill_mode="reflect"))
+    inner = (slice(None), slice(10, 22), slice(10, 22))  # away from the borders, where chained reflections differ
+    np.testing.assert_allclose(fused[inner], expected[inner], atol=1e-3)
+
+
+def slopes(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the centre's gradient along x and y of channel 0 (a ramp 3x + y before augmentation)."""
+    centre = images[:, 12:20, 12:20, 0]
+    return np.diff(centre, axis=2).mean(axis=(1, 2)), np.diff(centre, axis=1).mean(axis=(1, 2))
+
+
+def test_draws_cover_the_configured_ranges_and_flip_half_the_images() -> None:
+    images = np.repeat(ramps(), 400, axis=0)
+    layer = RandomAffine(flip=True, rotation=0.05, zoom=0.1, seed=3)
+    along_x, along_y = slopes(np.asarray(layer(images, training=True)))
+    # Output = input at c + scale * F R (p - c): channel 0 (3x + y) has slopes m*s*(3cos + sin) along x and s*(cos - 3 m sin) along y.
+    mirror = np.sign(along_x)
+    solved = np.linalg.solve(np.array([[3.0, 1.0], [1.0, -3.0]]), np.stack([along_x * mirror, along_y], axis=0))  # (s cos, s sin) per image, m folded in
+    scale = np.hypot(solved[0], solved[1])
+    angle = np.arctan2(solved[1] * mirror, solved[0])
+    assert 0.89 < scale.min() < 0.92 and 1.08 < scale.max() < 1.11
+    turn = 0.05 * 2 * math.pi
+    assert -turn - 0.01 < angle.min() < -0.8 * turn and 0.8 * turn < angle.max() < turn + 0.01
+    assert 0.4 < (mirror < 0).mean() < 0.6
+
+
+def test_seeded_random_in_training_and_identity_at_inference() -> None:
+    images = np.repeat(ramps(), 4, axis=0)
+    first, second = RandomAffine(rotation=0.1, zoom=0.1, seed=7), RandomAffine(rotation=0.1, zoom=0.1, seed=7)
+    np.testing.assert_array_equal(first(images, training=True), second(images, training=True))
+    assert not np.allclose(first(images, training=True), images)
+    np.testing.assert_array_equal(first(images, training=False), images)
+
+
+def test_fused_is_used_only_where_it_resamples() -> None:
+    def kinds(block: keras.Sequential | None) -> list[str]:
+        return [type(layer).__name__ for layer in block.layers] if block is not None else []
+
+    assert kinds(build_augmentation("light", "horizontal", 0.1, 0.1)) == ["RandomAffine"]
+    assert kinds(build_augmentation("strong", "horizontal", 0.15, 0.2, 0.1, 0.2)) == ["RandomAffine", "RandomContrast"]
+    assert kinds(build_augmentation("flip", "horizontal")) == ["RandomFlip"]  # exact and cheaper alone
+    assert kinds(build_augmentation("light", "horizontal", 0.1, 0.1, fused=False)) == ["RandomFlip", "RandomRotation", "RandomZoom"]
+    assert kinds(build_augmentation("vertical", "vertical", 0.1)) == ["RandomFlip", "RandomRotation"]  # RandomAffine mirrors left-right only
+
+
+def test_a_model_with_the_layer_saves_and_loads(tmp_path) -> None:
+    model = models.cnn("small", [8, 8, 8], augmentation=build_augmentation("light", "horizontal", 0.1, 0.1))
+    model.save(tmp_path / "model.keras")
+    loaded = models.load(tmp_path / "model.keras")
+    block = next(layer for layer in loaded.layers if models.is_augmentation_block(layer))
+    layer = block.layers[0]
+    assert isinstance(layer, RandomAffine) and (layer.rotation, layer.zoom, layer.flip) == (0.1, 0.1, True)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3)).astype("uint8")
+    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-6)

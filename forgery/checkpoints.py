@@ -2,13 +2,15 @@
 
 A checkpoint is `last.keras` (weights and optimizer state) plus `state.json`: the completed epoch, the
 metric history so far, and the last epoch whose metrics reached MLflow. Both are written to a temporary
-name and renamed, so a kill during the write leaves the previous checkpoint whole.
+name and renamed, so a kill during the write leaves the previous checkpoint whole. `best.keras` is the
+best epoch's checkpoint so far, for early stopping's restore.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from forgery import interrupts
 
 MODEL_FILE = "last.keras"
 STATE_FILE = "state.json"
-BEST_WEIGHTS_FILE = "best.weights.h5"
+BEST_FILE = "best.keras"
 
 
 @dataclass
@@ -64,18 +66,25 @@ def load_state(folder: Path) -> CheckpointState | None:
     )
 
 
-def save_best(folder: Path, model: Any) -> None:
-    """Keep the weights of the best epoch so far (atomically), for early stopping's restore."""
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{BEST_WEIGHTS_FILE}.partial.weights.h5"  # Keras insists on the .weights.h5 suffix
+def save_best(folder: Path) -> None:
+    """Keep the checkpoint `save` just wrote as the best epoch's, for early stopping's restore (atomically).
+
+    A hard link, not a second write: the next `save` replaces last.keras's name, not the file the link
+    holds. Where the file system has no hard links, a copy.
+    """
+    partial = folder / f".{BEST_FILE}.partial"
+    partial.unlink(missing_ok=True)
     with interrupts.deferred():
-        model.save_weights(partial)
-        os.replace(partial, folder / BEST_WEIGHTS_FILE)
+        try:
+            os.link(folder / MODEL_FILE, partial)
+        except OSError:
+            shutil.copyfile(folder / MODEL_FILE, partial)
+        os.replace(partial, folder / BEST_FILE)
 
 
 def restore_best(folder: Path, model: Any) -> None:
     """Load the best epoch's weights into `model`."""
-    model.load_weights(folder / BEST_WEIGHTS_FILE)
+    model.load_weights(folder / BEST_FILE)
 
 
 def load_model(folder: Path) -> Any:

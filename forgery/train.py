@@ -257,7 +257,7 @@ def fit(
         watched = metrics.get(cfg.early_stopping.metric)
         if watched is not None and (state.best_value is None or watched > state.best_value):
             state.best_epoch, state.best_value = epoch + 1, watched
-            checkpoints.save_best(checkpoint_dir, model)
+            checkpoints.save_best(checkpoint_dir)
         log_epoch(metrics, epoch + 1)  # step = epoch number, 1-based as Keras prints it
         state.logged_epoch = epoch + 1
         checkpoints.write_state(checkpoint_dir, state)

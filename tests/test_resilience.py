@@ -129,3 +129,21 @@ def test_checkpoint_round_trip_and_atomic_state(tmp_path: Path) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(restored(pixels, training=False), model(pixels, training=False), rtol=1e-5)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["last.keras", "state.json"]  # no partial files left
+
+
+def test_best_checkpoint_survives_later_saves_and_restores(tmp_path: Path) -> None:
+    from forgery.models import cnn
+
+    model = cnn("tiny", [4], padding="same")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    best_weights = [weights.copy() for weights in model.get_weights()]
+    best_output = np.asarray(model(pixels, training=False))
+    checkpoints.save(tmp_path, model, checkpoints.CheckpointState(epoch=1))
+    checkpoints.save_best(tmp_path)
+    model.set_weights([weights + 0.5 for weights in best_weights])  # a later, worse epoch
+    checkpoints.save(tmp_path, model, checkpoints.CheckpointState(epoch=2))
+    assert not np.allclose(model(pixels, training=False), best_output)
+    checkpoints.restore_best(tmp_path, model)
+    np.testing.assert_allclose(model(pixels, training=False), best_output, rtol=1e-6)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.keras", "last.keras", "state.json"]

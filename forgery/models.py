@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import keras
 
@@ -78,12 +77,7 @@ def inference_graph(model: keras.Model) -> keras.Model:
 
 def load(path: Path | str) -> keras.Model:
     """A `.keras` file in Keras's safe mode (no code from the file runs), forgery's own layers known to Keras."""
-    return keras.saving.load_model(path, **load_options())
-
-
-def load_options() -> dict[str, Any]:
-    """The keyword arguments `load` gives Keras, for loaders that call Keras themselves (MLflow)."""
-    return {"custom_objects": augment.custom_objects(), "safe_mode": True}
+    return keras.saving.load_model(path, custom_objects=augment.custom_objects(), safe_mode=True)
 
 
 def architecture_summary(model: keras.Model) -> str:

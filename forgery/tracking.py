@@ -447,10 +447,11 @@ def load_run_model(run_id: str) -> Any:
     """The Keras model logged as `runs:/<run_id>/model`, loaded in Keras's safe mode; MLflow errors become RuntimeError."""
     from mlflow.exceptions import MlflowException
 
-    from forgery import models
+    from forgery import augment
 
     try:
         # safe_mode=True is Keras's default too; stated so a saved lambda can never run code on load.
-        return mlflow.keras.load_model(f"runs:/{run_id}/model", load_model_kwargs=models.load_options())
+        # A run's model holds Keras's layers only (models.inference_graph); forgery's are known all the same.
+        return mlflow.keras.load_model(f"runs:/{run_id}/model", custom_objects=augment.custom_objects(), load_model_kwargs={"safe_mode": True})
     except MlflowException as error:
         raise RuntimeError(f"run {run_id} has no loadable model: {error.message}") from error

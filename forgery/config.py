@@ -26,6 +26,17 @@ def validate(cfg: DictConfig) -> None:
     fraction = _number(cfg, "data.val_fraction")
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {fraction}")
+    if OmegaConf.select(cfg, "data.train_fraction") is not None:  # only CIFAKE has one
+        kept = _number(cfg, "data.train_fraction")
+        if not 0.0 < kept <= 1.0:
+            raise ConfigError(f"data.train_fraction must be above 0 and at most 1, got {kept:g}")
+    averaged = OmegaConf.select(cfg, "optimizer.use_ema", default=False)  # an older run's config has no such key
+    if not isinstance(averaged, bool):
+        raise ConfigError(f"optimizer.use_ema must be true or false, got {averaged!r}")
+    if averaged:
+        momentum = _number(cfg, "optimizer.ema_momentum")
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"optimizer.ema_momentum must be in [0, 1), got {momentum:g}")
     experiment = OmegaConf.select(cfg, "tracking.experiment")
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError(f"tracking.experiment must be a non-empty name, got {experiment!r}")

@@ -107,6 +107,27 @@ def split_validation(images: np.ndarray, labels: np.ndarray, fraction: float, se
     )
 
 
+def check_train_fraction(fraction: float) -> None:
+    """Raise DataError unless the kept share of the training split is in (0, 1]."""
+    if not 0.0 < fraction <= 1.0:
+        raise DataError(f"data.train_fraction must be above 0 and at most 1, got {fraction}")
+
+
+def keep_fraction(split: Split, fraction: float) -> Split:
+    """The first `fraction` of each class, in the split's (already shuffled) order; at least one image per class.
+
+    Smaller fractions are subsets of larger ones, so a learning curve adds data rather than swapping it.
+    """
+    check_train_fraction(fraction)
+    if fraction == 1.0:
+        return split
+    keep = np.zeros(len(split), dtype=bool)
+    for label in range(len(CLASS_NAMES)):
+        members = np.flatnonzero(split.labels == label)
+        keep[members[: max(1, int(round(len(members) * fraction)))]] = True
+    return Split(split.images[keep], split.labels[keep])
+
+
 # ----- CIFAKE: Kaggle layout (folder or zip) -> decoded uint8 arrays, cached on disk -----
 
 SPLIT_NAMES: tuple[str, str] = ("train", "test")  # split folders of the Kaggle layout
@@ -202,17 +223,28 @@ class DecodedSource:
     issue_examples: dict[str, list[str]]  # up to ISSUE_EXAMPLES paths per issue kind
 
 
-def load_cifake(root: str, val_fraction: float = 0.1, seed: int = 0, cache_dir: str | None = None) -> Dataset:
-    """CIFAKE from a Kaggle-layout folder or zip: train split into seeded stratified train/val, test kept apart."""
+def load_cifake(
+    root: str,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    train_fraction: float = 1.0,
+) -> Dataset:
+    """CIFAKE from a Kaggle-layout folder or zip: train split into seeded stratified train/val, test kept apart.
+
+    `train_fraction` < 1 trains on that share of the training split (learning curves); validation and
+    test stay whole, so every fraction is judged on the same images.
+    """
     started = time.perf_counter()
     check_val_fraction(val_fraction)  # fail before seconds of decoding, not after
+    check_train_fraction(train_fraction)
     source = Path(root).expanduser().absolute()
     listing = list_cifake_files(source)
     cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     decoded = load_or_decode(source, listing, cache_root)
     warn_about_issues(decoded.issues, decoded.issue_examples)
     train, val = split_validation(decoded.train.images, decoded.train.labels, val_fraction, seed)
-    dataset = Dataset(name="cifake", train=train, val=val, test=decoded.test, issues=dict(decoded.issues))
+    dataset = Dataset(name="cifake", train=keep_fraction(train, train_fraction), val=val, test=decoded.test, issues=dict(decoded.issues))
     seconds = time.perf_counter() - started
     logger.info("loaded CIFAKE from %s in %.2f s: %s", source, seconds, describe_counts(dataset))
     return dataset

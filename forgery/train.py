@@ -246,7 +246,7 @@ def fit(
             shuffle=False,
             validation_data=validation,
             validation_batch_size=max(cfg.batch_size, VALIDATION_BATCH_SIZE),
-            callbacks=[run_progress(cfg.epochs), stop_on_non_finite_loss(epoch + 1, checkpoint_dir)],
+            callbacks=[run_progress(cfg.epochs), stop_on_non_finite_loss(epoch + 1, checkpoint_dir), *weight_averaging(model)],
             verbose=progress_mode(cfg.verbose),
         )
         metrics = {name: float(values[-1]) for name, values in result.history.items()}
@@ -269,6 +269,18 @@ def fit(
         checkpoints.restore_best(checkpoint_dir, model)
         log.info("restored the weights of epoch %d (best %s %.4f)", state.best_epoch, cfg.early_stopping.metric, state.best_value)
     return state.history
+
+
+def weight_averaging(model: Any) -> list[Any]:
+    """With the optimizer's `use_ema`, the callback that validates the moving average of the weights.
+
+    Keras copies the average into the model when each epoch's `fit` ends, so the weights validated are
+    the ones checkpointed, restored as the best epoch, evaluated and trained on from the next epoch.
+    """
+    import keras
+
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # mixed precision wraps it
+    return [keras.callbacks.SwapEMAWeights()] if getattr(optimizer, "use_ema", False) else []
 
 
 class NumericalError(Exception):

@@ -62,6 +62,7 @@ def test_demo_data_option_builds(compose_train) -> None:
         ("optimizer.lr=-1", "optimizer.lr"),
         ("optimizer.lr=0", "optimizer.lr"),
         ("data.val_fraction=1.5", "data.val_fraction"),
+        ("optimizer.use_ema=sometimes", "optimizer.use_ema"),
         ("seed=1.5", "seed"),
         ("verbose=7", "verbose"),
         ("tracking.experiment=''", "tracking.experiment"),
@@ -71,6 +72,19 @@ def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key
     with pytest.raises(ConfigError, match=rf"^{key} ") as refusal:
         validate(compose_train(override))
     assert "\n" not in str(refusal.value)
+
+
+@pytest.mark.parametrize("momentum", ["1.0", "-0.1", "fast"])
+def test_bad_ema_momentum_is_refused_when_averaging(compose_train, momentum: str) -> None:
+    validate(compose_train(f"optimizer.ema_momentum={momentum}"))  # unused while use_ema is false
+    with pytest.raises(ConfigError, match=r"^optimizer.ema_momentum "):
+        validate(compose_train("optimizer.use_ema=true", f"optimizer.ema_momentum={momentum}"))
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.2", "half"])
+def test_bad_train_fraction_is_refused(compose_train, fraction: str) -> None:
+    with pytest.raises(ConfigError, match=r"^data.train_fraction must"):
+        validate(compose_train("data=cifake", "data.root=/anywhere", f"data.train_fraction={fraction}"))
 
 
 def test_missing_cifake_root_is_refused(compose_train) -> None:

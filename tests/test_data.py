@@ -240,6 +240,42 @@ def test_bad_val_fraction_fails_before_decoding(cifake: Path, cache_dir: str, mo
         load_cifake(str(cifake), val_fraction=1.0, cache_dir=cache_dir)
 
 
+@pytest.mark.parametrize("fraction", [0.0, 1.5])
+def test_bad_train_fraction_fails_before_decoding(cifake: Path, cache_dir: str, monkeypatch: pytest.MonkeyPatch, fraction: float) -> None:
+    forbid_decoding(monkeypatch)
+
+    with pytest.raises(DataError, match="^data.train_fraction must be above 0 and at most 1"):
+        load_cifake(str(cifake), train_fraction=fraction, cache_dir=cache_dir)
+
+
+def test_train_fraction_keeps_nested_stratified_subsets_and_whole_val_and_test(cifake: Path, cache_dir: str) -> None:
+    whole = load_cifake(str(cifake), val_fraction=0.34, seed=0, cache_dir=cache_dir)
+    half = load_cifake(str(cifake), val_fraction=0.34, seed=0, cache_dir=cache_dir, train_fraction=0.5)
+
+    assert half.counts()["train"] == {"FAKE": 1, "REAL": 1, "total": 2}
+    assert half.counts()["val"] == whole.counts()["val"] and half.counts()["test"] == whole.counts()["test"]
+    np.testing.assert_array_equal(half.val.images, whole.val.images)
+    np.testing.assert_array_equal(half.test.images, whole.test.images)
+    # Each kept image is one of the whole split's, with its label: a subset, not a resample.
+    rows = {image.tobytes(): label for image, label in zip(whole.train.images, whole.train.labels)}
+    assert all(rows[image.tobytes()] == label for image, label in zip(half.train.images, half.train.labels))
+
+
+def test_keep_fraction_is_nested_and_keeps_one_image_per_class() -> None:
+    labels = np.array([0, 1] * 50)
+    images = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1) * np.ones((1, 32, 32, 3), dtype=np.uint8)
+    split = Split(images, labels)
+
+    quarter, half = data.keep_fraction(split, 0.25), data.keep_fraction(split, 0.5)
+    tiny = data.keep_fraction(split, 0.001)
+
+    assert quarter.class_counts() == {"FAKE": 12, "REAL": 12}  # round(12.5)
+    assert half.class_counts() == {"FAKE": 25, "REAL": 25}
+    assert set(quarter.images[:, 0, 0, 0]) < set(half.images[:, 0, 0, 0])
+    assert tiny.class_counts() == {"FAKE": 1, "REAL": 1}
+    assert data.keep_fraction(split, 1.0) is split
+
+
 def test_unreadable_files_are_skipped_counted_and_logged(
     cifake: Path, cache_dir: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,7 +13,7 @@ from forgery import schedules
 from forgery.config import ConfigError, validate
 from forgery.gradcam import cut_model, make_gradcam_heatmap
 from forgery.models import resnet
-from tests.conftest import run_forgery
+from tests.conftest import TINY_DEMO, run_forgery
 
 
 def test_cosine_warms_up_then_decays() -> None:
@@ -86,3 +86,23 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path: Path) -> Non
     assert run.data.metrics["evaluated_epoch"] == best
     if len(history) < 6:  # it stopped early: exactly `patience` epochs after the best one
         assert len(history) - best == 1
+
+
+def test_weight_averaging_validates_the_weights_it_keeps(compose_train, tmp_path: Path) -> None:
+    import keras
+
+    from forgery import checkpoints, train
+
+    cfg = compose_train(*TINY_DEMO, "epochs=2", "batch_size=16", "optimizer.lr=3e-3", "optimizer.use_ema=true", "optimizer.ema_momentum=0.9", "verbose=0")
+    dataset = instantiate(cfg.data)
+    keras.utils.set_random_seed(0)
+    model = train.build_model(cfg, len(dataset.train))
+    history = train.fit(model, dataset, cfg, checkpoints.CheckpointState(), tmp_path / "checkpoints", log_epoch=lambda metrics, epoch: None)
+
+    # What Keras left in the model after the last epoch is the moving average...
+    for weight, average in zip(model.trainable_weights, model.optimizer._model_variables_moving_average):
+        np.testing.assert_allclose(weight.numpy(), average.numpy())
+    # ...and the logged validation loss is that of these weights, not of the raw ones they averaged.
+    scores = model.evaluate(dataset.val.images, train.one_hot(dataset.val.labels), batch_size=256, verbose=0, return_dict=True)
+    assert scores["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-5)
+    assert train.weight_averaging(model) and not train.weight_averaging(train.build_model(compose_train(*TINY_DEMO), 80))

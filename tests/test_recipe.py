@@ -105,4 +105,10 @@ def test_weight_averaging_validates_the_weights_it_keeps(compose_train, tmp_path
     # ...and the logged validation loss is that of these weights, not of the raw ones they averaged.
     scores = model.evaluate(dataset.val.images, train.one_hot(dataset.val.labels), batch_size=256, verbose=0, return_dict=True)
     assert scores["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-5)
+    # The checkpoint a resume starts from holds the same weights and the average itself.
+    saved = checkpoints.load_model(tmp_path / "checkpoints")
+    for weight, average in zip(saved.trainable_weights, saved.optimizer._model_variables_moving_average):
+        np.testing.assert_allclose(weight.numpy(), average.numpy())
+    for weight, kept in zip(saved.trainable_weights, model.trainable_weights):
+        np.testing.assert_allclose(weight.numpy(), kept.numpy())
     assert train.weight_averaging(model) and not train.weight_averaging(train.build_model(compose_train(*TINY_DEMO), 80))

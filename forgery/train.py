@@ -173,6 +173,10 @@ def build_model(cfg: DictConfig, train_images: int, metrics: list[Any] | None = 
 
     model = instantiate(cfg.model, augmentation=instantiate(cfg.augment))
     steps_per_epoch = -(-train_images // cfg.batch_size)
+    if cfg.optimizer.get("use_ema"):
+        warning = averaging_span_warning(float(cfg.optimizer.ema_momentum), steps_per_epoch)
+        if warning:
+            log.warning(warning)
     learning_rate = instantiate(cfg.schedule, lr=cfg.optimizer.lr, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs)
     model.compile(
         optimizer=instantiate(cfg.optimizer, lr=learning_rate),
@@ -281,6 +285,18 @@ def weight_averaging(model: Any) -> list[Any]:
 
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # mixed precision wraps it
     return [keras.callbacks.SwapEMAWeights()] if getattr(optimizer, "use_ema", False) else []
+
+
+def averaging_span_warning(momentum: float, steps_per_epoch: int) -> str | None:
+    """Why a moving average spanning more than an epoch slows training (each epoch restarts from it), or None."""
+    span = 1.0 / (1.0 - momentum)
+    if span <= steps_per_epoch:
+        return None
+    suggested = 1.0 - 4.0 / steps_per_epoch if steps_per_epoch > 4 else 0.0
+    return (
+        f"optimizer.ema_momentum={momentum:g} averages over about {span:.0f} steps, more than an epoch's {steps_per_epoch}: "
+        f"each epoch restarts from an average that still holds much of the last one; try optimizer.ema_momentum={suggested:.3g}"
+    )
 
 
 class NumericalError(Exception):

@@ -112,3 +112,14 @@ def test_weight_averaging_validates_the_weights_it_keeps(compose_train, tmp_path
     for weight, kept in zip(saved.trainable_weights, model.trainable_weights):
         np.testing.assert_allclose(weight.numpy(), kept.numpy())
     assert train.weight_averaging(model) and not train.weight_averaging(train.build_model(compose_train(*TINY_DEMO), 80))
+
+
+@pytest.mark.parametrize(("momentum", "steps", "warned"), [(0.99, 282, False), (0.99, 71, True), (0.999, 500, True), (0.9, 5, True)])
+def test_an_average_longer_than_an_epoch_is_warned_about(momentum: float, steps: int, warned: bool) -> None:
+    from forgery.train import averaging_span_warning
+
+    warning = averaging_span_warning(momentum, steps)
+    assert (warning is not None) == warned
+    if warning:
+        suggested = float(warning.rsplit("=", 1)[1])
+        assert 1 / (1 - suggested) <= steps and "\n" not in warning

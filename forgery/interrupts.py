@@ -4,6 +4,10 @@ A KeyboardInterrupt raised inside an MLflow database write can leave its SQLite 
 the `end_run("KILLED")` that follows then waits on that lock; one raised inside a checkpoint save
 leaves a partial file. Writes run inside `deferred()`; a signal that arrives meanwhile is delivered as
 KeyboardInterrupt when the outermost deferred block ends.
+
+A KeyboardInterrupt raised while Python runs a weakref callback or a `__del__` (garbage collection
+during training does) is printed as "Exception ignored" and dropped. So every signal is also recorded,
+and training calls `raise_if_requested()` after each batch: a dropped interrupt still ends the run.
 """
 
 from __future__ import annotations
@@ -34,8 +38,15 @@ def deferred() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
+def raise_if_requested() -> None:
+    """Raise KeyboardInterrupt if a signal arrived while `handled()` is active (outside deferred blocks)."""
+    if getattr(_state, "requested", False) and _depth() == 0:
+        raise KeyboardInterrupt
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     """Signal handler: raise now, or mark the interrupt pending inside a deferred block."""
+    _state.requested = True  # kept even if the raise below lands where Python drops it
     if _depth() > 0:
         _state.pending = True
         return
@@ -50,8 +61,10 @@ def handled() -> Iterator[None]:
     except ValueError:  # not the main thread (some launchers): leave signals alone
         yield
         return
+    _state.requested = False
     try:
         yield
     finally:
+        _state.requested = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -250,7 +250,7 @@ def fit(
             shuffle=False,
             validation_data=validation,
             validation_batch_size=max(cfg.batch_size, VALIDATION_BATCH_SIZE),
-            callbacks=[run_progress(cfg.epochs), stop_on_non_finite_loss(epoch + 1, checkpoint_dir), *weight_averaging(model)],
+            callbacks=[run_progress(cfg.epochs), stop_on_non_finite_loss(epoch + 1, checkpoint_dir), stop_on_interrupt(), *weight_averaging(model)],
             verbose=progress_mode(cfg.verbose),
         )
         metrics = {name: float(values[-1]) for name, values in result.history.items()}
@@ -273,6 +273,22 @@ def fit(
         checkpoints.restore_best(checkpoint_dir, model)
         log.info("restored the weights of epoch %d (best %s %.4f)", state.best_epoch, cfg.early_stopping.metric, state.best_value)
     return state.history
+
+
+def stop_on_interrupt() -> Any:
+    """A Keras callback that ends training at the next batch after a Ctrl-C or SIGTERM that Python dropped."""
+    import keras
+
+    from forgery import interrupts
+
+    class _Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            interrupts.raise_if_requested()
+
+        def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            interrupts.raise_if_requested()
+
+    return _Stop()
 
 
 def weight_averaging(model: Any) -> list[Any]:

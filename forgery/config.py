@@ -46,6 +46,9 @@ def validate(cfg: DictConfig) -> None:
     precision = OmegaConf.select(cfg, "precision")
     if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ConfigError(f"precision must be float32, mixed_float16 or mixed_bfloat16, got {precision!r}")
+    tta = OmegaConf.select(cfg, "tta", default="none")  # an older run's config has no such key
+    if tta not in ("none", "flip"):
+        raise ConfigError(f"tta must be none or flip, got {tta!r}")
     fused = OmegaConf.select(cfg, "augment.fused", default=True)  # an older run's config has no such key
     if not isinstance(fused, bool):
         raise ConfigError(f"augment.fused must be true or false, got {fused!r}")

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from forgery.models import CLASSIFIER_LAYER, last_conv_layer
+from forgery.models import CLASSIFIER_LAYER, last_conv_layer, single_view
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,9 @@ class GradcamModel:
 
 
 def cut_model(model: keras.Model, layer_name: str | None = None) -> GradcamModel:
-    """Cut `model` at `layer_name` (default: its last top-level Conv2D)."""
+    """Cut `model` at `layer_name` (default: its last top-level Conv2D); a test-time view is cut inside,
+    so a heatmap explains the image as given, not the average with its mirror image."""
+    model = single_view(model)
     layer = model.get_layer(layer_name) if layer_name else last_conv_layer(model)
     classifier = model.get_layer(CLASSIFIER_LAYER)
     body = keras.Model(model.inputs[0], layer.output)

@@ -14,6 +14,10 @@ CLASSIFIER_LAYER = "classifier"
 # A model whose last convolution is not a cut point (a residual shortcut bypasses it) names the feature
 # map Grad-CAM should explain instead.
 FEATURES_LAYER = "features"
+# The test-time view that averages a network's prediction on an image and on its mirror image (tta=flip).
+MIRROR_LAYER = "mirror"
+FLIP_AVERAGE_LAYER = "flip_average"
+TEST_TIME_VIEWS = ("none", "flip")
 
 
 def cnn(
@@ -73,6 +77,40 @@ def inference_graph(model: keras.Model) -> keras.Model:
         return keras.Sequential([keras.layers.Identity()], name=layer.name) if is_augmentation_block(layer) else layer
 
     return keras.models.clone_model(model, clone_function=replace)
+
+
+def tta_view(model: keras.Model, tta: str) -> keras.Model:
+    """What is evaluated and served: `model` itself (tta=none), or the average of its (FAKE, REAL)
+    probabilities on each image and on its left-right mirror image (tta=flip), sharing `model`'s weights.
+
+    The mirror is a frozen EinsumDense whose kernel reverses the width axis, so the view holds Keras's own
+    layers only; it acts on raw 0-255 pixels, which every float type in use (TF32 and bfloat16 included)
+    holds exactly, so the mirrored image is exact.
+    """
+    if tta not in TEST_TIME_VIEWS:
+        raise ValueError(f"unknown test-time view {tta!r}; choose from {', '.join(TEST_TIME_VIEWS)}")
+    if tta == "none":
+        return model
+    inputs = keras.Input(model.inputs[0].shape[1:], name=model.inputs[0].name)
+    mirror = keras.layers.EinsumDense(
+        "bhwc,wv->bhvc", output_shape=tuple(inputs.shape[1:]), name=MIRROR_LAYER, trainable=False, dtype="float32"
+    )
+    mirrored = mirror(inputs)
+    width = inputs.shape[2]
+    mirror.kernel.assign(keras.ops.flip(keras.ops.eye(width, dtype="float32"), axis=0))
+    # float32 even under mixed precision, as the classifier: an average in float16 would round the probabilities.
+    outputs = keras.layers.Average(name=FLIP_AVERAGE_LAYER, dtype="float32")([model(inputs), model(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{model.name}_flip_average")
+
+
+def single_view(model: keras.Model) -> keras.Model:
+    """The network inside a test-time view (what Grad-CAM explains: one image, not the average), else `model`."""
+    if not any(layer.name == FLIP_AVERAGE_LAYER for layer in model.layers):
+        return model
+    networks = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(networks) != 1:
+        raise ValueError(f"model {model.name!r} has a {FLIP_AVERAGE_LAYER} layer but {len(networks)} networks inside")
+    return networks[0]
 
 
 def load(path: Path | str) -> keras.Model:

@@ -101,6 +101,7 @@ def model_card(
     gradcam_examples: int,
     seed: int,
     backend: str,
+    test_time_view: str = "none",
 ) -> dict[str, Any]:
     """What was trained, how, and on what: the facts a reader needs to judge a result."""
     return {
@@ -113,6 +114,7 @@ def model_card(
         "epochs": epochs,
         "batch_size": batch_size,
         "augmentation": augmentation,
+        "test_time_view": test_time_view,  # flip: every probability is the average over the image and its mirror image
         "dataset": {"name": dataset, "counts": counts, "issues": issues},
         "class_names": list(CLASS_NAMES),
         "gradcam_examples": gradcam_examples,

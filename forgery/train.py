@@ -144,7 +144,7 @@ def train(cfg: DictConfig) -> float:
             examples = dataset.test.images[:2]  # the signature: uint8 (N, 32, 32, 3) raw pixels, 0-255
             # The evaluated weights (the best epoch's when early stopping restored them), saved for forgery.upload;
             # as the inference graph, Keras's own layers only, so it loads without forgery.
-            served = models.inference_graph(model)
+            served = models.tta_view(models.inference_graph(model), cfg.get("tta", "none"))
             model_path = output_dir / "model" / "model.keras"
             model_path.parent.mkdir(parents=True, exist_ok=True)
             served.save(model_path)
@@ -359,8 +359,10 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
     """Test-split metrics, curves, report and Grad-CAM explanations of one FAKE and one REAL test image."""
     from forgery import calibration, evaluate, explain_checks, gradcam, models, report, robustness
 
+    scorer = models.tta_view(model, cfg.get("tta", "none"))  # what is served (an older run has no tta): test, calibration and robustness score it
+
     def predict(images: np.ndarray) -> np.ndarray:
-        return model.predict(images, batch_size=256, verbose=0)
+        return scorer.predict(images, batch_size=256, verbose=0)
 
     test = dataset.test
     probabilities = predict(test.images)
@@ -406,6 +408,7 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
         gradcam_examples=len(explanations),
         seed=cfg.seed,
         backend=_backend(),
+        test_time_view=cfg.get("tta", "none"),
     )
     evidence_metrics = {
         **calibration.calibration_metrics(calibration_result),

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from forgery.augment import build_augmentation
-from forgery.models import architecture_summary, cnn, inference_graph, last_conv_layer
+from forgery.gradcam import cut_model, make_gradcam_heatmap
+from forgery.models import architecture_summary, cnn, inference_graph, last_conv_layer, single_view, tta_view
 
 
 def seed_model(fused: bool = False) -> keras.Model:
@@ -79,3 +80,39 @@ def test_last_conv_layer_is_found_and_missing_one_is_an_error() -> None:
     inputs = keras.Input((4,))
     with pytest.raises(ValueError, match="no top-level Conv2D"):
         last_conv_layer(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+
+
+def test_flip_view_averages_the_image_and_its_mirror_with_keras_layers_only(tmp_path) -> None:
+    keras.utils.set_random_seed(3)
+    model = inference_graph(seed_model(fused=True))
+    view = tta_view(model, "flip")
+    pixels = np.random.default_rng(3).integers(0, 256, (5, 32, 32, 3)).astype("uint8")
+    single = model.predict(pixels, verbose=0)
+    mirrored = model.predict(pixels[:, :, ::-1], verbose=0)
+    assert np.abs(single - mirrored).max() > 1e-4  # an untrained model is not mirror-symmetric: the average shows
+    averaged = view.predict(pixels, verbose=0)
+    np.testing.assert_allclose(averaged, (single + mirrored) / 2, atol=1e-6)
+    assert [id(weight) for weight in view.trainable_weights] == [id(weight) for weight in model.trainable_weights]  # shared
+    assert view.count_params() - model.count_params() == 32 * 32  # the mirror's frozen kernel, nothing else
+    # Saved and reloaded in safe mode without forgery's layers: the same view, mirror included.
+    assert "forgery" not in json.dumps(view.get_config())
+    view.save(tmp_path / "view.keras")
+    loaded = keras.saving.load_model(tmp_path / "view.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(pixels, verbose=0), averaged)
+
+
+def test_no_view_is_the_model_and_an_unknown_one_is_refused() -> None:
+    model = cnn("plain", [8])
+    assert tta_view(model, "none") is model
+    assert single_view(model) is model
+    with pytest.raises(ValueError, match="unknown test-time view 'rotate'"):
+        tta_view(model, "rotate")
+
+
+def test_gradcam_explains_the_image_as_given_inside_a_flip_view() -> None:
+    keras.utils.set_random_seed(4)
+    model = cnn("tiny", [4, 8, 8])
+    view = tta_view(model, "flip")
+    assert single_view(view) is model
+    image = np.random.default_rng(4).integers(0, 256, (32, 32, 3)).astype("uint8")
+    np.testing.assert_allclose(make_gradcam_heatmap(cut_model(view), image, 1), make_gradcam_heatmap(cut_model(model), image, 1))

@@ -42,7 +42,7 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[dev]'")
     folder = tmp_path_factory.mktemp("site")
     store = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
-    trained = run_forgery("train", "epochs=1", "hydra.run.dir=out", cwd=folder, env=store)
+    trained = run_forgery("train", "epochs=1", "tta=flip", "hydra.run.dir=out", cwd=folder, env=store)
     assert trained.returncode == 0, trained.stderr[-3000:]
     promoted = run_forgery("promote", f"dest=public/{PAGE}", cwd=folder, env=store, timeout=120)
     assert promoted.returncode == 0, promoted.stderr
@@ -145,6 +145,7 @@ def test_page_shows_the_files_numbers_and_loads_every_image(browser: Any, server
     assert shown(page, "#model-card [data-key=parameters] dd") == f"{card['parameters']:,}"
     assert shown(page, "#model-card [data-key=optimizer] dd") == card["optimizer"]
     assert shown(page, "#model-card [data-key=batch_size] dd") == str(card["batch_size"])
+    assert shown(page, "#model-card [data-key=test_time_view] dd") == card["test_time_view"] == "flip"
     assert shown(page, "#model-card [data-row=test] [data-column=total]") == f"{card['dataset']['counts']['test']['total']:,}"
     assert page.locator("#model-card .layers li").all_inner_texts()[0].strip() == card["architecture"].split(" -> ")[0]
 

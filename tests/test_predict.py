@@ -165,3 +165,38 @@ def test_run_id_loads_the_run_model_and_applies_its_temperature(tmp_path: Path) 
     np.testing.assert_allclose([line["probabilities"]["FAKE"], line["probabilities"]["REAL"]], expected, atol=1e-4)
     unknown = run_forgery("predict", str(image), "run_id=0123456789abcdef0123456789abcdef", cwd=tmp_path, timeout=120)
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("error: unknown run")
+
+
+def test_a_flip_view_run_evaluates_serves_and_explains_the_same_average(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from forgery import evaluate
+    from forgery.demo_data import load_demo
+    from forgery.models import FLIP_AVERAGE_LAYER, single_view
+
+    trained = run_forgery("train", "tta=flip", "epochs=1", "data.train_per_class=60", "data.test_per_class=20", "verbose=0", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
+    card = json.loads((Path(run.data.tags["hydra_output_dir"]) / "report" / "model_card.json").read_text())
+    assert card["test_time_view"] == "flip"
+    # The served model is the view (Keras's layers only), and the logged test metrics are its own.
+    (model_path,) = (tmp_path / "mlruns").rglob("model.keras")
+    served = keras.saving.load_model(model_path, safe_mode=True)
+    assert FLIP_AVERAGE_LAYER in [layer.name for layer in served.layers]
+    test = load_demo(seed=42, train_per_class=60, test_per_class=20).test
+    probabilities = served.predict(test.images, verbose=0)
+    network = single_view(served)
+    single = network.predict(test.images, verbose=0)
+    np.testing.assert_allclose(probabilities, (single + network.predict(test.images[:, :, ::-1], verbose=0)) / 2, atol=1e-6)
+    logged = run.data.metrics["test_loss"]
+    assert logged == pytest.approx(evaluate.headline_metrics(test.labels, probabilities)["test_loss"], abs=1e-5)
+    assert logged != pytest.approx(evaluate.headline_metrics(test.labels, single)["test_loss"], abs=1e-5)  # not the single view's
+    # forgery.predict scores with the view and explains the image as given.
+    image = save_image(tmp_path / "a.png", (32, 32, 3), seed=5)
+    result = run_forgery("predict", str(image), f"model_path={model_path}", f"gradcam_dir={tmp_path / 'cams'}", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (line,) = json_lines(result.stdout)
+    pixels = np.asarray(Image.open(image))[None]
+    np.testing.assert_allclose([line["probabilities"]["FAKE"], line["probabilities"]["REAL"]], served.predict(pixels, verbose=0)[0], atol=1e-4)
+    assert Path(line["gradcam"]).is_file()

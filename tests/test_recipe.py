@@ -54,6 +54,7 @@ def test_residual_models_stay_under_a_million_parameters_and_explain(highpass: b
         ("precision=float8", "precision"),
         ("early_stopping.patience=0", "early_stopping.patience"),
         ("augment.fused=maybe", "augment.fused"),
+        ("tta=mirror", "tta"),
     ],
 )
 def test_recipe_values_are_checked(compose_train, override: str, key: str) -> None:

@@ -487,6 +487,7 @@ async function renderModelCard() {
     fact("Epochs", text(card, "epochs"), "epochs"),
     fact("Batch size", text(card, "batch_size"), "batch_size"),
     fact("Augmentation", text(card, "augmentation"), "augmentation"),
+    fact("Test-time view", text(card, "test_time_view"), "test_time_view"),
     fact("Dataset", text(dataset, "name"), "dataset"),
     fact("Seed", text(card, "seed"), "seed"),
     fact("Keras backend", text(card, "keras_backend"), "keras_backend"),

@@ -238,7 +238,10 @@ def fit(
     for epoch in range(state.logged_epoch, state.epoch):
         log_epoch({name: values[epoch] for name, values in state.history.items()}, epoch + 1)
     state.logged_epoch = state.epoch
+    patience = cfg.early_stopping.patience
     for epoch in range(state.epoch, cfg.epochs):
+        if patience_exhausted(state, patience):  # checked first: a run resumed after it had stopped trains no more
+            break
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(images))
         reset_random_generators(model, cfg.seed, epoch)
         result = model.fit(
@@ -265,14 +268,17 @@ def fit(
         log_epoch(metrics, epoch + 1)  # step = epoch number, 1-based as Keras prints it
         state.logged_epoch = epoch + 1
         checkpoints.write_state(checkpoint_dir, state)
-        patience = cfg.early_stopping.patience
-        if patience is not None and state.epoch - state.best_epoch >= patience:
-            log.info("early stopping after epoch %d: %s has not improved for %d epochs (best %.4f at epoch %d)", state.epoch, cfg.early_stopping.metric, patience, state.best_value, state.best_epoch)
-            break
+    if patience_exhausted(state, patience):
+        log.info("early stopping after epoch %d: %s has not improved for %d epochs (best %s at epoch %d)", state.epoch, cfg.early_stopping.metric, patience, f"{state.best_value:.4f}" if state.best_value is not None else "none", state.best_epoch)
     if cfg.early_stopping.restore_best and state.best_epoch and state.best_epoch != state.epoch:
         checkpoints.restore_best(checkpoint_dir, model)
         log.info("restored the weights of epoch %d (best %s %.4f)", state.best_epoch, cfg.early_stopping.metric, state.best_value)
     return state.history
+
+
+def patience_exhausted(state: Any, patience: int | None) -> bool:
+    """Whether early stopping ends training: `patience` epochs have passed since the best one (None: never)."""
+    return patience is not None and state.epoch - state.best_epoch >= patience
 
 
 def stop_on_interrupt() -> Any:

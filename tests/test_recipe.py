@@ -124,3 +124,27 @@ def test_an_average_longer_than_an_epoch_is_warned_about(momentum: float, steps:
     if warning:
         suggested = float(warning.rsplit("=", 1)[1])
         assert 1 / (1 - suggested) <= steps and "\n" not in warning
+
+
+def test_a_run_resumed_after_early_stopping_trains_no_further_epoch(compose_train, tmp_path: Path) -> None:
+    """A run that failed after early stopping had fired (say, in evaluation) resumes straight to evaluation."""
+    import keras
+
+    from forgery import checkpoints, train
+
+    cfg = compose_train(*TINY_DEMO, "epochs=5", "early_stopping.patience=2", "early_stopping.restore_best=true", "verbose=0")
+    dataset = instantiate(cfg.data)
+    keras.utils.set_random_seed(0)
+    model = train.build_model(cfg, len(dataset.train))
+    history = {name: [0.5, 0.6, 0.55] for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc")}
+    state = checkpoints.CheckpointState(epoch=3, logged_epoch=3, history=history, best_epoch=1, best_value=0.6)
+    folder = tmp_path / "checkpoints"
+    checkpoints.save(folder, model, state)
+    checkpoints.save_best(folder)
+    before = [weight.numpy().copy() for weight in model.weights]
+    logged: list[int] = []
+    resumed = train.fit(model, dataset, cfg, state, folder, log_epoch=lambda metrics, epoch: logged.append(epoch))
+    assert logged == [] and state.epoch == 3 and len(resumed["val_auc"]) == 3  # no epoch 4
+    for weight, old in zip(model.weights, before):
+        np.testing.assert_array_equal(weight.numpy(), old)  # the best checkpoint holds these same weights
+    assert train.patience_exhausted(state, 2) and not train.patience_exhausted(state, 3) and not train.patience_exhausted(state, None)

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from forgery.augment import build_augmentation
-from forgery.models import cnn
+from forgery.models import cnn, inference_graph, tta_view
 from tests.conftest import PROJECT_ROOT, run_forgery
 
 PROBE = Path(__file__).with_name("backend_probe.py")
@@ -30,7 +30,8 @@ def probe(backend: str, model_path: Path, images_path: Path, out_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A seed-architecture model with non-trivial weights (a few steps of training), saved, plus test images."""
+    """A seed-architecture model with non-trivial weights (a few steps of training), saved, plus test images;
+    beside it, its flip view as a run serves it with tta=flip (flip.keras)."""
     folder = tmp_path_factory.mktemp("backends")
     keras.utils.set_random_seed(11)
     model = cnn("small", [32, 64, 128], augmentation=build_augmentation("light", "horizontal", 0.1, 0.1))
@@ -39,16 +40,20 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     pixels = rng.integers(0, 256, (64, 32, 32, 3)).astype("uint8")
     model.fit(pixels, np.eye(2, dtype="float32")[rng.integers(0, 2, 64)], batch_size=16, epochs=1, verbose=0)
     model.save(folder / "model.keras")
+    tta_view(inference_graph(model), "flip").save(folder / "flip.keras")
     np.save(folder / "images.npy", pixels[:6])
     return folder / "model.keras", folder / "images.npy"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_same_model_same_answers_on_every_backend(trained_model: tuple[Path, Path], tmp_path: Path, backend: str) -> None:
+@pytest.mark.parametrize("view", ["none", "flip"])
+def test_same_model_same_answers_on_every_backend(trained_model: tuple[Path, Path], tmp_path: Path, backend: str, view: str) -> None:
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (pip install 'jax[cpu]' or torch to run this)")
     model_path, images_path = trained_model
+    if view == "flip":
+        model_path = model_path.with_name("flip.keras")
     reference = probe("tensorflow", model_path, images_path, tmp_path / "tensorflow.npz")
     other = probe(backend, model_path, images_path, tmp_path / f"{backend}.npz")
     assert str(other["backend"]) == backend
@@ -60,10 +65,10 @@ def test_same_model_same_answers_on_every_backend(trained_model: tuple[Path, Pat
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_a_run_on_the_jax_backend(tmp_path: Path) -> None:
-    result = run_forgery("train", "epochs=1", "data.train_per_class=60", "data.test_per_class=20", cwd=tmp_path, env={"KERAS_BACKEND": "jax"})
+    result = run_forgery("train", "epochs=1", "tta=flip", "data.train_per_class=60", "data.test_per_class=20", cwd=tmp_path, env={"KERAS_BACKEND": "jax"})
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
     assert run.info.status == "FINISHED" and {"test_roc_auc", "test_ece", "gradcam_deletion_auc"} <= set(run.data.metrics)
     card = Path(client.download_artifacts(run.info.run_id, "report/model_card.json", str(tmp_path))).read_text()
-    assert '"keras_backend": "jax"' in card
+    assert '"keras_backend": "jax"' in card and '"test_time_view": "flip"' in card

@@ -54,6 +54,39 @@ class RandomAffine(keras.layers.Layer):
         return {**super().get_config(), "flip": self.flip, "rotation": self.rotation, "zoom": self.zoom, "translation": self.translation, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomShift(keras.layers.Layer):
+    """Random shift by a whole number of pixels, up to `pixels` along each axis, reflect-filled at the border.
+
+    A whole-pixel shift copies pixel values exactly (nearest-neighbour sampling at integer offsets), so
+    unlike a resampling shift it keeps the pixel-level traces a detector reads; it is the padded random
+    crop of CIFAR training recipes, with reflected instead of black borders.
+    """
+
+    def __init__(self, pixels: int = 4, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pixels, self.seed = int(pixels), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, images: Any, training: bool = False) -> Any:
+        if not training or self.pixels == 0:
+            return images
+        draws = keras.random.randint((ops.shape(images)[0], 2), -self.pixels, self.pixels + 1, seed=self.seed_generator)
+        shift = ops.cast(draws, "float32")
+        ones, zeros = ops.ones_like(shift[:, 0]), ops.zeros_like(shift[:, 0])
+        # Output pixel (x, y) takes input pixel (x - dx, y - dy): a whole-pixel offset, so no interpolation.
+        transform = ops.stack([ones, zeros, -shift[:, 0], zeros, ones, -shift[:, 1], zeros, zeros], axis=1)
+        moved = ops.image.affine_transform(ops.cast(images, "float32"), transform, interpolation="nearest", fill_mode="reflect")
+        return ops.cast(moved, images.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "pixels": self.pixels, "seed": self.seed}
+
+
 def affine_rows(mirror: Any, angle: Any, scale: Any, shift_x: Any, shift_y: Any, centre_x: float, centre_y: float) -> Any:
     """Per image, the 8 numbers `affine_transform` takes: the map from an output pixel to where it samples the input.
 
@@ -78,8 +111,9 @@ def build_augmentation(
     translation: float = 0.0,
     contrast: float = 0.0,
     fused: bool = True,
+    shift_pixels: int = 0,
 ) -> keras.Sequential | None:
-    """Random flip/rotation/zoom/shift/contrast layers, or None when every option is off.
+    """Random flip/rotation/zoom/shift/whole-pixel shift/contrast layers, or None when every option is off.
 
     `fused` runs the geometric options as one RandomAffine layer when any of them resamples (a flip
     alone stays Keras's RandomFlip, which is exact and cheaper; a vertical flip keeps Keras's layers);
@@ -97,6 +131,8 @@ def build_augmentation(
             layers.append(keras.layers.RandomZoom(zoom))
         if translation:
             layers.append(keras.layers.RandomTranslation(translation, translation))
+    if shift_pixels:
+        layers.append(RandomShift(shift_pixels, name="random_shift"))
     if contrast:
         # RandomContrast expects 0-255 pixels by default; the block runs after Rescaling, on 0-1.
         layers.append(keras.layers.RandomContrast(contrast, value_range=(0.0, 1.0)))
@@ -107,4 +143,4 @@ def build_augmentation(
 
 def custom_objects() -> dict[str, type]:
     """What Keras needs to load a model holding this module's layers (passed where forgery loads a model)."""
-    return {f"{PACKAGE}>RandomAffine": RandomAffine}
+    return {f"{PACKAGE}>RandomAffine": RandomAffine, f"{PACKAGE}>RandomShift": RandomShift}

@@ -52,6 +52,10 @@ def validate(cfg: DictConfig) -> None:
     fused = OmegaConf.select(cfg, "augment.fused", default=True)  # an older run's config has no such key
     if not isinstance(fused, bool):
         raise ConfigError(f"augment.fused must be true or false, got {fused!r}")
+    if OmegaConf.select(cfg, "augment.shift_pixels") is not None:  # an older run's config has no such key
+        shift = _integer(cfg, "augment.shift_pixels")
+        if not 0 <= shift <= 8:
+            raise ConfigError(f"augment.shift_pixels must be a whole number from 0 to 8, got {shift}")
     patience = OmegaConf.select(cfg, "early_stopping.patience")
     if patience is not None:
         _positive_int(cfg, "early_stopping.patience")

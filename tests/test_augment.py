@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 from forgery import models
-from forgery.augment import RandomAffine, affine_rows, build_augmentation
+from forgery.augment import RandomAffine, RandomShift, affine_rows, build_augmentation
 
 SIZE = 32
 
@@ -73,6 +73,8 @@ def test_fused_is_used_only_where_it_resamples() -> None:
     assert kinds(build_augmentation("flip", "horizontal")) == ["RandomFlip"]  # exact and cheaper alone
     assert kinds(build_augmentation("light", "horizontal", 0.1, 0.1, fused=False)) == ["RandomFlip", "RandomRotation", "RandomZoom"]
     assert kinds(build_augmentation("vertical", "vertical", 0.1)) == ["RandomFlip", "RandomRotation"]  # RandomAffine mirrors left-right only
+    assert kinds(build_augmentation("flip_shift", "horizontal", shift_pixels=4)) == ["RandomFlip", "RandomShift"]
+    assert kinds(build_augmentation("shift", None, shift_pixels=2)) == ["RandomShift"]
 
 
 def test_a_model_with_the_layer_saves_and_loads(tmp_path) -> None:
@@ -82,5 +84,44 @@ def test_a_model_with_the_layer_saves_and_loads(tmp_path) -> None:
     block = next(layer for layer in loaded.layers if models.is_augmentation_block(layer))
     layer = block.layers[0]
     assert isinstance(layer, RandomAffine) and (layer.rotation, layer.zoom, layer.flip) == (0.1, 0.1, True)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3)).astype("uint8")
+    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-6)
+
+
+def offset_of(moved: np.ndarray, original: np.ndarray, pixels: int) -> tuple[int, int] | None:
+    """The whole-pixel (dx, dy) for which `moved` equals `original` shifted, judged away from the reflected border; None if none."""
+    inner = slice(pixels, SIZE - pixels)
+    for dx in range(-pixels, pixels + 1):
+        for dy in range(-pixels, pixels + 1):
+            source = original[pixels - dy : SIZE - pixels - dy, pixels - dx : SIZE - pixels - dx]
+            if np.array_equal(moved[inner, inner], source):
+                return dx, dy
+    return None
+
+
+def test_whole_pixel_shifts_copy_pixels_exactly_over_the_whole_range() -> None:
+    images = np.random.default_rng(0).random((300, SIZE, SIZE, 3)).astype("float32")
+    moved = np.asarray(RandomShift(3, seed=5)(images, training=True))
+    offsets = [offset_of(moved[index], images[index], 3) for index in range(len(images))]
+    assert None not in offsets  # every image is an exact shift: no interpolated value anywhere inside
+    assert set(offsets) == {(dx, dy) for dx in range(-3, 4) for dy in range(-3, 4)}  # all 49 offsets drawn, none beyond
+    # The border is filled by reflection: every output value is one of the image's own values.
+    assert all(np.isin(moved[index], images[index]).all() for index in range(0, len(images), 30))
+
+
+def test_whole_pixel_shifts_are_seeded_and_inert_at_inference() -> None:
+    images = np.random.default_rng(1).random((8, SIZE, SIZE, 3)).astype("float32")
+    first, second = RandomShift(4, seed=7), RandomShift(4, seed=7)
+    np.testing.assert_array_equal(first(images, training=True), second(images, training=True))
+    np.testing.assert_array_equal(first(images, training=False), images)
+    np.testing.assert_array_equal(RandomShift(0)(images, training=True), images)
+
+
+def test_a_model_with_whole_pixel_shifts_saves_and_loads(tmp_path) -> None:
+    model = models.resnet("resnet", [8, 8, 8], blocks_per_stage=1, augmentation=build_augmentation("flip_shift", "horizontal", shift_pixels=4))
+    model.save(tmp_path / "model.keras")
+    loaded = models.load(tmp_path / "model.keras")
+    block = next(layer for layer in loaded.layers if models.is_augmentation_block(layer))
+    assert [type(layer).__name__ for layer in block.layers] == ["RandomFlip", "RandomShift"] and block.layers[1].pixels == 4
     pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3)).astype("uint8")
     np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-6)

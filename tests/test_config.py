@@ -66,6 +66,9 @@ def test_demo_data_option_builds(compose_train) -> None:
         ("seed=1.5", "seed"),
         ("verbose=7", "verbose"),
         ("tracking.experiment=''", "tracking.experiment"),
+        ("augment.shift_pixels=9", "augment.shift_pixels"),
+        ("augment.shift_pixels=-1", "augment.shift_pixels"),
+        ("augment.shift_pixels=2.5", "augment.shift_pixels"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key: str) -> None:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+
+def register_resolvers() -> None:
+    """Make `${pid:}` known to OmegaConf: conf/train.yaml puts it in Hydra's run and sweep folder names.
+
+    Hydra names a folder by the second a run starts, so two runs started in the same second would share
+    one folder and overwrite each other's checkpoints and reports; the process id tells them apart. Cached,
+    so a sweep's jobs (copies of the config, even in other processes) keep the folder their launcher made.
+    """
+    if not OmegaConf.has_resolver("pid"):
+        OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True)
 
 
 class ConfigError(Exception):
@@ -49,9 +61,10 @@ def validate(cfg: DictConfig) -> None:
     tta = OmegaConf.select(cfg, "tta", default="none")  # an older run's config has no such key
     if tta not in ("none", "flip"):
         raise ConfigError(f"tta must be none or flip, got {tta!r}")
-    fused = OmegaConf.select(cfg, "augment.fused", default=True)  # an older run's config has no such key
-    if not isinstance(fused, bool):
-        raise ConfigError(f"augment.fused must be true or false, got {fused!r}")
+    for key in ("augment.fused", "augment.dihedral"):
+        switch = OmegaConf.select(cfg, key, default=False)  # an older run's config has no such key
+        if not isinstance(switch, bool):
+            raise ConfigError(f"{key} must be true or false, got {switch!r}")
     if OmegaConf.select(cfg, "augment.shift_pixels") is not None:  # an older run's config has no such key
         shift = _integer(cfg, "augment.shift_pixels")
         if not 0 <= shift <= 8:

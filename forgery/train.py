@@ -25,11 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from forgery import runtime, sweep
 
-from forgery.config import ConfigError, override_error, validate
+from forgery.config import ConfigError, override_error, register_resolvers, validate
 from forgery.data import CLASS_NAMES, DataError
 from forgery.tracking import TrackingUnavailable
 
 log = logging.getLogger(__name__)
+register_resolvers()  # before Hydra composes conf/train.yaml, whose folder names use ${pid:}
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 NATIVE_STARTUP_NOISE = re.compile(

@@ -36,7 +36,13 @@ def test_two_trainings_started_at_once_in_an_empty_folder_both_finish(tmp_path: 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
     assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs)
+    # Started in the same second, each still has a folder of its own (one shared folder mixed their files).
+    folders = {run.data.tags["hydra_output_dir"] for run in runs}
+    assert len(folders) == 2, folders
     for run in runs:
+        logged = Path(client.download_artifacts(run.info.run_id, "config/resolved.yaml", str(tmp_path / run.info.run_id)))
+        assert f"seed: {run.data.params['seed']}" in logged.read_text().splitlines()
+        assert (Path(run.data.tags["hydra_output_dir"]) / "model" / "model.keras").is_file()
         reports = {entry.path for entry in client.list_artifacts(run.info.run_id, "report")}
         assert {"report/training_metrics.json", "report/gradcam_results.json", "report/robustness.json"} <= reports
         assert "test_roc_auc" in run.data.metrics

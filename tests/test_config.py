@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from forgery.config import ConfigError, condense_hydra_error, override_error, validate
+from forgery.config import ConfigError, condense_hydra_error, override_error, register_resolvers, validate
 from tests.conftest import CONFIG_DIR, TINY_DEMO
 
 GROUPS = {group: sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml")) for group in ("model", "optimizer", "augment", "data")}
@@ -28,6 +29,19 @@ def test_defaults_and_top_level_knobs(compose_train) -> None:
     assert choices.data == "demo" and choices.augment == "light" and choices.model == "small"
     assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == pytest.approx(1e-4)
     validate(cfg)
+
+
+def test_run_and_sweep_folders_are_named_by_the_second_and_the_process() -> None:
+    # Two runs started in the same second must not share a folder (they would overwrite each other's checkpoints).
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    register_resolvers()  # a second registration (a sweep re-importing the module) is harmless
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", return_hydra_config=True)
+    for folder in (str(cfg.hydra.run.dir), str(cfg.hydra.sweep.dir)):
+        day, moment = folder.split("/")[1:]
+        assert len(day) == 10 and moment.endswith(f"_{os.getpid()}"), folder
 
 
 @pytest.mark.parametrize("model", GROUPS["model"])
@@ -69,6 +83,8 @@ def test_demo_data_option_builds(compose_train) -> None:
         ("augment.shift_pixels=9", "augment.shift_pixels"),
         ("augment.shift_pixels=-1", "augment.shift_pixels"),
         ("augment.shift_pixels=2.5", "augment.shift_pixels"),
+        ("augment.dihedral=sometimes", "augment.dihedral"),
+        ("augment.fused=2", "augment.fused"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key: str) -> None:

@@ -87,6 +87,41 @@ class RandomShift(keras.layers.Layer):
         return {**super().get_config(), "pixels": self.pixels, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomDihedral(keras.layers.Layer):
+    """One of the 8 symmetries of the square at random: a rotation by a multiple of 90 degrees, mirrored or not.
+
+    Each is a permutation of pixels, so, like a whole-pixel shift, it keeps every pixel-level trace exactly;
+    whether an image is real or generated does not depend on which way up it is shown.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def build(self, input_shape: Any) -> None:
+        if input_shape[1] != input_shape[2]:
+            raise ValueError(f"RandomDihedral needs square images, got {input_shape[1]}x{input_shape[2]}")
+
+    def call(self, images: Any, training: bool = False) -> Any:
+        if not training:
+            return images
+        # Three fair coins (transpose, flip rows, flip columns) reach each of the 8 symmetries with probability 1/8.
+        coins = keras.random.uniform((ops.shape(images)[0], 3), seed=self.seed_generator) < 0.5
+        coin = [ops.reshape(coins[:, index], (-1, 1, 1, 1)) for index in range(3)]
+        images = ops.where(coin[0], ops.transpose(images, (0, 2, 1, 3)), images)
+        images = ops.where(coin[1], ops.flip(images, axis=1), images)
+        return ops.where(coin[2], ops.flip(images, axis=2), images)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "seed": self.seed}
+
+
 def affine_rows(mirror: Any, angle: Any, scale: Any, shift_x: Any, shift_y: Any, centre_x: float, centre_y: float) -> Any:
     """Per image, the 8 numbers `affine_transform` takes: the map from an output pixel to where it samples the input.
 
@@ -112,8 +147,9 @@ def build_augmentation(
     contrast: float = 0.0,
     fused: bool = True,
     shift_pixels: int = 0,
+    dihedral: bool = False,
 ) -> keras.Sequential | None:
-    """Random flip/rotation/zoom/shift/whole-pixel shift/contrast layers, or None when every option is off.
+    """Random flip/rotation/zoom/shift/whole-pixel shift/dihedral/contrast layers, or None when every option is off.
 
     `fused` runs the geometric options as one RandomAffine layer when any of them resamples (a flip
     alone stays Keras's RandomFlip, which is exact and cheaper; a vertical flip keeps Keras's layers);
@@ -133,6 +169,8 @@ def build_augmentation(
             layers.append(keras.layers.RandomTranslation(translation, translation))
     if shift_pixels:
         layers.append(RandomShift(shift_pixels, name="random_shift"))
+    if dihedral:
+        layers.append(RandomDihedral(name="random_dihedral"))
     if contrast:
         # RandomContrast expects 0-255 pixels by default; the block runs after Rescaling, on 0-1.
         layers.append(keras.layers.RandomContrast(contrast, value_range=(0.0, 1.0)))
@@ -143,4 +181,4 @@ def build_augmentation(
 
 def custom_objects() -> dict[str, type]:
     """What Keras needs to load a model holding this module's layers (passed where forgery loads a model)."""
-    return {f"{PACKAGE}>RandomAffine": RandomAffine, f"{PACKAGE}>RandomShift": RandomShift}
+    return {f"{PACKAGE}>{layer.__name__}": layer for layer in (RandomAffine, RandomShift, RandomDihedral)}

@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 from forgery import models
-from forgery.augment import RandomAffine, RandomShift, affine_rows, build_augmentation
+from forgery.augment import RandomAffine, RandomDihedral, RandomShift, affine_rows, build_augmentation
 
 SIZE = 32
 
@@ -75,6 +75,7 @@ def test_fused_is_used_only_where_it_resamples() -> None:
     assert kinds(build_augmentation("vertical", "vertical", 0.1)) == ["RandomFlip", "RandomRotation"]  # RandomAffine mirrors left-right only
     assert kinds(build_augmentation("flip_shift", "horizontal", shift_pixels=4)) == ["RandomFlip", "RandomShift"]
     assert kinds(build_augmentation("shift", None, shift_pixels=2)) == ["RandomShift"]
+    assert kinds(build_augmentation("dihedral_shift", None, shift_pixels=4, dihedral=True)) == ["RandomShift", "RandomDihedral"]
 
 
 def test_a_model_with_the_layer_saves_and_loads(tmp_path) -> None:
@@ -123,5 +124,43 @@ def test_a_model_with_whole_pixel_shifts_saves_and_loads(tmp_path) -> None:
     loaded = models.load(tmp_path / "model.keras")
     block = next(layer for layer in loaded.layers if models.is_augmentation_block(layer))
     assert [type(layer).__name__ for layer in block.layers] == ["RandomFlip", "RandomShift"] and block.layers[1].pixels == 4
+    pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3)).astype("uint8")
+    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-6)
+
+
+def symmetry_of(moved: np.ndarray, original: np.ndarray) -> tuple[int, bool] | None:
+    """(quarter turns, mirrored) for which `moved` equals `original` exactly; None if no symmetry of the square gives it."""
+    for turns in range(4):
+        turned = np.rot90(original, turns)
+        for mirrored in (False, True):
+            if np.array_equal(moved, turned[:, ::-1] if mirrored else turned):
+                return turns, mirrored
+    return None
+
+
+def test_dihedral_draws_all_eight_symmetries_evenly_and_copies_pixels_exactly() -> None:
+    images = np.random.default_rng(2).random((800, SIZE, SIZE, 3)).astype("float32")
+    moved = np.asarray(RandomDihedral(seed=4)(images, training=True))
+    found = [symmetry_of(moved[index], images[index]) for index in range(len(images))]
+    assert None not in found  # each output is an exact rotation or mirror image of its own input
+    counts = {symmetry: found.count(symmetry) for symmetry in set(found)}
+    assert len(counts) == 8 and min(counts.values()) > 60 and max(counts.values()) < 140  # about 100 each
+
+
+def test_dihedral_is_seeded_inert_at_inference_and_refuses_non_square_images() -> None:
+    images = np.random.default_rng(3).random((8, SIZE, SIZE, 3)).astype("float32")
+    first, second = RandomDihedral(seed=7), RandomDihedral(seed=7)
+    np.testing.assert_array_equal(first(images, training=True), second(images, training=True))
+    np.testing.assert_array_equal(first(images, training=False), images)
+    with pytest.raises(ValueError, match="square"):
+        RandomDihedral()(np.zeros((2, SIZE, SIZE + 2, 3), "float32"), training=True)
+
+
+def test_a_model_with_dihedral_symmetries_saves_and_loads(tmp_path) -> None:
+    model = models.resnet("resnet", [8, 8, 8], blocks_per_stage=1, augmentation=build_augmentation("dihedral_shift", None, shift_pixels=4, dihedral=True))
+    model.save(tmp_path / "model.keras")
+    loaded = models.load(tmp_path / "model.keras")
+    block = next(layer for layer in loaded.layers if models.is_augmentation_block(layer))
+    assert [type(layer).__name__ for layer in block.layers] == ["RandomShift", "RandomDihedral"]
     pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3)).astype("uint8")
     np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-6)

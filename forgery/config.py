@@ -59,8 +59,8 @@ def validate(cfg: DictConfig) -> None:
     if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ConfigError(f"precision must be float32, mixed_float16 or mixed_bfloat16, got {precision!r}")
     tta = OmegaConf.select(cfg, "tta", default="none")  # an older run's config has no such key
-    if tta not in ("none", "flip"):
-        raise ConfigError(f"tta must be none or flip, got {tta!r}")
+    if tta not in ("none", "flip", "dihedral"):  # forgery.models.TEST_TIME_VIEWS, without importing Keras here
+        raise ConfigError(f"tta must be none, flip or dihedral, got {tta!r}")
     for key in ("augment.fused", "augment.dihedral"):
         switch = OmegaConf.select(cfg, key, default=False)  # an older run's config has no such key
         if not isinstance(switch, bool):

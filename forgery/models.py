@@ -14,10 +14,14 @@ CLASSIFIER_LAYER = "classifier"
 # A model whose last convolution is not a cut point (a residual shortcut bypasses it) names the feature
 # map Grad-CAM should explain instead.
 FEATURES_LAYER = "features"
-# The test-time view that averages a network's prediction on an image and on its mirror image (tta=flip).
+# The test-time views: the average of a network's prediction over each image and its mirror image
+# (tta=flip), or over all 8 symmetries of the square (tta=dihedral, for networks trained with them).
 MIRROR_LAYER = "mirror"
-FLIP_AVERAGE_LAYER = "flip_average"
-TEST_TIME_VIEWS = ("none", "flip")
+FLIP_ROWS_LAYER = "flip_rows"
+TRANSPOSE_LAYER = "transpose"
+VIEW_AVERAGE_LAYERS = {"flip": "flip_average", "dihedral": "dihedral_average"}
+FLIP_AVERAGE_LAYER = VIEW_AVERAGE_LAYERS["flip"]
+TEST_TIME_VIEWS = ("none", *VIEW_AVERAGE_LAYERS)
 
 
 def cnn(
@@ -81,35 +85,46 @@ def inference_graph(model: keras.Model) -> keras.Model:
 
 def tta_view(model: keras.Model, tta: str) -> keras.Model:
     """What is evaluated and served: `model` itself (tta=none), or the average of its (FAKE, REAL)
-    probabilities on each image and on its left-right mirror image (tta=flip), sharing `model`'s weights.
+    probabilities over views of each image, sharing `model`'s weights: the image and its left-right
+    mirror image (tta=flip), or all 8 symmetries of the square (tta=dihedral: rotations by multiples of
+    90 degrees, mirrored or not).
 
-    The mirror is a frozen EinsumDense whose kernel reverses the width axis, so the view holds Keras's own
-    layers only; it acts on raw 0-255 pixels, which every float type in use (TF32 and bfloat16 included)
-    holds exactly, so the mirrored image is exact.
+    The mirrors are frozen EinsumDense layers whose kernels reverse an axis, the transpose a Permute, so
+    the view holds Keras's own layers only; they act on raw 0-255 pixels, which every float type in use
+    (TF32 and bfloat16 included) holds exactly, so each view is exact.
     """
     if tta not in TEST_TIME_VIEWS:
         raise ValueError(f"unknown test-time view {tta!r}; choose from {', '.join(TEST_TIME_VIEWS)}")
     if tta == "none":
         return model
     inputs = keras.Input(model.inputs[0].shape[1:], name=model.inputs[0].name)
-    mirror = keras.layers.EinsumDense(
-        "bhwc,wv->bhvc", output_shape=tuple(inputs.shape[1:]), name=MIRROR_LAYER, trainable=False, dtype="float32"
-    )
-    mirrored = mirror(inputs)
-    width = inputs.shape[2]
-    mirror.kernel.assign(keras.ops.flip(keras.ops.eye(width, dtype="float32"), axis=0))
+    mirror = _axis_reversal("bhwc,wv->bhvc", tuple(inputs.shape[1:]), inputs.shape[2], MIRROR_LAYER)
+    views = [inputs, mirror(inputs)]
+    if tta == "dihedral":
+        flip_rows = _axis_reversal("bhwc,hv->bvwc", tuple(inputs.shape[1:]), inputs.shape[1], FLIP_ROWS_LAYER)
+        transposed = keras.layers.Permute((2, 1, 3), name=TRANSPOSE_LAYER)(inputs)
+        views += [flip_rows(inputs), mirror(flip_rows(inputs)), transposed, mirror(transposed), flip_rows(transposed), mirror(flip_rows(transposed))]
     # float32 even under mixed precision, as the classifier: an average in float16 would round the probabilities.
-    outputs = keras.layers.Average(name=FLIP_AVERAGE_LAYER, dtype="float32")([model(inputs), model(mirrored)])
-    return keras.Model(inputs, outputs, name=f"{model.name}_flip_average")
+    outputs = keras.layers.Average(name=VIEW_AVERAGE_LAYERS[tta], dtype="float32")([model(view) for view in views])
+    return keras.Model(inputs, outputs, name=f"{model.name}_{VIEW_AVERAGE_LAYERS[tta]}")
+
+
+def _axis_reversal(equation: str, shape: tuple[int, ...], length: int, name: str) -> keras.Layer:
+    """A frozen EinsumDense that reverses one image axis (its kernel the flipped identity), built and set."""
+    layer = keras.layers.EinsumDense(equation, output_shape=shape, name=name, trainable=False, dtype="float32")
+    layer.build((None, *shape))
+    layer.kernel.assign(keras.ops.flip(keras.ops.eye(length, dtype="float32"), axis=0))
+    return layer
 
 
 def single_view(model: keras.Model) -> keras.Model:
     """The network inside a test-time view (what Grad-CAM explains: one image, not the average), else `model`."""
-    if not any(layer.name == FLIP_AVERAGE_LAYER for layer in model.layers):
+    averages = [layer.name for layer in model.layers if layer.name in VIEW_AVERAGE_LAYERS.values()]
+    if not averages:
         return model
     networks = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if len(networks) != 1:
-        raise ValueError(f"model {model.name!r} has a {FLIP_AVERAGE_LAYER} layer but {len(networks)} networks inside")
+        raise ValueError(f"model {model.name!r} has a {averages[0]} layer but {len(networks)} networks inside")
     return networks[0]
 
 

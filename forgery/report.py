@@ -114,7 +114,7 @@ def model_card(
         "epochs": epochs,
         "batch_size": batch_size,
         "augmentation": augmentation,
-        "test_time_view": test_time_view,  # flip: every probability is the average over the image and its mirror image
+        "test_time_view": test_time_view,  # flip: every probability is the average over the image and its mirror image; dihedral: over its 8 rotations and mirror images
         "dataset": {"name": dataset, "counts": counts, "issues": issues},
         "class_names": list(CLASS_NAMES),
         "gradcam_examples": gradcam_examples,

@@ -31,7 +31,7 @@ def probe(backend: str, model_path: Path, images_path: Path, out_path: Path) -> 
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A seed-architecture model with non-trivial weights (a few steps of training), saved, plus test images;
-    beside it, its flip view as a run serves it with tta=flip (flip.keras)."""
+    beside it, its views as a run serves them with tta=flip and tta=dihedral (flip.keras, dihedral.keras)."""
     folder = tmp_path_factory.mktemp("backends")
     keras.utils.set_random_seed(11)
     model = cnn("small", [32, 64, 128], augmentation=build_augmentation("light", "horizontal", 0.1, 0.1))
@@ -40,20 +40,21 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     pixels = rng.integers(0, 256, (64, 32, 32, 3)).astype("uint8")
     model.fit(pixels, np.eye(2, dtype="float32")[rng.integers(0, 2, 64)], batch_size=16, epochs=1, verbose=0)
     model.save(folder / "model.keras")
-    tta_view(inference_graph(model), "flip").save(folder / "flip.keras")
+    for view in ("flip", "dihedral"):
+        tta_view(inference_graph(model), view).save(folder / f"{view}.keras")
     np.save(folder / "images.npy", pixels[:6])
     return folder / "model.keras", folder / "images.npy"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-@pytest.mark.parametrize("view", ["none", "flip"])
+@pytest.mark.parametrize("view", ["none", "flip", "dihedral"])
 def test_same_model_same_answers_on_every_backend(trained_model: tuple[Path, Path], tmp_path: Path, backend: str, view: str) -> None:
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (pip install 'jax[cpu]' or torch to run this)")
     model_path, images_path = trained_model
-    if view == "flip":
-        model_path = model_path.with_name("flip.keras")
+    if view != "none":
+        model_path = model_path.with_name(f"{view}.keras")
     reference = probe("tensorflow", model_path, images_path, tmp_path / "tensorflow.npz")
     other = probe(backend, model_path, images_path, tmp_path / f"{backend}.npz")
     assert str(other["backend"]) == backend

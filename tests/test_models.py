@@ -101,6 +101,25 @@ def test_flip_view_averages_the_image_and_its_mirror_with_keras_layers_only(tmp_
     np.testing.assert_array_equal(loaded.predict(pixels, verbose=0), averaged)
 
 
+def test_dihedral_view_averages_all_eight_symmetries_with_keras_layers_only(tmp_path) -> None:
+    keras.utils.set_random_seed(5)
+    model = inference_graph(seed_model(fused=True))
+    view = tta_view(model, "dihedral")
+    pixels = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    symmetries = [np.rot90(pixels, turns, axes=(1, 2)) for turns in range(4)]
+    symmetries += [image[:, :, ::-1] for image in symmetries]
+    each = np.stack([model.predict(np.ascontiguousarray(image), verbose=0) for image in symmetries])
+    assert np.abs(each - each[0]).max() > 1e-4  # an untrained model is not symmetric: the average shows
+    averaged = view.predict(pixels, verbose=0)
+    np.testing.assert_allclose(averaged, each.mean(axis=0), atol=1e-6)
+    assert [id(weight) for weight in view.trainable_weights] == [id(weight) for weight in model.trainable_weights]  # shared
+    assert view.count_params() - model.count_params() == 2 * 32 * 32  # two frozen axis reversals, nothing else
+    assert "forgery" not in json.dumps(view.get_config())
+    view.save(tmp_path / "view.keras")
+    loaded = keras.saving.load_model(tmp_path / "view.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(pixels, verbose=0), averaged)
+
+
 def test_no_view_is_the_model_and_an_unknown_one_is_refused() -> None:
     model = cnn("plain", [8])
     assert tta_view(model, "none") is model
@@ -109,10 +128,11 @@ def test_no_view_is_the_model_and_an_unknown_one_is_refused() -> None:
         tta_view(model, "rotate")
 
 
-def test_gradcam_explains_the_image_as_given_inside_a_flip_view() -> None:
+@pytest.mark.parametrize("tta", ["flip", "dihedral"])
+def test_gradcam_explains_the_image_as_given_inside_a_view(tta: str) -> None:
     keras.utils.set_random_seed(4)
     model = cnn("tiny", [4, 8, 8])
-    view = tta_view(model, "flip")
+    view = tta_view(model, tta)
     assert single_view(view) is model
     image = np.random.default_rng(4).integers(0, 256, (32, 32, 3)).astype("uint8")
     np.testing.assert_allclose(make_gradcam_heatmap(cut_model(view), image, 1), make_gradcam_heatmap(cut_model(model), image, 1))

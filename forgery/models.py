@@ -20,7 +20,6 @@ MIRROR_LAYER = "mirror"
 FLIP_ROWS_LAYER = "flip_rows"
 TRANSPOSE_LAYER = "transpose"
 VIEW_AVERAGE_LAYERS = {"flip": "flip_average", "dihedral": "dihedral_average"}
-FLIP_AVERAGE_LAYER = VIEW_AVERAGE_LAYERS["flip"]
 TEST_TIME_VIEWS = ("none", *VIEW_AVERAGE_LAYERS)
 
 

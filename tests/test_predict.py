@@ -167,28 +167,39 @@ def test_run_id_loads_the_run_model_and_applies_its_temperature(tmp_path: Path) 
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("error: unknown run")
 
 
-def test_a_flip_view_run_evaluates_serves_and_explains_the_same_average(tmp_path: Path) -> None:
+def symmetric_views(images: np.ndarray, view: str) -> list[np.ndarray]:
+    """The images as a test-time view sees them: with their mirror images (flip), or in all 8 symmetries of the square (dihedral)."""
+    if view == "flip":
+        return [images, images[:, :, ::-1]]
+    turned = [np.rot90(images, turns, axes=(1, 2)) for turns in range(4)]
+    return [np.ascontiguousarray(image) for image in turned + [image[:, :, ::-1] for image in turned]]
+
+
+@pytest.mark.parametrize("view", ["flip", "dihedral"])
+def test_a_view_run_evaluates_serves_and_explains_the_same_average(tmp_path: Path, view: str) -> None:
     from mlflow.tracking import MlflowClient
 
     from forgery import evaluate
     from forgery.demo_data import load_demo
-    from forgery.models import FLIP_AVERAGE_LAYER, single_view
+    from forgery.models import VIEW_AVERAGE_LAYERS, single_view
 
-    trained = run_forgery("train", "tta=flip", "epochs=1", "data.train_per_class=60", "data.test_per_class=20", "verbose=0", cwd=tmp_path)
+    augment = ["augment=dihedral_shift"] if view == "dihedral" else []
+    trained = run_forgery("train", f"tta={view}", *augment, "epochs=1", "data.train_per_class=60", "data.test_per_class=20", "verbose=0", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
     card = json.loads((Path(run.data.tags["hydra_output_dir"]) / "report" / "model_card.json").read_text())
-    assert card["test_time_view"] == "flip"
+    assert card["test_time_view"] == view
     # The served model is the view (Keras's layers only), and the logged test metrics are its own.
     (model_path,) = (tmp_path / "mlruns").rglob("model.keras")
     served = keras.saving.load_model(model_path, safe_mode=True)
-    assert FLIP_AVERAGE_LAYER in [layer.name for layer in served.layers]
+    assert VIEW_AVERAGE_LAYERS[view] in [layer.name for layer in served.layers]
     test = load_demo(seed=42, train_per_class=60, test_per_class=20).test
     probabilities = served.predict(test.images, verbose=0)
     network = single_view(served)
     single = network.predict(test.images, verbose=0)
-    np.testing.assert_allclose(probabilities, (single + network.predict(test.images[:, :, ::-1], verbose=0)) / 2, atol=1e-6)
+    expected = np.mean([network.predict(images, verbose=0) for images in symmetric_views(test.images, view)], axis=0)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
     logged = run.data.metrics["test_loss"]
     assert logged == pytest.approx(evaluate.headline_metrics(test.labels, probabilities)["test_loss"], abs=1e-5)
     assert logged != pytest.approx(evaluate.headline_metrics(test.labels, single)["test_loss"], abs=1e-5)  # not the single view's

@@ -54,16 +54,10 @@ class RandomAffine(keras.layers.Layer):
         return {**super().get_config(), "flip": self.flip, "rotation": self.rotation, "zoom": self.zoom, "translation": self.translation, "seed": self.seed}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class RandomShift(keras.layers.Layer):
-    """Random shift by a whole number of pixels, up to `pixels` along each axis, reflect-filled at the border.
+class PixelSizedAugmentation(keras.layers.Layer):
+    """A seeded training-time layer sized by one whole number of pixels; inert at inference and at 0 pixels."""
 
-    A whole-pixel shift copies pixel values exactly (nearest-neighbour sampling at integer offsets), so
-    unlike a resampling shift it keeps the pixel-level traces a detector reads; it is the padded random
-    crop of CIFAR training recipes, with reflected instead of black borders.
-    """
-
-    def __init__(self, pixels: int = 4, seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, pixels: int, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pixels, self.seed = int(pixels), seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -72,6 +66,28 @@ class RandomShift(keras.layers.Layer):
     def call(self, images: Any, training: bool = False) -> Any:
         if not training or self.pixels == 0:
             return images
+        return self.augment(images)
+
+    def augment(self, images: Any) -> Any:
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "pixels": self.pixels, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomShift(PixelSizedAugmentation):
+    """Random shift by a whole number of pixels, up to `pixels` along each axis, reflect-filled at the border.
+
+    A whole-pixel shift copies pixel values exactly (nearest-neighbour sampling at integer offsets), so
+    unlike a resampling shift it keeps the pixel-level traces a detector reads; it is the padded random
+    crop of CIFAR training recipes, with reflected instead of black borders.
+    """
+
+    def augment(self, images: Any) -> Any:
         draws = keras.random.randint((ops.shape(images)[0], 2), -self.pixels, self.pixels + 1, seed=self.seed_generator)
         shift = ops.cast(draws, "float32")
         ones, zeros = ops.ones_like(shift[:, 0]), ops.zeros_like(shift[:, 0])
@@ -79,12 +95,6 @@ class RandomShift(keras.layers.Layer):
         transform = ops.stack([ones, zeros, -shift[:, 0], zeros, ones, -shift[:, 1], zeros, zeros], axis=1)
         moved = ops.image.affine_transform(ops.cast(images, "float32"), transform, interpolation="nearest", fill_mode="reflect")
         return ops.cast(moved, images.dtype)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "pixels": self.pixels, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -122,6 +132,29 @@ class RandomDihedral(keras.layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomCutout(PixelSizedAugmentation):
+    """Cutout: a `pixels` x `pixels` square at a random place in each image is set to mid-grey (0.5).
+
+    The square's centre is uniform over the image, so it may hang over the border (on average it hides
+    about 12% of a 32x32 image at 12 pixels, against 14% for a square wholly inside). Every other pixel keeps its exact value, so, unlike a
+    resampling augmentation, it blurs no trace; it makes the network read the whole image instead of
+    leaning on one region. Runs after Rescaling, on 0-1 pixels.
+    """
+
+    def augment(self, images: Any) -> Any:
+        height, width = images.shape[1], images.shape[2]
+        draws = keras.random.uniform((ops.shape(images)[0], 2), seed=self.seed_generator)
+        # The centre is a pixel drawn uniformly, as in DeVries & Taylor's cutout; near the border part of the square falls outside.
+        top = ops.floor(draws[:, 0] * height) - self.pixels // 2
+        left = ops.floor(draws[:, 1] * width) - self.pixels // 2
+        rows = ops.reshape(ops.arange(height, dtype="float32"), (1, height, 1, 1))
+        columns = ops.reshape(ops.arange(width, dtype="float32"), (1, 1, width, 1))
+        top, left = ops.reshape(top, (-1, 1, 1, 1)), ops.reshape(left, (-1, 1, 1, 1))
+        inside = (rows >= top) & (rows < top + self.pixels) & (columns >= left) & (columns < left + self.pixels)
+        return ops.where(inside, ops.cast(0.5, images.dtype), images)
+
+
 def affine_rows(mirror: Any, angle: Any, scale: Any, shift_x: Any, shift_y: Any, centre_x: float, centre_y: float) -> Any:
     """Per image, the 8 numbers `affine_transform` takes: the map from an output pixel to where it samples the input.
 
@@ -148,8 +181,9 @@ def build_augmentation(
     fused: bool = True,
     shift_pixels: int = 0,
     dihedral: bool = False,
+    cutout_pixels: int = 0,
 ) -> keras.Sequential | None:
-    """Random flip/rotation/zoom/shift/whole-pixel shift/dihedral/contrast layers, or None when every option is off.
+    """Random flip/rotation/zoom/shift/whole-pixel shift/dihedral/contrast/cutout layers, or None when every option is off.
 
     `fused` runs the geometric options as one RandomAffine layer when any of them resamples (a flip
     alone stays Keras's RandomFlip, which is exact and cheaper; a vertical flip keeps Keras's layers);
@@ -174,6 +208,8 @@ def build_augmentation(
     if contrast:
         # RandomContrast expects 0-255 pixels by default; the block runs after Rescaling, on 0-1.
         layers.append(keras.layers.RandomContrast(contrast, value_range=(0.0, 1.0)))
+    if cutout_pixels:  # last, so the grey square is not itself shifted, turned or re-contrasted
+        layers.append(RandomCutout(cutout_pixels, name="random_cutout"))
     if not layers:
         return None
     return keras.Sequential(layers, name=f"augmentation_{name}")
@@ -181,4 +217,4 @@ def build_augmentation(
 
 def custom_objects() -> dict[str, type]:
     """What Keras needs to load a model holding this module's layers (passed where forgery loads a model)."""
-    return {f"{PACKAGE}>{layer.__name__}": layer for layer in (RandomAffine, RandomShift, RandomDihedral)}
+    return {f"{PACKAGE}>{layer.__name__}": layer for layer in (RandomAffine, RandomShift, RandomDihedral, RandomCutout)}

@@ -69,6 +69,10 @@ def validate(cfg: DictConfig) -> None:
         shift = _integer(cfg, "augment.shift_pixels")
         if not 0 <= shift <= 8:
             raise ConfigError(f"augment.shift_pixels must be a whole number from 0 to 8, got {shift}")
+    if OmegaConf.select(cfg, "augment.cutout_pixels") is not None:  # an older run's config has no such key
+        square = _integer(cfg, "augment.cutout_pixels")
+        if not 0 <= square <= 16:
+            raise ConfigError(f"augment.cutout_pixels must be a whole number from 0 to 16, got {square}")
     patience = OmegaConf.select(cfg, "early_stopping.patience")
     if patience is not None:
         _positive_int(cfg, "early_stopping.patience")

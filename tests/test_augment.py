@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 from forgery import models
-from forgery.augment import RandomAffine, RandomDihedral, RandomShift, affine_rows, build_augmentation
+from forgery.augment import RandomAffine, RandomCutout, RandomDihedral, RandomShift, affine_rows, build_augmentation
 
 SIZE = 32
 
@@ -76,6 +76,7 @@ def test_fused_is_used_only_where_it_resamples() -> None:
     assert kinds(build_augmentation("flip_shift", "horizontal", shift_pixels=4)) == ["RandomFlip", "RandomShift"]
     assert kinds(build_augmentation("shift", None, shift_pixels=2)) == ["RandomShift"]
     assert kinds(build_augmentation("dihedral_shift", None, shift_pixels=4, dihedral=True)) == ["RandomShift", "RandomDihedral"]
+    assert kinds(build_augmentation("flip_shift_cutout", "horizontal", shift_pixels=4, cutout_pixels=12)) == ["RandomFlip", "RandomShift", "RandomCutout"]
 
 
 def test_a_model_with_the_layer_saves_and_loads(tmp_path) -> None:
@@ -162,5 +163,47 @@ def test_a_model_with_dihedral_symmetries_saves_and_loads(tmp_path) -> None:
     loaded = models.load(tmp_path / "model.keras")
     block = next(layer for layer in loaded.layers if models.is_augmentation_block(layer))
     assert [type(layer).__name__ for layer in block.layers] == ["RandomShift", "RandomDihedral"]
+    pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3)).astype("uint8")
+    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-6)
+
+
+def cutout_corner(moved: np.ndarray, original: np.ndarray, pixels: int) -> tuple[int, int] | None:
+    """The (top, left) of the grey square that `moved` is `original` with (possibly outside the image); None if it is anything else."""
+    changed = (moved != original).any(axis=-1)
+    rows, columns = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    if not len(rows):
+        return None
+    box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+    if not changed[box].all() or not (moved[box] == 0.5).all():
+        return None  # the change is not one solid grey rectangle
+    top = rows[0] if rows[0] > 0 else rows[-1] + 1 - pixels
+    left = columns[0] if columns[0] > 0 else columns[-1] + 1 - pixels
+    clipped = (min(top + pixels, SIZE) - max(top, 0), min(left + pixels, SIZE) - max(left, 0))
+    return (int(top), int(left)) if clipped == (len(rows), len(columns)) else None
+
+
+def test_cutout_greys_one_square_centred_on_any_pixel_and_keeps_every_other_pixel() -> None:
+    images = np.random.default_rng(5).random((1200, SIZE, SIZE, 3)).astype("float32")
+    moved = np.asarray(RandomCutout(12, seed=3)(images, training=True))
+    corners = [cutout_corner(moved[index], images[index], 12) for index in range(len(images))]
+    assert None not in corners  # each image differs from its input by exactly one clipped 12x12 grey square
+    # Centres on every row and column, so corners from -6 to 25; none beyond.
+    assert {top for top, _ in corners} == set(range(-6, 26)) and {left for _, left in corners} == set(range(-6, 26))
+
+
+def test_cutout_is_seeded_and_inert_at_inference() -> None:
+    images = np.random.default_rng(6).random((8, SIZE, SIZE, 3)).astype("float32")
+    first, second = RandomCutout(8, seed=7), RandomCutout(8, seed=7)
+    np.testing.assert_array_equal(first(images, training=True), second(images, training=True))
+    np.testing.assert_array_equal(first(images, training=False), images)
+    np.testing.assert_array_equal(RandomCutout(0)(images, training=True), images)
+
+
+def test_a_model_with_cutout_saves_and_loads(tmp_path) -> None:
+    model = models.resnet("resnet", [8, 8, 8], blocks_per_stage=1, augmentation=build_augmentation("flip_shift_cutout", "horizontal", shift_pixels=4, cutout_pixels=12))
+    model.save(tmp_path / "model.keras")
+    loaded = models.load(tmp_path / "model.keras")
+    block = next(layer for layer in loaded.layers if models.is_augmentation_block(layer))
+    assert [type(layer).__name__ for layer in block.layers] == ["RandomFlip", "RandomShift", "RandomCutout"] and block.layers[2].pixels == 12
     pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3)).astype("uint8")
     np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-6)

@@ -84,6 +84,9 @@ def test_demo_data_option_builds(compose_train) -> None:
         ("augment.shift_pixels=-1", "augment.shift_pixels"),
         ("augment.shift_pixels=2.5", "augment.shift_pixels"),
         ("augment.dihedral=sometimes", "augment.dihedral"),
+        ("augment.cutout_pixels=17", "augment.cutout_pixels"),
+        ("augment.cutout_pixels=-1", "augment.cutout_pixels"),
+        ("augment.cutout_pixels=2.5", "augment.cutout_pixels"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key: str) -> None:

@@ -111,12 +111,15 @@ def test_whole_pixel_shifts_copy_pixels_exactly_over_the_whole_range() -> None:
     assert all(np.isin(moved[index], images[index]).all() for index in range(0, len(images), 30))
 
 
-def test_whole_pixel_shifts_are_seeded_and_inert_at_inference() -> None:
+@pytest.mark.parametrize("layer", [RandomShift, RandomCutout])
+def test_pixel_sized_layers_are_seeded_and_inert_at_inference_and_at_zero_pixels(layer: type) -> None:
     images = np.random.default_rng(1).random((8, SIZE, SIZE, 3)).astype("float32")
-    first, second = RandomShift(4, seed=7), RandomShift(4, seed=7)
-    np.testing.assert_array_equal(first(images, training=True), second(images, training=True))
+    first, second, other = layer(4, seed=7), layer(4, seed=7), layer(4, seed=8)
+    drawn = np.asarray(first(images, training=True))
+    np.testing.assert_array_equal(drawn, second(images, training=True))
+    assert not np.array_equal(drawn, other(images, training=True))  # the seed decides the draws
     np.testing.assert_array_equal(first(images, training=False), images)
-    np.testing.assert_array_equal(RandomShift(0)(images, training=True), images)
+    np.testing.assert_array_equal(layer(0)(images, training=True), images)
 
 
 def test_a_model_with_whole_pixel_shifts_saves_and_loads(tmp_path) -> None:
@@ -189,14 +192,6 @@ def test_cutout_greys_one_square_centred_on_any_pixel_and_keeps_every_other_pixe
     assert None not in corners  # each image differs from its input by exactly one clipped 12x12 grey square
     # Centres on every row and column, so corners from -6 to 25; none beyond.
     assert {top for top, _ in corners} == set(range(-6, 26)) and {left for _, left in corners} == set(range(-6, 26))
-
-
-def test_cutout_is_seeded_and_inert_at_inference() -> None:
-    images = np.random.default_rng(6).random((8, SIZE, SIZE, 3)).astype("float32")
-    first, second = RandomCutout(8, seed=7), RandomCutout(8, seed=7)
-    np.testing.assert_array_equal(first(images, training=True), second(images, training=True))
-    np.testing.assert_array_equal(first(images, training=False), images)
-    np.testing.assert_array_equal(RandomCutout(0)(images, training=True), images)
 
 
 def test_a_model_with_cutout_saves_and_loads(tmp_path) -> None:

@@ -27,7 +27,8 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "FORGERY_SWEEP_PARENT_RUN_ID"
-SUMMARY_COLUMNS = ("job", "run_id", "status", "overrides", "final_val_auc", "final_val_accuracy", "test_roc_auc", "test_accuracy", "failure_reason")
+# The figures a reader compares, of the weights each run tested (the best epoch's when early stopping restores it).
+METRIC_COLUMNS = ("evaluated_val_auc", "evaluated_val_accuracy", "test_roc_auc", "test_accuracy")
 
 
 def parent_run_id() -> str | None:
@@ -58,8 +59,18 @@ def record_job_failure(experiment: str, error: BaseException) -> None:
     tracking.record_failed_run(experiment, f"job-{tags['sweep_job']}-failed", tags, f"{type(error).__name__}: {error}")
 
 
-def summary_rows(children: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """One row per child run, in job order, with the metrics a reader compares."""
+def metric_columns(metric: str) -> tuple[str, ...]:
+    """The summary's metric columns: the usual ones, led by the ranking `metric` when it is not one of them."""
+    return METRIC_COLUMNS if metric in METRIC_COLUMNS else (metric, *METRIC_COLUMNS)
+
+
+def summary_columns(metric: str) -> tuple[str, ...]:
+    """Every column of the summary table, in order."""
+    return ("job", "run_id", "status", "overrides", *metric_columns(metric), "failure_reason")
+
+
+def summary_rows(children: list[dict[str, Any]], metric: str = METRIC_COLUMNS[0]) -> list[dict[str, str]]:
+    """One row per child run, in job order, with the metrics a reader compares and the one the sweep ranks by."""
 
     def job_number(run: dict[str, Any]) -> int:
         return int(run["tags"].get("sweep_job", "0"))
@@ -74,7 +85,7 @@ def summary_rows(children: list[dict[str, Any]]) -> list[dict[str, str]]:
             "overrides": run["tags"].get("sweep_overrides", ""),
             "failure_reason": run["tags"].get("failure_reason", ""),
         }
-        for name in ("final_val_auc", "final_val_accuracy", "test_roc_auc", "test_accuracy"):
+        for name in metric_columns(metric):
             row[name] = f"{metrics[name]:.6f}" if name in metrics else ""
         rows.append(row)
     return rows
@@ -89,27 +100,36 @@ def best_row(rows: list[dict[str, str]], metric: str, mode: str) -> dict[str, st
     return pick(candidates, key=lambda row: float(row[metric]))
 
 
-def to_csv(rows: list[dict[str, str]]) -> str:
+def unranked_error(rows: list[dict[str, str]], children: list[dict[str, Any]], metric: str) -> str | None:
+    """Why jobs finished but none could be ranked (`metric` logged by none of them), else None."""
+    finished = [run for run in children if run["status"] == "FINISHED"]
+    if not finished or best_row(rows, metric, "max") is not None:
+        return None
+    known = sorted({name for run in finished for name in run["metrics"]})
+    return f"sweep.metric {metric!r} was logged by none of the {len(finished)} finished jobs, so none is ranked best; they log: {', '.join(known)}"
+
+
+def to_csv(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
     """The summary as CSV text."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
 
 
-def to_markdown(rows: list[dict[str, str]]) -> str:
+def to_markdown(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
     """The summary as a markdown table (pipes in values escaped)."""
-    lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(row[column].replace("|", "\\|") for column in SUMMARY_COLUMNS) + " |")
+        lines.append("| " + " | ".join(row[column].replace("|", "\\|") for column in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
 class MlflowSweepCallback(Callback):
     """Hydra callback: a parent MLflow run around every multirun, closed with a summary of its children."""
 
-    def __init__(self, metric: str = "final_val_auc", mode: str = "max") -> None:
+    def __init__(self, metric: str = METRIC_COLUMNS[0], mode: str = "max") -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"sweep mode must be max or min, got {mode!r}")
         self.metric, self.mode = metric, mode
@@ -135,23 +155,29 @@ class MlflowSweepCallback(Callback):
             return
         experiment_id = tracking.experiment_id(config.tracking.experiment)
         children = [run for run in tracking.search_runs(experiment_id) if run["tags"].get("mlflow.parentRunId") == self.parent]
-        rows = summary_rows(children)
+        rows, columns = summary_rows(children, self.metric), summary_columns(self.metric)
         best = best_row(rows, self.metric, self.mode)
         failed = [row for row in rows if row["status"] != "FINISHED"]
+        unranked = unranked_error(rows, children, self.metric)
         metrics = {"children": len(rows), "children_failed": len(failed)}
         tags = {}
         if best is not None:
             metrics[f"best_{self.metric}"] = float(best[self.metric])
             tags = {"best_run_id": best["run_id"], "best_job": best["job"], "best_overrides": best["overrides"]}
-        texts = {"sweep_summary.csv": to_csv(rows), "sweep_summary.md": to_markdown(rows)}
+        if unranked:
+            tags["failure_reason"] = unranked[:5000]  # MLflow's limit on a tag's length
+        texts = {"sweep_summary.csv": to_csv(rows, columns), "sweep_summary.md": to_markdown(rows, columns)}
         status = "FINISHED" if best is not None else "FAILED"
         tracking.finish_parent_run(self.parent, status, metrics, tags, texts)
         os.environ.pop(PARENT_ENV, None)
-        print(to_markdown(rows), end="")
+        print(to_markdown(rows, columns), end="")
         if best is not None:
             log.info("sweep %s: best run %s (job %s, %s = %s)", self.parent, best["run_id"], best["job"], self.metric, best[self.metric])
+        if unranked:
+            print(f"error: {unranked}; the jobs' runs are kept, see parent run {self.parent}", file=sys.stderr)
         if failed:
             print(f"error: {len(failed)} of {len(rows)} sweep jobs failed; see parent run {self.parent}", file=sys.stderr)
+        if unranked or failed:
             raise SystemExit(1)
 
     def _end_if_abandoned(self) -> None:

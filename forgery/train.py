@@ -81,7 +81,7 @@ def fail(message: str, status: int = 2) -> None:
 
 
 def train(cfg: DictConfig) -> float:
-    """Run one experiment end to end (or resume one) and return the final validation ROC AUC, what a sweeper maximises."""
+    """Run one experiment end to end (or resume one) and return the evaluated epoch's validation ROC AUC, what a sweeper maximises."""
     from hydra.utils import instantiate
 
     from forgery import checkpoints, interrupts, tracking
@@ -164,7 +164,7 @@ def train(cfg: DictConfig) -> float:
         print(f"the run's outputs are in {output_dir}; when the server is back, upload them with:", file=sys.stderr)
         print(f"  python -m forgery.upload {output_dir}", file=sys.stderr)
         raise SystemExit(1)
-    return float(history["val_auc"][result["headline"]["evaluated_epoch"] - 1])
+    return float(result["headline"]["evaluated_val_auc"])
 
 
 def build_model(cfg: DictConfig, train_images: int, metrics: list[Any] | None = None, steps_per_execution: int = 1) -> Any:
@@ -395,6 +395,9 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
         "final_train_accuracy": history["accuracy"][-1],
         "final_val_accuracy": history["val_accuracy"][-1],
         "final_val_auc": history["val_auc"][-1],
+        # The validation figures of the weights that were tested (the best epoch's when early stopping
+        # restores it): what a sweep ranks, so its best run is the one whose test figures it reports.
+        **evaluated_validation(history, cfg),
         "evaluated_epoch": evaluated_epoch(history, cfg),
         "epochs_run": len(history["val_auc"]),
         "gradcam_overlays": overlay_count,
@@ -444,6 +447,12 @@ def evaluated_epoch(history: dict[str, list[float]], cfg: DictConfig) -> int:
     if cfg.early_stopping.restore_best and values:
         return int(np.argmax(values)) + 1
     return len(history.get("loss", []))
+
+
+def evaluated_validation(history: dict[str, list[float]], cfg: DictConfig) -> dict[str, float]:
+    """`evaluated_val_accuracy` and `evaluated_val_auc`: the validation figures of the evaluated epoch."""
+    epoch = evaluated_epoch(history, cfg)
+    return {f"evaluated_{name}": float(history[name][epoch - 1]) for name in ("val_accuracy", "val_auc")}
 
 
 def evidence_subset(count: int, limit: int, seed: int) -> np.ndarray:

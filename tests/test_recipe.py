@@ -72,6 +72,16 @@ def test_presets_compose_and_validate(compose_train, preset: str) -> None:
         assert instantiate(cfg.model).count_params() == 94_402 and cfg.epochs == 5
 
 
+@pytest.mark.parametrize(("restore_best", "epoch", "accuracy"), [(True, 2, 0.8), (False, 3, 0.9)])
+def test_the_evaluated_epoch_and_its_validation_figures(compose_train, restore_best: bool, epoch: int, accuracy: float) -> None:
+    from forgery import train
+
+    cfg = compose_train(f"early_stopping.restore_best={str(restore_best).lower()}")
+    history = {"loss": [0.6, 0.5, 0.4], "val_auc": [0.7, 0.95, 0.9], "val_accuracy": [0.6, 0.8, 0.9]}
+    assert train.evaluated_epoch(history, cfg) == epoch
+    assert train.evaluated_validation(history, cfg) == {"evaluated_val_accuracy": accuracy, "evaluated_val_auc": history["val_auc"][epoch - 1]}
+
+
 @pytest.mark.slow
 def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path: Path) -> None:
     result = run_forgery(
@@ -85,6 +95,9 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path: Path) -> Non
     best = int(np.argmax(history)) + 1
     assert run.data.metrics["epochs_run"] == len(history)
     assert run.data.metrics["evaluated_epoch"] == best
+    assert run.data.metrics["evaluated_val_auc"] == pytest.approx(history[best - 1])
+    accuracy = [point.value for point in client.get_metric_history(run.info.run_id, "val_accuracy")]
+    assert run.data.metrics["evaluated_val_accuracy"] == pytest.approx(accuracy[best - 1])
     if len(history) < 6:  # it stopped early: exactly `patience` epochs after the best one
         assert len(history) - best == 1
 

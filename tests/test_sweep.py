@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from forgery.sweep import best_row, summary_rows, to_csv, to_markdown
+from forgery.sweep import best_row, summary_columns, summary_rows, to_csv, to_markdown, unranked_error
 from tests.conftest import run_forgery
 
 TINY = ["epochs=1", "data.train_per_class=60", "data.test_per_class=20"]
 
 
 def child(job: int, status: str, auc: float | None, reason: str = "") -> dict:
-    metrics = {} if auc is None else {"final_val_auc": auc, "test_roc_auc": auc - 0.01}
+    metrics = {} if auc is None else {"evaluated_val_auc": auc, "test_roc_auc": auc - 0.01, "test_pr_auc": 1 - auc}
     tags = {"sweep_job": str(job), "sweep_overrides": f"optimizer.lr={job}", "failure_reason": reason} if reason else {"sweep_job": str(job), "sweep_overrides": f"optimizer.lr={job}"}
     return {"run_id": f"run{job}", "status": status, "metrics": metrics, "tags": tags}
 
@@ -28,18 +28,37 @@ def child(job: int, status: str, auc: float | None, reason: str = "") -> dict:
 def test_summary_orders_by_job_and_best_skips_failures() -> None:
     rows = summary_rows([child(2, "FINISHED", 0.7), child(0, "FINISHED", 0.9), child(1, "FAILED", None, "ValueError: boom")])
     assert [row["job"] for row in rows] == ["0", "1", "2"]
-    assert rows[1]["failure_reason"] == "ValueError: boom" and rows[1]["final_val_auc"] == ""
-    assert best_row(rows, "final_val_auc", "max")["run_id"] == "run0"
-    assert best_row(rows, "final_val_auc", "min")["run_id"] == "run2"
-    assert best_row([rows[1]], "final_val_auc", "max") is None
+    assert rows[1]["failure_reason"] == "ValueError: boom" and rows[1]["evaluated_val_auc"] == ""
+    assert best_row(rows, "evaluated_val_auc", "max")["run_id"] == "run0"
+    assert best_row(rows, "evaluated_val_auc", "min")["run_id"] == "run2"
+    assert best_row([rows[1]], "evaluated_val_auc", "max") is None
 
 
 def test_summary_tables() -> None:
     rows = summary_rows([child(0, "FINISHED", 0.9), child(1, "FAILED", None, "a|b")])
-    csv_lines = to_csv(rows).splitlines()
-    assert csv_lines[0].startswith("job,run_id,status,overrides,final_val_auc") and len(csv_lines) == 3
-    markdown = to_markdown(rows).splitlines()
+    columns = summary_columns("evaluated_val_auc")
+    csv_lines = to_csv(rows, columns).splitlines()
+    assert csv_lines[0].startswith("job,run_id,status,overrides,evaluated_val_auc") and len(csv_lines) == 3
+    markdown = to_markdown(rows, columns).splitlines()
     assert len(markdown) == 4 and "a\\|b" in markdown[3]
+
+
+def test_a_ranking_metric_outside_the_usual_columns_gets_its_own() -> None:
+    rows = summary_rows([child(0, "FINISHED", 0.9), child(1, "FINISHED", 0.7)], "test_pr_auc")
+    columns = summary_columns("test_pr_auc")
+    assert columns[4] == "test_pr_auc" and to_csv(rows, columns).splitlines()[1].split(",")[4] == "0.100000"
+    assert best_row(rows, "test_pr_auc", "max")["run_id"] == "run1"
+    assert summary_columns("test_accuracy").count("test_accuracy") == 1
+
+
+def test_a_metric_no_finished_job_logged_is_an_error_that_names_the_logged_ones() -> None:
+    children = [child(0, "FINISHED", 0.9), child(1, "FAILED", None, "ValueError: boom")]
+    message = unranked_error(summary_rows(children, "val_acc"), children, "val_acc")
+    assert message is not None and message.startswith("sweep.metric 'val_acc' was logged by none of the 1 finished jobs")
+    assert message.endswith("they log: evaluated_val_auc, test_pr_auc, test_roc_auc")
+    assert unranked_error(summary_rows(children), children, "evaluated_val_auc") is None
+    failed_only = [child(1, "FAILED", None, "ValueError: boom")]
+    assert unranked_error(summary_rows(failed_only), failed_only, "val_acc") is None  # the failures are the news
 
 
 def sweep_runs(folder: Path, uri: str | None = None) -> tuple[dict, list]:
@@ -56,10 +75,10 @@ def sweep_runs(folder: Path, uri: str | None = None) -> tuple[dict, list]:
 
 def check_parent_names_the_best_child(folder: Path, parent, children) -> None:
     finished = [run for run in children if run.info.status == "FINISHED"]
-    best = max(finished, key=lambda run: run.data.metrics["final_val_auc"])
+    best = max(finished, key=lambda run: run.data.metrics["evaluated_val_auc"])
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["best_run_id"] == best.info.run_id
-    assert parent.data.metrics["best_final_val_auc"] == pytest.approx(best.data.metrics["final_val_auc"], abs=1e-6)
+    assert parent.data.metrics["best_evaluated_val_auc"] == pytest.approx(best.data.metrics["evaluated_val_auc"], abs=1e-6)
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     table = Path(client.download_artifacts(parent.info.run_id, "sweep_summary.csv", str(folder))).read_text()
     assert all(run.info.run_id in table for run in children)
@@ -74,6 +93,17 @@ def test_grid_sweep_groups_children_under_one_parent(tmp_path: Path) -> None:
     assert all(run.info.status == "FINISHED" for run in children)
     assert parent.data.params["sweep.overrides"] == " ".join(["optimizer.lr=1e-3,1e-4", *TINY])
     check_parent_names_the_best_child(tmp_path, parent, children)
+
+
+@pytest.mark.slow
+def test_a_sweep_ranked_by_a_metric_nobody_logs_fails_loudly_and_keeps_the_runs(tmp_path: Path) -> None:
+    result = run_forgery("train", "-m", "optimizer.lr=1e-3", "sweep.metric=val_acc", *TINY, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "error: sweep.metric 'val_acc' was logged by none of the 1 finished jobs" in result.stderr
+    assert "evaluated_val_auc" in result.stderr.split("they log:")[1]
+    parent, children = sweep_runs(tmp_path)
+    assert parent.info.status == "FAILED" and "val_acc" in parent.data.tags["failure_reason"]
+    assert [run.info.status for run in children] == ["FINISHED"] and "best_run_id" not in parent.data.tags
 
 
 @pytest.mark.slow
@@ -115,7 +145,7 @@ def test_optuna_search_runs_trials_on_the_validation_metric(tmp_path: Path) -> N
     for run in children:
         assert run.data.params["augment.name"] in {"none", "light", "strong"}
         assert 1e-4 <= float(run.data.params["optimizer.lr"]) <= 3e-3
-    best_value = max(run.data.metrics["final_val_auc"] for run in children)
+    best_value = max(run.data.metrics["evaluated_val_auc"] for run in children)
     assert f"Best value: {best_value}"[:17] in result.stdout + result.stderr  # what optuna maximised is val AUC
     check_parent_names_the_best_child(tmp_path, parent, children)
 

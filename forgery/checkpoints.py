@@ -33,13 +33,20 @@ class CheckpointState:
     best_value: float | None = None
 
 
-def save(folder: Path, model: Any, state: CheckpointState) -> None:
-    """Write the model and the state atomically (model first: a state never points at a missing model)."""
+def save(folder: Path, model: Any, state: CheckpointState, best: bool = False) -> None:
+    """Write the model, with `best` also keep it as the best epoch's, then the state, each atomically.
+
+    One deferred block: a Ctrl-C arriving meanwhile is raised after all three, so a state on disk never
+    names a best epoch whose weights were not kept, nor lacks one whose were. Model first: a state never
+    points at a missing model.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     partial_model = folder / f".{MODEL_FILE}.partial.keras"  # Keras insists on the .keras suffix
     with interrupts.deferred():
         model.save(partial_model)
         os.replace(partial_model, folder / MODEL_FILE)
+        if best:
+            save_best(folder)
         write_state(folder, state)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ class ConfigError(Exception):
     """A wrong config value; the message is one line that names the key."""
 
 
+# The validation metrics every epoch logs whose larger value is better: what early stopping may watch.
+EARLY_STOPPING_METRICS = ("val_auc", "val_accuracy")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first missing, mistyped or impossible value in a training config."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -33,8 +38,20 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"{missing[0]} is required but not set{hint}")
     _positive_int(cfg, "epochs")
     _positive_int(cfg, "batch_size")
-    _integer(cfg, "seed")
+    seed = _integer(cfg, "seed")
+    if not 0 <= seed < 2**32:  # what NumPy's and Keras's seeding take
+        raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed}")
     _positive_number(cfg, "optimizer.lr")
+    for key in ("data.train_per_class", "data.test_per_class"):  # only the demo data has them
+        if OmegaConf.select(cfg, key) is not None:
+            _positive_int(cfg, key)
+    if OmegaConf.select(cfg, "model.dropout") is not None:
+        dropout = _number(cfg, "model.dropout")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout:g}")
+    for key in ("schedule.warmup_epochs", "schedule.final_fraction"):  # only the cosine schedule has them
+        if OmegaConf.select(cfg, key) is not None and _number(cfg, key) < 0:
+            raise ConfigError(f"{key} must be at least 0, got {_number(cfg, key):g}")
     fraction = _number(cfg, "data.val_fraction")
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {fraction}")
@@ -76,6 +93,17 @@ def validate(cfg: DictConfig) -> None:
     patience = OmegaConf.select(cfg, "early_stopping.patience")
     if patience is not None:
         _positive_int(cfg, "early_stopping.patience")
+    watched = OmegaConf.select(cfg, "early_stopping.metric")
+    if watched not in EARLY_STOPPING_METRICS:
+        raise ConfigError(f"early_stopping.metric must be one of {', '.join(EARLY_STOPPING_METRICS)} (higher is better), got {watched!r}")
+    check_sweep(cfg)
+    for key in ("gradcam.upscale", "evidence.gradcam_checks_per_class"):
+        _positive_int(cfg, key)
+    if _integer(cfg, "evidence.robustness_images") < 0:
+        raise ConfigError(f"evidence.robustness_images must be 0 (all of the test split) or more, got {_integer(cfg, 'evidence.robustness_images')}")
+    alpha = _number(cfg, "gradcam.alpha")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"gradcam.alpha must be in [0, 1], got {alpha:g}")
     _auto_or_int(cfg, "runtime.steps_per_execution", minimum=1)
     _auto_or_int(cfg, "runtime.intra_op_threads", minimum=0)
     _auto_or_int(cfg, "runtime.inter_op_threads", minimum=0)
@@ -133,11 +161,12 @@ def _auto_or_int(cfg: DictConfig, key: str, minimum: int) -> None:
         raise ConfigError(f"{key} must be auto or a whole number of at least {minimum}, got {value!r}")
 
 
-def override_error(config_dir: Path, config_name: str, overrides: list[str]) -> str | None:
+def override_error(config_dir: Path, config_name: str, overrides: list[str], check: Callable[[DictConfig], None] | None = None) -> str | None:
     """One line saying why Hydra would refuse these command-line overrides, or None when they compose.
 
     Composing here first turns Hydra's multi-line reports (unknown option, unknown key, bad value type)
-    into one line. Each value of a sweep (`lr=1e-3,1e-4`) is tried on its own.
+    into one line. Each value of a sweep (`lr=1e-3,1e-4`) is tried on its own, and `check` (raising
+    ConfigError) runs on each composed config: what Hydra itself reads before any job starts.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -157,10 +186,21 @@ def override_error(config_dir: Path, config_name: str, overrides: list[str]) -> 
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
         for variant in variants:
             try:
-                compose(config_name=config_name, overrides=variant)
+                composed = compose(config_name=config_name, overrides=variant)
+                if check is not None:
+                    check(composed)
             except (HydraException, OmegaConfBaseException) as error:
                 return condense_hydra_error(str(error))
+            except ConfigError as error:
+                return str(error)
     return None
+
+
+def check_sweep(cfg: DictConfig) -> None:
+    """Raise ConfigError for sweep settings a multirun's callback would refuse (in a multi-line Hydra report)."""
+    mode = OmegaConf.select(cfg, "sweep.mode")
+    if mode not in ("max", "min"):
+        raise ConfigError(f"sweep.mode must be max or min, got {mode!r}")
 
 
 def condense_hydra_error(message: str) -> str:

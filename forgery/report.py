@@ -102,8 +102,14 @@ def model_card(
     seed: int,
     backend: str,
     test_time_view: str = "none",
+    epochs_planned: int | None = None,
+    evaluated_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """What was trained, how, and on what: the facts a reader needs to judge a result."""
+    """What was trained, how, and on what: the facts a reader needs to judge a result.
+
+    `epochs` is how many were trained; `epochs_planned` the config's (more when early stopping ended the
+    run), `evaluated_epoch` the epoch whose weights were tested (earlier when the best one was restored).
+    """
     return {
         "model": model_name,
         "architecture": architecture,
@@ -112,6 +118,8 @@ def model_card(
         "loss": loss,
         "parameters": parameters,
         "epochs": epochs,
+        "epochs_planned": epochs if epochs_planned is None else epochs_planned,
+        "evaluated_epoch": epochs if evaluated_epoch is None else evaluated_epoch,
         "batch_size": batch_size,
         "augmentation": augmentation,
         "test_time_view": test_time_view,  # flip: every probability is the average over the image and its mirror image; dihedral: over its 8 rotations and mirror images

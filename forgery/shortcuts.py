@@ -31,18 +31,36 @@ def file_features(path: Path) -> tuple[list[float], str]:
 
 
 def split_features(root: Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray, list[set[str]]]:
-    """Features and labels of up to `limit` files per class of one split, and the table digests per class."""
+    """Features and labels of up to `limit` images per class of one split, and the table digests per class.
+
+    Hidden files (.DS_Store) and sub-folders are passed over, as the training loader does; a file that is
+    not a readable image is skipped and counted in one warning per folder.
+    """
     rows, labels, digests = [], [], []
     for label, name in enumerate(CLASS_NAMES):
         folder = root / split / name
         if not folder.is_dir():
             raise SystemExit(f"error: CIFAKE class folder not found: {folder}")
         seen: set[str] = set()
-        for path in sorted(folder.iterdir())[:limit]:
-            features, digest = file_features(path)
+        read = unreadable = 0
+        for path in sorted(folder.iterdir()):
+            if read == limit:
+                break
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            try:
+                features, digest = file_features(path)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # what PIL raises for a broken or non-image file
+                unreadable += 1
+                continue
             rows.append(features)
             labels.append(label)
             seen.add(digest)
+            read += 1
+        if unreadable:
+            print(f"warning: skipped {unreadable} unreadable file(s) in {folder}", file=sys.stderr)
+        if not read:
+            raise SystemExit(f"error: no readable image in {folder}")
         digests.append(seen)
     return np.asarray(rows), np.asarray(labels), digests
 
@@ -74,7 +92,15 @@ def shortcut_report(root: Path, limit: int = 2000) -> dict[str, object]:
     }
 
 
+USAGE = "error: usage: python -m forgery.shortcuts CIFAKE_ROOT [FILES_PER_CLASS] (a CIFAKE folder in the Kaggle layout; FILES_PER_CLASS a whole number, 2000 by default)"
+
+
+def main(arguments: list[str]) -> None:
+    """Print the report for `CIFAKE_ROOT [FILES_PER_CLASS]`, or exit with one usage line."""
+    if len(arguments) not in (1, 2) or (len(arguments) == 2 and not (arguments[1].isdigit() and int(arguments[1]) > 0)):
+        raise SystemExit(USAGE)
+    print(json.dumps(shortcut_report(Path(arguments[0]).expanduser(), int(arguments[1]) if len(arguments) == 2 else 2000), indent=2))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
-        raise SystemExit("error: usage: python -m forgery.shortcuts CIFAKE_ROOT [FILES_PER_CLASS]")
-    print(json.dumps(shortcut_report(Path(sys.argv[1]).expanduser(), int(sys.argv[2]) if len(sys.argv) == 3 else 2000), indent=2))
+    main(sys.argv[1:])

@@ -48,15 +48,21 @@ def job_tags() -> dict[str, str]:
 
 
 def record_job_failure(experiment: str, error: BaseException) -> None:
-    """Make sure a failed job shows in MLflow: a FAILED child run unless the job had opened its own."""
+    """Make sure a failed job shows in MLflow: a FAILED child run unless the job had opened its own.
+
+    Best effort: when the store itself is what failed, a warning says so and the sweep goes on.
+    """
     from forgery import tracking
 
     tags = job_tags()
-    experiment_id = tracking.experiment_id(experiment)
-    runs = tracking.search_runs(experiment_id) if experiment_id else []
-    if any(run["tags"].get("mlflow.parentRunId") == tags["mlflow.parentRunId"] and run["tags"].get("sweep_job") == tags["sweep_job"] for run in runs):
-        return  # its run exists and Tracker.run already ended it FAILED with the reason
-    tracking.record_failed_run(experiment, f"job-{tags['sweep_job']}-failed", tags, f"{type(error).__name__}: {error}")
+    try:
+        experiment_id = tracking.experiment_id(experiment)
+        runs = tracking.search_runs(experiment_id) if experiment_id else []
+        if any(run["tags"].get("mlflow.parentRunId") == tags["mlflow.parentRunId"] and run["tags"].get("sweep_job") == tags["sweep_job"] for run in runs):
+            return  # its run exists and Tracker.run already ended it FAILED with the reason
+        tracking.record_failed_run(experiment, f"job-{tags['sweep_job']}-failed", tags, f"{type(error).__name__}: {error}")
+    except Exception as problem:  # the tracking store is gone too
+        log.warning("job %s: could not record its failure in MLflow (%s)", tags["sweep_job"], str(problem).splitlines()[0] if str(problem) else type(problem).__name__)
 
 
 def metric_columns(metric: str) -> tuple[str, ...]:
@@ -153,8 +159,14 @@ class MlflowSweepCallback(Callback):
 
         if self.parent is None:
             return
-        experiment_id = tracking.experiment_id(config.tracking.experiment)
-        children = [run for run in tracking.search_runs(experiment_id) if run["tags"].get("mlflow.parentRunId") == self.parent]
+        try:
+            experiment_id = tracking.experiment_id(config.tracking.experiment)
+            children = [run for run in tracking.search_runs(experiment_id) if run["tags"].get("mlflow.parentRunId") == self.parent]
+        except Exception as error:  # the tracking store went away during the sweep: say so in one line
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            print(f"error: could not summarise sweep {self.parent} in MLflow ({reason}); the jobs' outputs are in {config.hydra.sweep.dir}", file=sys.stderr)
+            self.parent = None  # nothing more to end at exit: the store is unreachable
+            raise SystemExit(1) from None
         rows, columns = summary_rows(children, self.metric), summary_columns(self.metric)
         best = best_row(rows, self.metric, self.mode)
         failed = [row for row in rows if row["status"] != "FINISHED"]

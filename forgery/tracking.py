@@ -36,6 +36,10 @@ class TrackingUnavailable(Exception):
     """The tracking store cannot be reached before a run starts; the message is one line."""
 
 
+class TrackingLost(Exception):
+    """A run finished offline after an MLflow call failed; the message says where its outputs are and how to upload them."""
+
+
 def check_reachable(timeout: float = 5.0) -> None:
     """Raise TrackingUnavailable when the tracking URI is a server that does not answer its health check."""
     import urllib.error
@@ -57,10 +61,12 @@ def check_reachable(timeout: float = 5.0) -> None:
 
 
 class Tracker:
-    """One run's tracking calls: journalled to disk first, then sent to MLflow until the server is lost.
+    """One run's tracking calls: journalled to disk first, then sent to MLflow until a call fails.
 
-    After the first failed call the run goes on offline: nothing more is sent, everything is still
-    journalled, and `lost` says why, so the caller can print how to upload the run later.
+    After the first failed call (a lost server, or a store that refuses a call) the run goes on offline:
+    nothing more is sent, everything is still journalled, and `lost` says why, so the caller can print
+    how to upload the run later. The store's copy of the run, which misses what came after, is ended
+    FAILED if the store still answers, so it never passes for a complete run.
     """
 
     def __init__(self, journal: Path | None) -> None:
@@ -108,8 +114,11 @@ class Tracker:
         self._send(lambda: log_keras_model(model, example_input, example_output))
 
     def _end(self, status: str, reason: str | None) -> None:
-        """Record and send the run's end; offline, the run is left for `forgery.upload` to finish."""
+        """Record and send the run's end; offline, the journal's run is left for `forgery.upload` to finish."""
         self._record("end", status=status, reason=reason)
+        if self.lost is not None:
+            self._end_incomplete()
+            return
 
         def end() -> None:
             if reason:
@@ -126,16 +135,36 @@ class Tracker:
         with interrupts.deferred(), self.journal.open("a") as handle:
             handle.write(json.dumps({"kind": kind, **payload}) + "\n")
 
+    def _end_incomplete(self) -> None:
+        """End the store's copy of an offline run FAILED, saying where the whole run is; best effort.
+
+        Left open, MLflow's exit hook would end it FINISHED, and a run missing its later metrics,
+        artefacts or model would pass for complete (forgery.promote picks among FINISHED runs).
+        """
+        folder = self.journal.parent if self.journal is not None else "its output folder"
+        reason = f"an MLflow call failed mid-run ({self.lost}); the whole run is journalled: python -m forgery.upload {folder}"
+        try:
+            with interrupts.deferred():
+                mlflow.set_tag("failure_reason", reason[:5000])
+                mlflow.end_run("FAILED")
+        except Exception as error:  # the server is gone: its copy stays RUNNING, the journal has the run
+            logging.getLogger(__name__).warning("could not mark the incomplete run FAILED either (%s)", _first_line(error))
+
     def _send(self, action: Any) -> None:
-        """Run one MLflow call unless the server is already lost; the first failure switches to offline."""
+        """Run one MLflow call unless one already failed; the first failure switches to offline."""
         if self.lost is not None:
             return
         try:
             with interrupts.deferred():  # Ctrl-C mid-write would leave the store's transaction open
                 action()
-        except Exception as error:  # any transport or server error: the work must not be lost over it
-            self.lost = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
-            logging.getLogger(__name__).warning("lost the MLflow tracking server (%s); the run goes on offline, journalled in %s", self.lost, self.journal)
+        except Exception as error:  # a lost server or a refused call: the work must not be lost over it
+            self.lost = _first_line(error)
+            logging.getLogger(__name__).warning("an MLflow call failed (%s); the run goes on offline, journalled in %s", self.lost, self.journal)
+
+
+def _first_line(error: Exception) -> str:
+    """`Type: first line of the message`, at most 300 characters: MLflow's messages run to pages."""
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
 
 
 def ensure_experiment(experiment: str) -> str:

@@ -25,9 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from forgery import runtime, sweep
 
-from forgery.config import ConfigError, override_error, register_resolvers, validate
+from forgery.config import ConfigError, check_sweep, override_error, register_resolvers, validate
 from forgery.data import CLASS_NAMES, DataError
-from forgery.tracking import TrackingUnavailable
+from forgery.tracking import TrackingLost, TrackingUnavailable
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes conf/train.yaml, whose folder names use ${pid:}
@@ -39,6 +39,8 @@ NATIVE_STARTUP_NOISE = re.compile(
 )
 # Validation only infers, so its batch size changes no number, only how many calls it takes.
 VALIDATION_BATCH_SIZE = 256
+# What `resume=` lets a command line change: how this machine runs the rest, never what is trained.
+RESUMABLE_OVERRIDES = ("runtime.", "verbose")
 USER_ERRORS = (ConfigError, DataError, TrackingUnavailable)  # the user's to fix: one line, never a traceback
 
 
@@ -47,14 +49,19 @@ def main(cfg: DictConfig) -> float:
     """Hydra entrypoint: a user error becomes one `error:` line and exit code 2, never a traceback."""
     try:
         return train(cfg)
+    except TrackingLost as error:
+        print(error, file=sys.stderr)
+        if sweep.parent_run_id() is not None:
+            return float("nan")  # the run itself is done and on disk; the sweep's other jobs go on
+        raise SystemExit(1) from None
     except Exception as error:
         # Hydra's instantiate wraps what a factory raised; a user error inside stays a one-liner.
         user_error = error if isinstance(error, USER_ERRORS) else error.__cause__
         is_user_error = isinstance(user_error, USER_ERRORS)
         if sweep.parent_run_id() is not None:
             # In a sweep one bad job must not stop the others: record it, report it, move on.
-            sweep.record_job_failure(cfg.tracking.experiment, user_error if is_user_error else error)
             log.error("job %s failed: %s", HydraConfig.get().job.num, user_error if is_user_error else repr(error))
+            sweep.record_job_failure(cfg.tracking.experiment, user_error if is_user_error else error)
             return float("nan")
         if is_user_error:
             fail(str(user_error))
@@ -68,10 +75,15 @@ def cli() -> None:
     arguments = sys.argv[1:]
     # Flags such as --cfg, --help or --config-dir change what Hydra does; only plain runs are pre-checked.
     if all(not argument.startswith("-") or argument in ("-m", "--multirun") for argument in arguments):
-        problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")])
+        multirun = any(argument in ("-m", "--multirun") for argument in arguments)
+        problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")], check=check_sweep if multirun else None)
         if problem:
             fail(problem)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before a run opened (checking overrides, loading data, starting Keras); after, train() handles it
+        print("interrupted: stopped before the run started; nothing was recorded", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def fail(message: str, status: int = 2) -> None:
@@ -87,14 +99,14 @@ def train(cfg: DictConfig) -> float:
     from forgery import checkpoints, interrupts, tracking
 
     resume_id = cfg.get("resume")
+    tracking.check_reachable()  # a dead tracking server stops the run now, not after an hour of training
     if resume_id:
-        cfg, state = resumable_run(str(resume_id))
+        cfg, state = resumable_run(str(resume_id), cfg, command_line_overrides())
     else:
         validate(cfg)
         state = checkpoints.CheckpointState()
     output_dir = Path(cfg.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
-    tracking.check_reachable()  # a dead tracking server stops the run now, not after an hour of training
     started = time.perf_counter()
     dataset = instantiate(cfg.data)  # before importing Keras, so a data error shows in a second, not ten
     log.info("data %s: %s (%.1f s)", dataset.name, json.dumps(dataset.counts()), time.perf_counter() - started)
@@ -160,10 +172,11 @@ def train(cfg: DictConfig) -> float:
             print(f"resume with: python -m forgery.train resume={run_id}", file=sys.stderr)
         raise SystemExit(130) from None
     if tracker.lost:
-        print(f"error: lost the MLflow tracking server during the run ({tracker.lost})", file=sys.stderr)
-        print(f"the run's outputs are in {output_dir}; when the server is back, upload them with:", file=sys.stderr)
-        print(f"  python -m forgery.upload {output_dir}", file=sys.stderr)
-        raise SystemExit(1)
+        raise TrackingLost(
+            f"error: an MLflow call failed during the run ({tracker.lost}); the store's copy of run {run_id} is incomplete\n"
+            f"the run's outputs are in {output_dir}; when the store is back or fixed, upload them with:\n"
+            f"  python -m forgery.upload {output_dir}"
+        )
     return float(result["headline"]["evaluated_val_auc"])
 
 
@@ -196,10 +209,23 @@ def run_metrics() -> list[Any]:
     return ["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=500)]
 
 
-def resumable_run(run_id: str) -> tuple[DictConfig, Any]:
-    """The config and checkpoint state of an interrupted run, or a one-line ConfigError saying why it can't resume."""
+def command_line_overrides() -> list[str]:
+    """This run's `key=value` overrides as Hydra recorded them (none outside a Hydra run)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def resumable_run(run_id: str, current: DictConfig, overrides: list[str]) -> tuple[DictConfig, Any]:
+    """The config and checkpoint state of an interrupted run, or a one-line ConfigError saying why it can't resume.
+
+    The run goes on with its own saved config: an override beside `resume=` is refused rather than
+    silently dropped, except how this machine executes the rest (RESUMABLE_OVERRIDES), taken from `current`.
+    """
     from forgery import checkpoints, tracking
 
+    keys = [override.split("=", 1)[0].lstrip("+~") for override in overrides]
+    refused = [override for override, key in zip(overrides, keys) if key != "resume" and not key.startswith(RESUMABLE_OVERRIDES)]
+    if refused:
+        raise ConfigError(f"resume: a run goes on with its own saved config, so {refused[0]!r} cannot change it; beside resume= only runtime.* and verbose may be set")
     if not tracking.store_exists():
         raise ConfigError(f"resume: no MLflow store at {tracking.tracking_uri()} (run it in the folder of the interrupted run)")
     run = tracking.get_run(run_id)
@@ -214,6 +240,9 @@ def resumable_run(run_id: str) -> tuple[DictConfig, Any]:
         raise ConfigError(f"resume: run {run_id} left no checkpoint in {output_dir / 'checkpoints'} (it stopped before its first epoch ended)")
     cfg = OmegaConf.load(config_path)
     cfg.resume = run_id
+    for key in keys:
+        if key.startswith(RESUMABLE_OVERRIDES):
+            OmegaConf.update(cfg, key, OmegaConf.select(current, key), merge=False)
     return cfg, state
 
 
@@ -261,11 +290,11 @@ def fit(
         for name, value in metrics.items():
             state.history.setdefault(name, []).append(value)
         state.epoch = epoch + 1
-        checkpoints.save(checkpoint_dir, model, state)
-        watched = metrics.get(cfg.early_stopping.metric)
-        if watched is not None and (state.best_value is None or watched > state.best_value):
+        watched = metrics[cfg.early_stopping.metric]  # config.validate allows only metrics every epoch logs
+        improved = state.best_value is None or watched > state.best_value
+        if improved:
             state.best_epoch, state.best_value = epoch + 1, watched
-            checkpoints.save_best(checkpoint_dir)
+        checkpoints.save(checkpoint_dir, model, state, best=improved)  # the best epoch and its weights are kept together
         log_epoch(metrics, epoch + 1)  # step = epoch number, 1-based as Keras prints it
         state.logged_epoch = epoch + 1
         checkpoints.write_state(checkpoint_dir, state)
@@ -409,7 +438,9 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
         learning_rate=float(cfg.optimizer.lr),
         loss=f"categorical_crossentropy (label smoothing {cfg.label_smoothing:g})" if cfg.label_smoothing else "categorical_crossentropy",
         parameters=int(model.count_params()),
-        epochs=cfg.epochs,
+        epochs=len(history["val_auc"]),
+        epochs_planned=cfg.epochs,
+        evaluated_epoch=evaluated_epoch(history, cfg),
         batch_size=cfg.batch_size,
         augmentation=cfg.augment.name,
         dataset=dataset.name,

@@ -51,7 +51,8 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tampered = root / "projects" / "tampered"
     shutil.copytree(root / PAGE, tampered)
     card = json.loads((tampered / "model_card.json").read_text())
-    (tampered / "model_card.json").write_text(json.dumps({**card, "architecture": INJECTED, "model": "<b>bold</b>"}))
+    # Also an early-stopped run's epochs: 39 of 40 trained, epoch 33's weights restored and tested.
+    (tampered / "model_card.json").write_text(json.dumps({**card, "architecture": INJECTED, "model": "<b>bold</b>", "epochs": 39, "epochs_planned": 40, "evaluated_epoch": 33}))
 
     broken = root / "projects" / "broken"
     shutil.copytree(root / PAGE, broken)
@@ -145,6 +146,8 @@ def test_page_shows_the_files_numbers_and_loads_every_image(browser: Any, server
     assert shown(page, "#model-card [data-key=parameters] dd") == f"{card['parameters']:,}"
     assert shown(page, "#model-card [data-key=optimizer] dd") == card["optimizer"]
     assert shown(page, "#model-card [data-key=batch_size] dd") == str(card["batch_size"])
+    assert card["epochs"] == card["epochs_planned"] == card["evaluated_epoch"] == 1
+    assert shown(page, "#model-card [data-key=epochs] dd") == "1"
     assert shown(page, "#model-card [data-key=test_time_view] dd") == card["test_time_view"] == "flip"
     assert shown(page, "#model-card [data-row=test] [data-column=total]") == f"{card['dataset']['counts']['test']['total']:,}"
     assert page.locator("#model-card .layers li").all_inner_texts()[0].strip() == card["architecture"].split(" -> ")[0]
@@ -245,6 +248,7 @@ def test_html_in_the_files_is_shown_as_text(browser: Any, server: str) -> None:
     assert page.locator("#model-card img, #model-card b").count() == 0
     assert INJECTED in page.locator("#model-card .layers").inner_text()
     assert shown(page, "#model-card [data-key=model] dd") == "<b>bold</b>"
+    assert shown(page, "#model-card [data-key=epochs] dd") == "39 of 40, the weights of epoch 33 tested"
     assert page.evaluate("() => window.__injected") is None
     assert problems == []
 

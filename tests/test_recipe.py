@@ -35,7 +35,14 @@ def test_schedules_build_into_the_optimizer(compose_train, schedule: str) -> Non
     cfg = compose_train(f"schedule={schedule}", "optimizer.lr=0.002")
     learning_rate = instantiate(cfg.schedule, lr=cfg.optimizer.lr, steps_per_epoch=10, epochs=2)
     optimizer = instantiate(cfg.optimizer, lr=learning_rate)
-    assert optimizer is not None
+    # The optimizer's rate follows the schedule step by step (constant: 0.002 throughout).
+    for step in (0, 5, 15):
+        optimizer.iterations.assign(step)
+        expected = 0.002 if schedule == "constant" else float(learning_rate(step))
+        assert float(optimizer.learning_rate) == pytest.approx(expected)
+    if schedule == "cosine":
+        start, peak, later = (float(learning_rate(step)) for step in (0, 10, 15))
+        assert start < peak and peak == pytest.approx(0.002) and later < peak  # warm-up, peak after one epoch, decay
 
 
 @pytest.mark.parametrize(("highpass", "parameters"), [(False, 697_058), (True, 697_922)])
@@ -55,11 +62,22 @@ def test_residual_models_stay_under_a_million_parameters_and_explain(highpass: b
         ("early_stopping.patience=0", "early_stopping.patience"),
         ("augment.fused=maybe", "augment.fused"),
         ("tta=mirror", "tta"),
+        ("seed=4294967296", "seed"),
+        ("model.dropout=1.5", "model.dropout"),
+        ("data.train_per_class=0", "data.train_per_class"),
+        ("schedule=cosine schedule.warmup_epochs=-2", "schedule.warmup_epochs"),
+        ("early_stopping.metric=val_aucc", "early_stopping.metric"),
+        ("early_stopping.metric=val_loss", "early_stopping.metric"),  # lower is better: would keep the worst epoch
+        ("sweep.mode=best", "sweep.mode"),
+        ("gradcam.upscale=0", "gradcam.upscale"),
+        ("gradcam.alpha=1.5", "gradcam.alpha"),
+        ("evidence.gradcam_checks_per_class=0", "evidence.gradcam_checks_per_class"),
+        ("evidence.robustness_images=-1", "evidence.robustness_images"),
     ],
 )
 def test_recipe_values_are_checked(compose_train, override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{key} "):
-        validate(compose_train(override))
+        validate(compose_train(*override.split()))
 
 
 @pytest.mark.parametrize("preset", ["small_fast", "cifake_best", "seed_repro"])
@@ -149,15 +167,17 @@ def test_a_run_resumed_after_early_stopping_trains_no_further_epoch(compose_trai
     dataset = instantiate(cfg.data)
     keras.utils.set_random_seed(0)
     model = train.build_model(cfg, len(dataset.train))
-    history = {name: [0.5, 0.6, 0.55] for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc")}
+    history = {name: [0.6, 0.5, 0.55] for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc")}
     state = checkpoints.CheckpointState(epoch=3, logged_epoch=3, history=history, best_epoch=1, best_value=0.6)
     folder = tmp_path / "checkpoints"
-    checkpoints.save(folder, model, state)
-    checkpoints.save_best(folder)
-    before = [weight.numpy().copy() for weight in model.weights]
+    checkpoints.save(folder, model, state, best=True)  # epoch 1's weights, kept as the best
+    best = [weight.numpy().copy() for weight in model.weights]
+    for weight in model.trainable_weights:
+        weight.assign(weight + 0.5)  # epochs 2 and 3 moved the weights on
+    checkpoints.save(folder, model, state)  # last.keras: epoch 3's weights
     logged: list[int] = []
     resumed = train.fit(model, dataset, cfg, state, folder, log_epoch=lambda metrics, epoch: logged.append(epoch))
     assert logged == [] and state.epoch == 3 and len(resumed["val_auc"]) == 3  # no epoch 4
-    for weight, old in zip(model.weights, before):
-        np.testing.assert_array_equal(weight.numpy(), old)  # the best checkpoint holds these same weights
+    for weight, kept in zip(model.weights, best):
+        np.testing.assert_array_equal(weight.numpy(), kept)  # epoch 1's weights restored, not epoch 3's
     assert train.patience_exhausted(state, 2) and not train.patience_exhausted(state, 3) and not train.patience_exhausted(state, None)

@@ -68,8 +68,10 @@ def test_interrupted_run_resumes_into_the_same_run_with_the_same_result(tmp_path
     command = re.search(r"resume with: python -m forgery\.train (resume=\w+)", stopped.stderr)
     assert command is not None, stopped.stderr
 
-    resumed = run_forgery("train", command.group(1), cwd=interrupted)
+    resumed = run_forgery("train", command.group(1), "verbose=0", cwd=interrupted)  # how it runs may change, not what
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # The saved config says verbose=2 (a line per epoch); the override silenced the resumed epochs.
+    assert not re.search(r"^\d+/\d+ - ", resumed.stdout + resumed.stderr, re.MULTILINE), resumed.stdout[-2000:]
     client, run = only_run(interrupted)  # still one run: the same one, now finished
     assert run.info.status == "FINISHED"
     for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc"):
@@ -109,6 +111,15 @@ def test_resume_refuses_without_a_store(tmp_path: Path) -> None:
     assert result.stderr.strip().startswith("error: resume: no MLflow store at sqlite:///")
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "mlflow.db").exists()  # asking did not create an empty store
+
+
+def test_resume_refuses_an_override_that_would_change_the_run(tmp_path: Path) -> None:
+    result = run_forgery("train", "resume=0123456789abcdef", "epochs=2", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: resume: a run goes on with its own saved config, so 'epochs=2' cannot change it; beside resume= only runtime.* and verbose may be set"
+    ]
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched
 
 
 @pytest.mark.slow

@@ -41,3 +41,24 @@ def test_no_shortcut_when_the_classes_are_stored_alike(tmp_path: Path) -> None:
 def test_missing_folder_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "forgery.shortcuts", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode != 0 and result.stderr.strip() == f"error: CIFAKE class folder not found: {tmp_path / 'train' / 'FAKE'}"
+
+
+def test_hidden_and_unreadable_files_are_passed_over_and_counted(tmp_path: Path, capsys) -> None:
+    make_dataset(tmp_path, fake_quality=75)
+    (tmp_path / "train" / "FAKE" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "train" / "FAKE" / "0 (notes).jpg").write_text("not an image")
+    (tmp_path / "train" / "REAL" / "thumbs").mkdir()
+    report = shortcut_report(tmp_path, limit=40)
+    assert report["same_jpeg_tables"] is True
+    assert capsys.readouterr().err.strip() == f"warning: skipped 1 unreadable file(s) in {tmp_path / 'train' / 'FAKE'}"
+
+
+def test_a_class_without_images_and_a_bad_count_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "train" / "FAKE").mkdir(parents=True)
+    (tmp_path / "train" / "FAKE" / "a.jpg").write_text("not an image")
+    result = subprocess.run([sys.executable, "-m", "forgery.shortcuts", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == f"error: no readable image in {tmp_path / 'train' / 'FAKE'}"
+    for count in ("many", "0"):
+        result = subprocess.run([sys.executable, "-m", "forgery.shortcuts", str(tmp_path), count], capture_output=True, text=True)
+        assert result.returncode != 0 and result.stderr.strip().startswith("error: usage: python -m forgery.shortcuts")
+        assert len(result.stderr.strip().splitlines()) == 1

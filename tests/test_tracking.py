@@ -48,6 +48,26 @@ def test_run_ends_killed_on_ctrl_c(mlflow_store: str) -> None:
     assert _only_run(mlflow_store).info.status == "KILLED"
 
 
+def test_a_refused_call_leaves_the_store_copy_failed_and_the_whole_run_journalled(mlflow_store: str, tmp_path) -> None:
+    import json
+
+    journal = tmp_path / "out" / tracking.JOURNAL_FILE
+    tracker = tracking.Tracker(journal)
+    with tracker.run("unit", "refused", {}):
+        tracker.params({"lr": "0.1"})
+        tracker.params({"lr": "0.2"})  # MLflow refuses to change a logged param: the store's copy is now incomplete
+        tracker.metrics({"test_accuracy": 0.9})
+    assert tracker.lost is not None and tracker.lost.startswith("MlflowException: ")
+    run = _only_run(mlflow_store)
+    # Not FINISHED (MLflow's exit hook would have said so): promote must never take it for a complete run.
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"].endswith(f"python -m forgery.upload {journal.parent}")
+    assert "test_accuracy" not in run.data.metrics
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [entry["kind"] for entry in entries] == ["start", "params", "params", "metrics", "end"]
+    assert entries[-1]["status"] == "FINISHED"  # what forgery.upload replays: the run itself completed
+
+
 def test_git_tags_outside_a_checkout_are_empty(tmp_path) -> None:
     assert tracking.git_tags(tmp_path) == {}
 

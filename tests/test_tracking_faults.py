@@ -65,29 +65,36 @@ def test_upload_refuses_a_folder_without_a_journal(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stderr.strip() == f"error: no tracking journal at {tmp_path / 'tracking_journal.jsonl'}"
 
 
-@pytest.mark.slow
-def test_server_lost_mid_run_keeps_the_outputs_and_uploads_later(tmp_path: Path) -> None:
-    store, work = tmp_path / "server", tmp_path / "work"
-    work.mkdir()
+def train_while_the_server_dies(store: Path, work: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """`python -m forgery.train ARGUMENTS` in `work` against a real server on `store`, killed while epoch 2 of 3 trains."""
+    work.mkdir(exist_ok=True)
     port = free_port()
     server = start_server(store, port)
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     environment.update({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1", "FORGERY_CACHE_DIR": str(work / "cache")})
-    training = subprocess.Popen(
-        [sys.executable, "-m", "forgery.train", "epochs=3", "data.train_per_class=2500", "data.test_per_class=100", "verbose=2"],
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forgery.train", *arguments, "epochs=3", "data.test_per_class=100", "verbose=2"],
         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
     )  # fmt: skip
     try:
-        assert training.stdout is not None
-        for line in training.stdout:
+        assert process.stdout is not None
+        for line in process.stdout:
             if "Epoch 2/3" in line:
-                stop_server(server)  # the server dies while epoch 2 trains
+                stop_server(server)
                 break
-        _, stderr = training.communicate(timeout=600)
+        stdout, stderr = process.communicate(timeout=900)
     finally:
         stop_server(server)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.slow
+def test_server_lost_mid_run_keeps_the_outputs_and_uploads_later(tmp_path: Path) -> None:
+    store, work = tmp_path / "server", tmp_path / "work"
+    training = train_while_the_server_dies(store, work, "data.train_per_class=2500")
+    stderr = training.stderr
     assert training.returncode == 1, stderr[-2000:]
-    assert "error: lost the MLflow tracking server during the run" in stderr
+    assert "error: an MLflow call failed during the run" in stderr
     upload = re.search(r"python -m forgery\.upload (\S+)", stderr)
     assert upload is not None, stderr[-2000:]
     output_dir = Path(upload.group(1))
@@ -109,3 +116,18 @@ def test_server_lost_mid_run_keeps_the_outputs_and_uploads_later(tmp_path: Path)
         assert {"report/training_metrics.json", "report/model_card.json", "report/fake-gradcam-fake.png"} <= reports
     finally:
         stop_server(server)
+
+
+@pytest.mark.slow
+def test_server_lost_mid_sweep_keeps_the_finished_job_and_ends_with_one_line_each(tmp_path: Path) -> None:
+    sweeping = train_while_the_server_dies(tmp_path / "server", tmp_path / "work", "-m", "seed=1,2", "data.train_per_class=1500")
+    stdout, stderr = sweeping.stdout, sweeping.stderr
+    assert sweeping.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stdout + stderr, stderr[-3000:]
+    # The first job finished offline, its work on disk with the command to upload it.
+    assert stderr.count("error: an MLflow call failed during the run") == 1, stderr[-3000:]
+    upload = re.search(r"python -m forgery\.upload (\S+)", stderr)
+    assert upload is not None and (Path(upload.group(1)) / "report" / "training_metrics.json").is_file()
+    # The second job was refused before any work (the server was gone), and the sweep still ended.
+    assert "MLflow tracking server http://127.0.0.1" in stdout + stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: could not summarise sweep "), stderr[-3000:]

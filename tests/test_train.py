@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from tests.conftest import SAMPLE_ROOT, run_forgery
 
@@ -73,6 +76,9 @@ def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -
         (["optimizer.lr=-1"], "optimizer.lr must be greater than 0"),
         (["data=cifake"], "data.root is required"),
         (["data=cifake", "data.root=/does/not/exist"], "/does/not/exist"),
+        (["seed=-1"], "seed must be a whole number from 0 to 2**32 - 1, got -1"),
+        (["evidence.gradcam_checks_per_class=0"], "evidence.gradcam_checks_per_class must be at least 1"),
+        (["-m", "sweep.mode=best"], "sweep.mode must be max or min, got 'best'"),
     ],
 )
 def test_bad_input_fails_before_training_with_one_line(tmp_path: Path, arguments: list[str], expected: str) -> None:
@@ -143,6 +149,48 @@ def test_ctrl_c_ends_the_run_killed(tmp_path: Path) -> None:
     assert run.info.status == "KILLED"
 
 
+def reading_from(pid: int, folder: Path) -> bool:
+    """Whether process `pid` has a file under `folder` open right now (Linux's /proc)."""
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{descriptor}").startswith(str(folder)):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc to see when loading starts")
+def test_ctrl_c_while_the_data_loads_is_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "cifake"
+    image = tmp_path / "one.jpg"
+    Image.fromarray(np.full((32, 32, 3), 90, dtype="uint8")).save(image)
+    for split, count in (("train", 3000), ("test", 100)):
+        for name in ("FAKE", "REAL"):
+            (root / split / name).mkdir(parents=True)
+            for index in range(count):
+                os.link(image, root / split / name / f"{index}.jpg")  # thousands of files to decode, made in a blink
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forgery.train", "data=cifake", f"data.root={root}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**_environment(tmp_path), "FORGERY_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not reading_from(process.pid, root):  # the loader is decoding the images
+        assert process.poll() is None and time.monotonic() < deadline, "the data never started loading"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines() == ["interrupted: stopped before the run started; nothing was recorded"]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="the CIFAKE sample is not beside the project")
 def test_cifake_sample_run_reports_full_test_support(tmp_path: Path) -> None:
@@ -194,8 +242,6 @@ def runs_listed_by_mlflow_ui(folder: Path, experiment_id: str) -> list[str]:
 
 
 def _environment(folder: Path) -> dict[str, str]:
-    import os
-
     return {**{key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}, "FORGERY_CACHE_DIR": str(folder / "cache")}
 
 

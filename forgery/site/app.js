@@ -470,6 +470,15 @@ function fact(term, detail, key) {
   return el("div", { "data-key": key }, el("dt", {}, term), el("dd", {}, detail));
 }
 
+/** "39 of 40, the weights of epoch 33 tested" when early stopping ended the run or restored an epoch; else "5". */
+function epochsText(card) {
+  const trained = text(card, "epochs");
+  const planned = card.epochs_planned, evaluated = card.evaluated_epoch;  // absent from cards written before them
+  const of = Number.isInteger(planned) && planned !== card.epochs ? ` of ${planned}` : "";
+  const tested = Number.isInteger(evaluated) && evaluated !== card.epochs ? `, the weights of epoch ${evaluated} tested` : "";
+  return `${trained}${of}${tested}`;
+}
+
 /** What was trained, how, and on what. */
 async function renderModelCard() {
   const card = await fetchJSON(FILES.card);
@@ -484,7 +493,7 @@ async function renderModelCard() {
     fact("Learning rate", rate, "learning_rate"),
     fact("Loss", text(card, "loss"), "loss"),
     fact("Parameters", count(number(card, "parameters", file)), "parameters"),
-    fact("Epochs", text(card, "epochs"), "epochs"),
+    fact("Epochs", epochsText(card), "epochs"),
     fact("Batch size", text(card, "batch_size"), "batch_size"),
     fact("Augmentation", text(card, "augmentation"), "augmentation"),
     fact("Test-time view", text(card, "test_time_view"), "test_time_view"),

@@ -45,6 +45,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("data.train_per_class", "data.test_per_class"):  # only the demo data has them
         if OmegaConf.select(cfg, key) is not None:
             _positive_int(cfg, key)
+    padding = OmegaConf.select(cfg, "model.padding")  # only the plain CNNs have it
+    if padding is not None and padding not in ("valid", "same"):
+        raise ConfigError(f"model.padding must be valid or same, got {padding!r}")
     if OmegaConf.select(cfg, "model.dropout") is not None:
         dropout = _number(cfg, "model.dropout")
         if not 0.0 <= dropout < 1.0:
@@ -161,14 +164,16 @@ def _auto_or_int(cfg: DictConfig, key: str, minimum: int) -> None:
         raise ConfigError(f"{key} must be auto or a whole number of at least {minimum}, got {value!r}")
 
 
-def override_error(config_dir: Path, config_name: str, overrides: list[str], check: Callable[[DictConfig], None] | None = None) -> str | None:
+def override_error(config_dir: Path | None, config_name: str, overrides: list[str], check: Callable[[DictConfig], None] | None = None) -> str | None:
     """One line saying why Hydra would refuse these command-line overrides, or None when they compose.
+
+    `config_dir` None composes from Hydra's config store only, as an entrypoint with config_path=None does.
 
     Composing here first turns Hydra's multi-line reports (unknown option, unknown key, bad value type)
     into one line. Each value of a sweep (`lr=1e-3,1e-4`) is tried on its own, and `check` (raising
     ConfigError) runs on each composed config: what Hydra itself reads before any job starts.
     """
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -183,7 +188,8 @@ def override_error(config_dir: Path, config_name: str, overrides: list[str], che
         if item.is_sweep_override() and not item.is_interval_sweep():
             prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(item.type.name, "")
             variants.extend([*base, f"{prefix}{item.key_or_group}={value}"] for value in item.sweep_string_iterator())
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+    context = initialize(version_base="1.3", config_path=None) if config_dir is None else initialize_config_dir(version_base="1.3", config_dir=str(config_dir))
+    with context:
         for variant in variants:
             try:
                 composed = compose(config_name=config_name, overrides=variant)
@@ -208,6 +214,9 @@ def condense_hydra_error(message: str) -> str:
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     if not lines:
         return "invalid command-line override"
+    home = re.search(r"(\S+?)=~", lines[0])
+    if home and "LexerNoViableAltException" in lines[0]:  # the shell leaves ~ after key= alone, and Hydra cannot parse it
+        return f"{home.group(1)}: Hydra cannot read '~' in a value; write $HOME instead ({home.group(1)}=$HOME/...)"
     missing = re.search(r"Could not find '([^']+)/([^']+)'", lines[0])
     if missing:
         group, option = missing.groups()
@@ -216,7 +225,7 @@ def condense_hydra_error(message: str) -> str:
         return f"unknown {group} option {option!r}{choices}"
     unknown_key = re.search(r"Could not override '([^']+)'", lines[0])
     if unknown_key:
-        return f"unknown config key {unknown_key.group(1)!r} (check the spelling; `python -m forgery.train --cfg job` lists every key)"
+        return f"unknown config key {unknown_key.group(1)!r} (check the spelling; the same command with --cfg job lists every key)"
     full_key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
     detail = next((line for line in lines[1:] if not line.startswith(("full_key:", "object_type", "Set the environment"))), "")
     summary = f"{lines[0]} {detail}".strip() if detail and detail != lines[0] else lines[0]

@@ -153,6 +153,10 @@ def _load_run_model(run_id: str) -> tuple[keras.Model, float | None]:
     # MLflow's download progress bars would bury the one line per image a caller watches for on stderr.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+    try:
+        tracking.check_reachable()  # a dead server: one line now, not minutes of retries and a traceback
+    except tracking.TrackingUnavailable as error:
+        raise UsageError(str(error)) from None
     if not tracking.store_exists():
         raise UsageError(f"unknown run {run_id}: there is no MLflow store here (set MLFLOW_TRACKING_URI or cd to it)")
     run = tracking.get_run(run_id)

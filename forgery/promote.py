@@ -109,6 +109,10 @@ def promote(
     """Choose and check a run, then (unless `dry_run`) publish it to `dest`; return the promotion record."""
     check_options(metric, mode, model_name)
     check_dest(dest, Path.cwd())
+    try:
+        tracking.check_reachable()  # a dead server: one line now, not minutes of retries and a traceback
+    except tracking.TrackingUnavailable as error:
+        raise PromoteError(str(error)) from None
     if not tracking.store_exists():
         raise PromoteError("no MLflow store here (run python -m forgery.train first, or set MLFLOW_TRACKING_URI)")
     choice = choose_run(experiment, metric, mode, run_id, parent_run_id)
@@ -126,7 +130,7 @@ def check_options(metric: str, mode: str, model_name: str) -> None:
     if mode not in ("max", "min"):
         raise PromoteError(f"mode must be max or min, got {mode!r}")
     if not metric.strip():
-        raise PromoteError("metric must be a metric name such as test_roc_auc")
+        raise PromoteError("metric must be a metric name such as evaluated_val_auc")
     if not model_name.strip():
         raise PromoteError("model_name must be a non-empty name")
 
@@ -165,8 +169,13 @@ def check_named_run(run: dict[str, Any], metric: str) -> dict[str, Any]:
 
 
 def best_run(runs: list[dict[str, Any]], metric: str, mode: str, parent_run_id: str | None, experiment: str) -> dict[str, Any]:
-    """The FINISHED run with the highest (`max`) or lowest (`min`) metric; on a tie the newest wins."""
+    """The FINISHED training run with the highest (`max`) or lowest (`min`) metric; on a tie the newest wins.
+
+    A sweep's parent run is never a candidate: it holds a summary, not a report (its best_* metrics
+    would otherwise win a ranking by such a name).
+    """
     where = f"experiment {experiment!r}"
+    runs = [run for run in runs if run["tags"].get("sweep") != "parent"]
     if parent_run_id is not None:
         runs = [run for run in runs if run["tags"].get("mlflow.parentRunId") == parent_run_id]
         where += f" under parent run {parent_run_id}"
@@ -350,5 +359,18 @@ def _first_line(text: str) -> str:
     return next((line for line in text.splitlines() if line.strip()), text)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m forgery.promote`: refuse a misspelt key or bad value in one line, then hand over to Hydra."""
+    from forgery.config import override_error
+
+    arguments = sys.argv[1:]
+    if all(not argument.startswith("-") for argument in arguments):  # --help, --cfg and the like are Hydra's
+        problem = override_error(None, "promote", arguments)  # from the config store, as main composes it
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

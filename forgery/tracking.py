@@ -234,6 +234,24 @@ def replay_journal(entries: list[dict[str, Any]], origin: Path) -> str:
     return str(run.info.run_id)
 
 
+def uploads_of(experiment: str, original_run_id: str) -> list[str]:
+    """Ids of the runs `forgery.upload` already made from the journal of `original_run_id`."""
+    found = experiment_id(experiment)
+    runs = search_runs(found) if found else []
+    return [run["run_id"] for run in runs if run["tags"].get("original_run_id") == original_run_id]
+
+
+def mark_uploaded(original_run_id: str, uploaded_run_id: str) -> None:
+    """Point the incomplete original run at its full upload, ending it FAILED if it was left open."""
+    original = get_run(original_run_id)
+    if original is None:  # uploaded to another store, or deleted: nothing to point from
+        return
+    client = mlflow.MlflowClient()
+    client.set_tag(original_run_id, "uploaded_as", uploaded_run_id)
+    if original["status"] == "RUNNING":
+        end_run_by_id(original_run_id, "FAILED", f"incomplete: the tracking store was lost mid-run; the whole run is {uploaded_run_id}")
+
+
 def tracking_uri() -> str:
     """Where runs are recorded (MLFLOW_TRACKING_URI or MLflow's default)."""
     return str(mlflow.get_tracking_uri())

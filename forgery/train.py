@@ -76,6 +76,8 @@ def cli() -> None:
     # Flags such as --cfg, --help or --config-dir change what Hydra does; only plain runs are pre-checked.
     if all(not argument.startswith("-") or argument in ("-m", "--multirun") for argument in arguments):
         multirun = any(argument in ("-m", "--multirun") for argument in arguments)
+        if re.search(r"=\s*(tag\(.*)?interval\(", " ".join(arguments)) and not any(argument.startswith(("hparams_search=", "hydra/sweeper=")) for argument in arguments):
+            fail("interval(...) needs a sweeper that samples ranges: add hparams_search=optuna (the default sweeper takes lists such as optimizer.lr=1e-3,3e-4)")
         problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")], check=check_sweep if multirun else None)
         if problem:
             fail(problem)
@@ -99,6 +101,7 @@ def train(cfg: DictConfig) -> float:
     from forgery import checkpoints, interrupts, tracking
 
     resume_id = cfg.get("resume")
+    refuse_sweep_without_multirun()
     tracking.check_reachable()  # a dead tracking server stops the run now, not after an hour of training
     if resume_id:
         cfg, state = resumable_run(str(resume_id), cfg, command_line_overrides())
@@ -207,6 +210,19 @@ def run_metrics() -> list[Any]:
 
     # Per-column AUC, averaged: with two softmax columns, FAKE's AUC equals REAL's, so this is the binary ROC AUC.
     return ["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=500)]
+
+
+def refuse_sweep_without_multirun() -> None:
+    """ConfigError when a sweep preset (experiment=lr_sweep, hparams_search=...) is used without -m: Hydra
+    would quietly run the defaults once instead of the sweep."""
+    if not HydraConfig.initialized():
+        return
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    params = OmegaConf.select(hydra_cfg, "sweeper.params")
+    if hydra_cfg.mode == RunMode.RUN and params:
+        raise ConfigError(f"this config sets sweep parameters ({', '.join(params)}), which only a multirun uses; add -m to run the sweep")
 
 
 def command_line_overrides() -> list[str]:

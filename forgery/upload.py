@@ -3,7 +3,8 @@
 A training run journals every tracking call in `OUTPUT_DIR/tracking_journal.jsonl` before sending it.
 When the server goes away mid-run, training finishes offline and prints this command; run it once the
 server (MLFLOW_TRACKING_URI) is back. It replays the journal into a new run (params, every metric at its
-step, artefacts, the model, the end status), tagged with `original_run_id` and `uploaded_from`.
+step, artefacts, the model, the end status), tagged with `original_run_id` and `uploaded_from`; the
+original, incomplete run is ended FAILED if still open and tagged `uploaded_as`. A journal is uploaded once.
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ def main(arguments: list[str]) -> int:
     except tracking.TrackingUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    start = next(entry for entry in entries if entry.get("kind") == "start")
+    earlier = tracking.uploads_of(start["experiment"], start["run_id"])
+    if earlier:  # a second upload would add an identical run that a ranking could count twice
+        print(f"error: run {start['run_id']} was already uploaded as run {earlier[0]}; delete that run to upload it again", file=sys.stderr)
+        return 2
     run_id = tracking.replay_journal(entries, folder.resolve())
+    tracking.mark_uploaded(start["run_id"], run_id)
     print(f"uploaded {folder} as run {run_id} to {tracking.tracking_uri()}")
     return 0
 

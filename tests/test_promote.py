@@ -387,8 +387,10 @@ def test_cli_without_a_store_refuses_and_creates_none(tmp_path: Path) -> None:
 
 
 def test_cli_promotes_and_writes_nothing_else(experiment: str, make_report: Callable[[str], Path], tmp_path: Path, mlflow_store: str) -> None:
-    best = log_run(make_report("a"), experiment, {"test_roc_auc": 0.8})
-    log_run(make_report("b"), experiment, {"test_roc_auc": 0.4})
+    # By default the run best on validation wins, not the one best on test: picking by test would tune on it.
+    best = log_run(make_report("a"), experiment, {"evaluated_val_auc": 0.8, "test_roc_auc": 0.7})
+    log_run(make_report("b"), experiment, {"evaluated_val_auc": 0.4, "test_roc_auc": 0.9})
+    log_run(None, experiment, {"evaluated_val_auc": 0.99}, tags={"sweep": "parent"})  # a sweep's summary run, no report
     before = set(os.listdir(tmp_path))
     dry = run_forgery("promote", f"experiment={experiment}", "dry_run=true", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_store}, timeout=120)
     assert dry.returncode == 0, dry.stderr
@@ -398,7 +400,7 @@ def test_cli_promotes_and_writes_nothing_else(experiment: str, make_report: Call
 
     result = run_forgery("promote", f"experiment={experiment}", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_store}, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert f"promoted run {best}" in result.stdout and "test_roc_auc = 0.8" in result.stdout and "http.server" in result.stdout
+    assert f"promoted run {best}" in result.stdout and "evaluated_val_auc = 0.8" in result.stdout and "http.server" in result.stdout
     assert promoted_run(tmp_path / DEST) == best
     assert set(os.listdir(tmp_path)) == before | {"public"}  # no outputs/, .hydra/ or promote.log
     assert not list(tmp_path.rglob("*.log"))
@@ -411,7 +413,7 @@ def test_config_defaults_match_the_documented_ones() -> None:
     with initialize(version_base="1.3", config_path=None):  # as promote's main composes it: from the config store
         cfg = compose(config_name="promote", return_hydra_config=True)
         chosen = compose(config_name="promote", overrides=["experiment=lr_sweep", "mode=min"])
-    assert (cfg.experiment, cfg.metric, cfg.mode, cfg.dest) == ("image-forgery", "test_roc_auc", "max", "public/projects/image-forgery")
+    assert (cfg.experiment, cfg.metric, cfg.mode, cfg.dest) == ("image-forgery", "evaluated_val_auc", "max", "public/projects/image-forgery")
     assert cfg.run_id is None and cfg.parent_run_id is None and cfg.dry_run is False and cfg.register is False
     assert cfg.hydra.output_subdir is None and cfg.hydra.run.dir == "." and cfg.hydra.job.chdir is False
     assert cfg.hydra.job_logging.handlers.console.stream == "ext://sys.stdout" and "file" not in cfg.hydra.job_logging.handlers
@@ -475,3 +477,10 @@ def test_register_points_champion_at_each_new_version(trained: tuple[Path, str],
         assert json.loads((tmp_path / "site" / "promotion.json").read_text())["registered_model"]["version"] == "2"
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_cli_refuses_a_misspelt_key_in_one_line(tmp_path: Path) -> None:
+    result = run_forgery("promote", "dryrun=true", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: unknown config key 'dryrun' (check the spelling; the same command with --cfg job lists every key)"]
+    assert sorted(os.listdir(tmp_path)) == []  # nothing written, not even a store

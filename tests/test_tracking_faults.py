@@ -52,12 +52,15 @@ def stop_server(server: subprocess.Popen) -> None:
     server.wait(timeout=30)
 
 
-def test_unreachable_server_stops_the_run_before_any_work(tmp_path: Path) -> None:
-    result = run_forgery("train", "epochs=1", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}, timeout=120)
+@pytest.mark.parametrize("command", [["train", "epochs=1"], ["promote"], ["predict", "image.png", "run_id=0123456789abcdef0123456789abcdef"]])
+def test_unreachable_server_stops_the_command_before_any_work(tmp_path: Path, command: list[str]) -> None:
+    started = time.monotonic()
+    result = run_forgery(*command, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and re.match(r"error: MLflow tracking server http://127\.0\.0\.1:\d+ is not reachable", lines[0]), result.stderr
-    assert not list(tmp_path.rglob("checkpoints"))  # no training happened
+    assert time.monotonic() - started < 60  # one health check, not minutes of MLflow's retries
+    assert not list(tmp_path.rglob("checkpoints")) and not (tmp_path / "public").exists()  # no work happened
 
 
 def test_upload_refuses_a_folder_without_a_journal(tmp_path: Path) -> None:
@@ -114,6 +117,14 @@ def test_server_lost_mid_run_keeps_the_outputs_and_uploads_later(tmp_path: Path)
         assert "test_roc_auc" in uploaded.data.metrics and uploaded.data.params["epochs"] == "3"
         reports = {entry.path for entry in client.list_artifacts(uploaded.info.run_id, "report")}
         assert {"report/training_metrics.json", "report/model_card.json", "report/fake-gradcam-fake.png"} <= reports
+        # The incomplete original (left RUNNING when the server died) now points at the whole run, ended FAILED.
+        original = client.get_run(uploaded.data.tags["original_run_id"])
+        assert original.info.status == "FAILED" and original.data.tags["uploaded_as"] == uploaded.info.run_id
+        # A second upload would add a duplicate run: refused in one line.
+        again = run_forgery("upload", str(output_dir), cwd=work, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+        assert again.returncode == 2
+        assert again.stderr.strip().splitlines() == [f"error: run {original.info.run_id} was already uploaded as run {uploaded.info.run_id}; delete that run to upload it again"]
+        assert len(client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])) == 2
     finally:
         stop_server(server)
 

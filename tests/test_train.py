@@ -79,6 +79,10 @@ def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -
         (["seed=-1"], "seed must be a whole number from 0 to 2**32 - 1, got -1"),
         (["evidence.gradcam_checks_per_class=0"], "evidence.gradcam_checks_per_class must be at least 1"),
         (["-m", "sweep.mode=best"], "sweep.mode must be max or min, got 'best'"),
+        (["model.padding=full"], "model.padding must be valid or same, got 'full'"),
+        (["-m", "optimizer.lr=interval(1e-4,1e-3)"], "interval(...) needs a sweeper that samples ranges: add hparams_search=optuna"),
+        (["experiment=lr_sweep"], "this config sets sweep parameters (optimizer.lr, augment), which only a multirun uses; add -m"),
+        (["data=cifake", "data.root=~/cifake"], "data.root: Hydra cannot read '~' in a value; write $HOME instead"),
     ],
 )
 def test_bad_input_fails_before_training_with_one_line(tmp_path: Path, arguments: list[str], expected: str) -> None:

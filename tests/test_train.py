@@ -170,14 +170,18 @@ def reading_from(pid: int, folder: Path) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc to see when loading starts")
 def test_ctrl_c_while_the_data_loads_is_one_line(tmp_path: Path) -> None:
-    root = tmp_path / "cifake"
-    image = tmp_path / "one.jpg"
-    Image.fromarray(np.full((32, 32, 3), 90, dtype="uint8")).save(image)
-    for split, count in (("train", 3000), ("test", 100)):
-        for name in ("FAKE", "REAL"):
-            (root / split / name).mkdir(parents=True)
-            for index in range(count):
-                os.link(image, root / split / name / f"{index}.jpg")  # thousands of files to decode, made in a blink
+    import io
+    import zipfile
+
+    # A Kaggle-layout zip: the loader keeps it open while it decodes, so the test sees when loading runs.
+    image = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 90, dtype="uint8")).save(image, format="JPEG")
+    root = tmp_path / "cifake.zip"
+    with zipfile.ZipFile(root, "w", zipfile.ZIP_STORED) as archive:
+        for split, count in (("train", 3000), ("test", 100)):
+            for name in ("FAKE", "REAL"):
+                for index in range(count):
+                    archive.writestr(f"{split}/{name}/{index}.jpg", image.getvalue())
     process = subprocess.Popen(
         [sys.executable, "-m", "forgery.train", "data=cifake", f"data.root={root}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -457,7 +457,8 @@ def test_cli_promotes_a_real_run_file_for_file(trained: tuple[Path, str], tmp_pa
         assert (dest / name).read_bytes() == (folder / "out" / "report" / name).read_bytes(), name
     record = json.loads((dest / "promotion.json").read_text())
     headline = json.loads((folder / "out" / "report" / "training_metrics.json").read_text())["headline"]
-    assert record["run_id"] == run_id and record["metric_value"] == pytest.approx(headline["test_roc_auc"])
+    assert record["run_id"] == run_id and record["metric"] == "evaluated_val_auc"  # the default: validation, never test
+    assert record["metric_value"] == pytest.approx(headline["evaluated_val_auc"])
 
 
 @pytest.mark.slow

@@ -155,15 +155,15 @@ def architecture_summary(model: keras.Model) -> str:
 def resnet(
     name: str,
     widths: list[int],
-    blocks_per_stage: int = 2,
+    blocks_per_stage: int | list[int] = 2,
     dropout: float = 0.3,
     highpass: bool = False,
     augmentation: keras.Layer | None = None,
 ) -> keras.Model:
     """A small pre-activation residual network; with `highpass`, it also sees the image's high frequencies.
 
-    Stages of `blocks_per_stage` residual blocks (two 3x3 convolutions each); every stage after the first
-    halves the grid. No pooling before the first stage: generator traces live at the pixel scale. The
+    Stages of `blocks_per_stage` residual blocks (two 3x3 convolutions each; one count for every stage, or
+    a list with one per stage); every stage after the first halves the grid. No pooling before the first stage: generator traces live at the pixel scale. The
     high-pass view (image minus its 3x3 blur) is stacked as three extra channels, because upsampling and
     over-smoothing leave their marks in exactly those frequencies.
     """
@@ -176,8 +176,9 @@ def resnet(
         residue = keras.layers.Subtract(name="highpass")([x, blurred])
         x = keras.layers.Concatenate(name="with_highpass")([x, keras.layers.Rescaling(4.0, name="highpass_gain")(residue)])
     x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem")(x)
-    for stage, width in enumerate(widths, start=1):
-        for block in range(1, blocks_per_stage + 1):
+    counts = stage_block_counts(widths, blocks_per_stage)
+    for stage, (width, count) in enumerate(zip(widths, counts, strict=True), start=1):
+        for block in range(1, count + 1):
             stride = 2 if stage > 1 and block == 1 else 1
             x = _residual_block(x, width, stride, f"stage{stage}_block{block}")
     x = keras.layers.BatchNormalization(name="final_batchnorm")(x)
@@ -186,6 +187,16 @@ def resnet(
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name=CLASSIFIER_LAYER, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def stage_block_counts(widths: list[int], blocks_per_stage: int | list[int]) -> list[int]:
+    """Residual blocks per stage: one count repeated for every stage, or a list with one count per stage."""
+    if isinstance(blocks_per_stage, int):
+        return [blocks_per_stage] * len(widths)
+    counts = [int(count) for count in blocks_per_stage]
+    if len(counts) != len(widths):
+        raise ValueError(f"blocks_per_stage has {len(counts)} counts for {len(widths)} stages (widths)")
+    return counts
 
 
 def _residual_block(x: keras.KerasTensor, width: int, stride: int, name: str) -> keras.KerasTensor:

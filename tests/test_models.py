@@ -10,7 +10,7 @@ import pytest
 
 from forgery.augment import build_augmentation
 from forgery.gradcam import cut_model, make_gradcam_heatmap
-from forgery.models import architecture_summary, cnn, inference_graph, last_conv_layer, single_view, tta_view
+from forgery.models import architecture_summary, cnn, inference_graph, last_conv_layer, resnet, single_view, tta_view
 
 
 def seed_model(fused: bool = False) -> keras.Model:
@@ -37,6 +37,16 @@ def test_small_is_the_seed_architecture_with_94402_parameters() -> None:
 
 def test_wide_is_larger() -> None:
     assert cnn("wide", [64, 128, 256], padding="same").count_params() == 373_122
+
+
+def test_resnet_takes_one_block_count_per_stage() -> None:
+    deeper = resnet("resnet", [8, 16, 32], blocks_per_stage=[3, 1, 2])
+    blocks = sorted({layer.name.rsplit("_", 1)[0] for layer in deeper.layers if layer.name.endswith("_add")})
+    assert blocks == ["stage1_block1", "stage1_block2", "stage1_block3", "stage2_block1", "stage3_block1", "stage3_block2"]
+    # one count for every stage builds what the same list of equal counts builds
+    assert resnet("resnet", [8, 16, 32], blocks_per_stage=2).count_params() == resnet("resnet", [8, 16, 32], blocks_per_stage=[2, 2, 2]).count_params()
+    with pytest.raises(ValueError, match="blocks_per_stage has 2 counts for 3 stages"):
+        resnet("resnet", [8, 16, 32], blocks_per_stage=[2, 2])
 
 
 def test_model_maps_raw_pixels_to_probabilities() -> None:

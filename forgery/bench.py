@@ -159,7 +159,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         dataset, loading = load_data(cfg.data, "loading" in parts, scratch / "cache")
         report["data"] = {"name": dataset.name, "counts": dataset.counts(), "array_mib": round(array_bytes(dataset) / 2**20, 1), **loading}
         peak_after["loading"] = peak_rss_mib()
-        with train.quiet_native_startup():
+        with runtime.quiet_native_startup():
             import keras
 
             keras.ops.zeros(1)
@@ -405,7 +405,7 @@ def serve_pipeline(connection: Any, pipeline: str, backend: str, cfg: dict[str, 
         run_cfg = OmegaConf.create(cfg)
         if pipeline != "harness" and "fused" in run_cfg.augment:
             run_cfg.augment.fused = False  # the peers augment with Keras's separate layers, as the seed notebook did
-        with train.quiet_native_startup():
+        with runtime.quiet_native_startup():
             import keras
 
             steps_per_execution = 1  # the peers: Keras's defaults, as a notebook has them

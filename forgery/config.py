@@ -48,6 +48,7 @@ def validate(cfg: DictConfig) -> None:
     padding = OmegaConf.select(cfg, "model.padding")  # only the plain CNNs have it
     if padding is not None and padding not in ("valid", "same"):
         raise ConfigError(f"model.padding must be valid or same, got {padding!r}")
+    _check_architecture(cfg)
     if OmegaConf.select(cfg, "model.dropout") is not None:
         dropout = _number(cfg, "model.dropout")
         if not 0.0 <= dropout < 1.0:
@@ -113,6 +114,50 @@ def validate(cfg: DictConfig) -> None:
     verbose = OmegaConf.select(cfg, "verbose")
     if verbose not in ("auto", 0, 1, 2):
         raise ConfigError(f"verbose must be auto, 0, 1 or 2, got {verbose!r}")
+
+
+# The images' side in pixels (forgery.data.IMAGE_SIZE, without importing the data stage here).
+IMAGE_SIDE = 32
+
+
+def _check_architecture(cfg: DictConfig) -> None:
+    """Layer counts and widths a model can be built from, checked before data loads or a model is built."""
+    if OmegaConf.select(cfg, "model.filters") is not None:  # the plain CNNs
+        filters = _count_list(cfg, "model.filters")
+        _positive_number(cfg, "model.width")
+        side = IMAGE_SIDE
+        for layer, _ in enumerate(filters, start=1):
+            # a 3x3 'valid' convolution trims 2 pixels, then each block's pooling halves the grid
+            side = (side - 2 if cfg.model.padding == "valid" else side) // 2
+            if side < 1:
+                raise ConfigError(
+                    f"model.filters has {len(filters)} blocks, but with padding={cfg.model.padding} a 32-pixel image "
+                    f"is down to nothing after block {layer}; use at most {layer - 1} blocks or model.padding=same"
+                )
+    if OmegaConf.select(cfg, "model.widths") is not None:  # the residual networks
+        widths = _count_list(cfg, "model.widths")
+        if len(widths) > 6:  # every stage after the first halves the grid: 32 -> 1 after six stages
+            raise ConfigError(f"model.widths has {len(widths)} stages; a 32-pixel image allows at most 6")
+        blocks = _value(cfg, "model.blocks_per_stage")
+        if isinstance(blocks, bool) or not isinstance(blocks, int):
+            counts = _count_list(cfg, "model.blocks_per_stage")
+            if len(counts) != len(widths):
+                raise ConfigError(f"model.blocks_per_stage has {len(counts)} counts for {len(widths)} stages (model.widths); give one count, or one per stage")
+        else:
+            _positive_int(cfg, "model.blocks_per_stage")
+
+
+def _count_list(cfg: DictConfig, key: str) -> list[int]:
+    """A non-empty list of whole numbers above zero, such as channel widths per layer."""
+    value = _value(cfg, key)
+    if not OmegaConf.is_list(value) or not value or any(isinstance(item, bool) or not isinstance(item, int) or item < 1 for item in value):
+        raise ConfigError(f"{key} must be a non-empty list of whole numbers above 0, such as [32, 64, 128], got {_plain(value)!r}")
+    return [int(item) for item in value]
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain Python, for messages."""
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def _value(cfg: DictConfig, key: str) -> Any:

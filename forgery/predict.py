@@ -104,7 +104,7 @@ def parse_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def load_model(options: dict[str, str]) -> tuple[keras.Model, float | None]:
     """The model named by run_id or model_path, and the run's logged temperature (None: not calibrated)."""
-    from forgery.train import quiet_native_startup
+    from forgery.runtime import quiet_native_startup
 
     if "model_path" in options:
         check_model_file(Path(options["model_path"]))  # in a blink, before seconds of importing Keras

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from forgery.config import ConfigError
@@ -20,6 +25,12 @@ log = logging.getLogger(__name__)
 
 SMALL_BATCH = 32  # measured on 2 CPU cores: below it one thread per op trains faster, from it up the default does
 AUTO_STEPS_PER_EXECUTION = 32  # enough to hide Python's per-step cost; the progress bar still moves several times a second
+
+# What TensorFlow's C++ start-up prints on every start, whatever TF_CPP_MIN_LOG_LEVEL says.
+NATIVE_STARTUP_NOISE = re.compile(
+    r"absl::InitializeLog|oneDNN custom operations|cuda drivers|cuInit|cudart_stub|computation placer|TensorFlow binary is optimized"
+    r"|rebuild TensorFlow with the appropriate compiler flags"
+)
 
 
 @dataclass(frozen=True)
@@ -119,3 +130,30 @@ def has_gpu(backend: str) -> bool:
 
         return bool(torch.cuda.is_available())
     return False
+
+
+@contextmanager
+def quiet_native_startup() -> Iterator[None]:
+    """Hold back what native code writes to stderr meanwhile; replay it all except known start-up chatter.
+
+    TensorFlow's C++ logging prints several lines (oneDNN, missing CUDA drivers) on every start, before
+    TF_CPP_MIN_LOG_LEVEL is read, so the only way to keep a run's output readable is to filter the file
+    descriptor itself. Anything else written meanwhile is printed after, not lost.
+    """
+    # 3 hides C++ messages that TensorFlow logs as errors but are notes, such as a kernel falling back from oneDNN to Eigen;
+    # a real failure still raises in Python. Set the variable yourself to see them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if not NATIVE_STARTUP_NOISE.search(line):
+                    print(line, file=sys.stderr)

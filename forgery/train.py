@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,10 +29,6 @@ log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes conf/train.yaml, whose folder names use ${pid:}
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
-NATIVE_STARTUP_NOISE = re.compile(
-    r"absl::InitializeLog|oneDNN custom operations|cuda drivers|cuInit|cudart_stub|computation placer|TensorFlow binary is optimized"
-    r"|rebuild TensorFlow with the appropriate compiler flags"
-)
 # Validation only infers, so its batch size changes no number, only how many calls it takes.
 VALIDATION_BATCH_SIZE = 256
 # What `resume=` lets a command line change: how this machine runs the rest, never what is trained.
@@ -117,7 +109,7 @@ def train(cfg: DictConfig) -> float:
         if count:
             log.warning("data: %d %s (see the loader's warnings above)", count, issue.replace("_", " "))
 
-    with quiet_native_startup():
+    with runtime.quiet_native_startup():
         import keras
 
         from forgery import models
@@ -550,33 +542,6 @@ def write_outputs(output_dir: Path, result: dict[str, Any], upscale: int, alpha:
     for file_name in ("config.yaml", "overrides.yaml"):
         if (hydra_dir / file_name).exists():
             (config_dir / file_name).write_text((hydra_dir / file_name).read_text())
-
-
-@contextmanager
-def quiet_native_startup() -> Iterator[None]:
-    """Hold back what native code writes to stderr meanwhile; replay it all except known start-up chatter.
-
-    TensorFlow's C++ logging prints several lines (oneDNN, missing CUDA drivers) on every start, before
-    TF_CPP_MIN_LOG_LEVEL is read, so the only way to keep a run's output readable is to filter the file
-    descriptor itself. Anything else written meanwhile is printed after, not lost.
-    """
-    # 3 hides C++ messages that TensorFlow logs as errors but are notes, such as a kernel falling back from oneDNN to Eigen;
-    # a real failure still raises in Python. Set the variable yourself to see them.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines():
-                if not NATIVE_STARTUP_NOISE.search(line):
-                    print(line, file=sys.stderr)
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ original, incomplete run is ended FAILED if still open and tagged `uploaded_as`.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from pathlib import Path
 def main(arguments: list[str]) -> int:
     """Replay one run's journal; 0 on success, 2 (with one `error:` line) when it cannot."""
     from forgery import tracking
+    from forgery.runtime import quiet_native_startup
 
     if len(arguments) != 1:
         print("error: usage: python -m forgery.upload OUTPUT_DIR (the run's Hydra output folder)", file=sys.stderr)
@@ -45,12 +45,12 @@ def main(arguments: list[str]) -> int:
     if earlier:  # a second upload would add an identical run that a ranking could count twice
         print(f"error: run {start['run_id']} was already uploaded as run {earlier[0]}; delete that run to upload it again", file=sys.stderr)
         return 2
-    run_id = tracking.replay_journal(entries, folder.resolve())
-    tracking.mark_uploaded(start["run_id"], run_id)
+    with quiet_native_startup():  # logging the model starts TensorFlow, whose C++ start-up prints several lines
+        run_id = tracking.replay_journal(entries, folder.resolve())
+        tracking.mark_uploaded(start["run_id"], run_id)
     print(f"uploaded {folder} as run {run_id} to {tracking.tracking_uri()}")
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     raise SystemExit(main(sys.argv[1:]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from hydra.errors import InstantiationException
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
@@ -93,6 +94,45 @@ def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key
     with pytest.raises(ConfigError, match=rf"^{key} ") as refusal:
         validate(compose_train(override))
     assert "\n" not in str(refusal.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.filters=[]"], "model.filters must be a non-empty list of whole numbers above 0, such as [32, 64, 128], got []"),
+        (["model.filters=[32,0]"], "model.filters must be a non-empty list"),
+        (["model.filters=32"], "model.filters must be a non-empty list"),
+        (["model.width=0"], "model.width must be greater than 0"),
+        (["model=resnet", "model.widths=[]"], "model.widths must be a non-empty list"),
+        (["model=resnet", "model.widths=[8,8,8,8,8,8,8]"], "model.widths has 7 stages; a 32-pixel image allows at most 6"),
+        (["model=resnet", "model.blocks_per_stage=0"], "model.blocks_per_stage must be at least 1"),
+        (["model=resnet", "model.blocks_per_stage=[2,2]"], "model.blocks_per_stage has 2 counts for 3 stages (model.widths)"),
+        (["model=resnet", "model.blocks_per_stage=[2,0,2]"], "model.blocks_per_stage must be a non-empty list"),
+    ],
+)
+def test_architectures_that_cannot_be_built_are_refused_in_one_line(compose_train, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as refusal:
+        validate(compose_train(*overrides))
+    assert str(refusal.value).startswith(message) and "\n" not in str(refusal.value)
+
+
+@pytest.mark.parametrize(("padding", "deepest"), [("valid", 3), ("same", 5)])
+def test_the_block_limit_is_where_keras_runs_out_of_pixels(compose_train, padding: str, deepest: int) -> None:
+    filters = [4] * deepest
+    cfg = compose_train(f"model.padding={padding}", f"model.filters={filters}")
+    validate(cfg)
+    assert instantiate(cfg.model).output_shape == (None, 2)  # the deepest accepted stack builds
+    deeper = compose_train(f"model.padding={padding}", f"model.filters={[*filters, 4]}")
+    with pytest.raises(ConfigError, match=rf"down to nothing after block {deepest + 1}; use at most {deepest} blocks"):
+        validate(deeper)
+    with pytest.raises(InstantiationException, match="output size would be zero or negative"):  # nor can Keras
+        instantiate(deeper.model)
+
+
+def test_one_block_count_per_stage_is_accepted(compose_train) -> None:
+    cfg = compose_train("model=resnet", "model.blocks_per_stage=[3,3,2]", "model.widths=[4,8,8]")
+    validate(cfg)
+    assert instantiate(cfg.model).output_shape == (None, 2)
 
 
 @pytest.mark.parametrize("momentum", ["1.0", "-0.1", "fast"])

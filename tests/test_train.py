@@ -256,7 +256,7 @@ def _environment(folder: Path) -> dict[str, str]:
 def test_native_startup_noise_is_dropped_and_everything_else_replayed(capfd: pytest.CaptureFixture[str]) -> None:
     import os
 
-    from forgery.train import quiet_native_startup
+    from forgery.runtime import quiet_native_startup
 
     with quiet_native_startup():
         os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on.\n")

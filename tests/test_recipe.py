@@ -90,14 +90,21 @@ def test_presets_compose_and_validate(compose_train, preset: str) -> None:
         assert instantiate(cfg.model).count_params() == 94_402 and cfg.epochs == 5
 
 
-@pytest.mark.parametrize(("restore_best", "epoch", "accuracy"), [(True, 2, 0.8), (False, 3, 0.9)])
-def test_the_evaluated_epoch_and_its_validation_figures(compose_train, restore_best: bool, epoch: int, accuracy: float) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "epoch", "accuracy", "auc"),
+    [
+        (["early_stopping.restore_best=true"], 2, 0.8, 0.95),  # the best val_auc
+        (["early_stopping.restore_best=true", "early_stopping.metric=val_accuracy"], 3, 0.9, 0.9),  # the best val_accuracy
+        (["early_stopping.restore_best=false"], 3, 0.9, 0.9),  # the last epoch
+    ],
+)
+def test_the_evaluated_epoch_and_its_validation_figures(compose_train, overrides: list[str], epoch: int, accuracy: float, auc: float) -> None:
     from forgery import train
 
-    cfg = compose_train(f"early_stopping.restore_best={str(restore_best).lower()}")
+    cfg = compose_train(*overrides)
     history = {"loss": [0.6, 0.5, 0.4], "val_auc": [0.7, 0.95, 0.9], "val_accuracy": [0.6, 0.8, 0.9]}
     assert train.evaluated_epoch(history, cfg) == epoch
-    assert train.evaluated_validation(history, cfg) == {"evaluated_val_accuracy": accuracy, "evaluated_val_auc": history["val_auc"][epoch - 1]}
+    assert train.evaluated_validation(history, cfg) == {"evaluated_val_accuracy": accuracy, "evaluated_val_auc": auc}
 
 
 @pytest.mark.slow

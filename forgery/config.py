@@ -125,14 +125,16 @@ def _check_architecture(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "model.filters") is not None:  # the plain CNNs
         filters = _count_list(cfg, "model.filters")
         _positive_number(cfg, "model.width")
+        padding = OmegaConf.select(cfg, "model.padding", default="valid")  # forgery.models.cnn's default
         side = IMAGE_SIDE
         for layer, _ in enumerate(filters, start=1):
             # a 3x3 'valid' convolution trims 2 pixels, then each block's pooling halves the grid
-            side = (side - 2 if cfg.model.padding == "valid" else side) // 2
+            side = (side - 2 if padding == "valid" else side) // 2
             if side < 1:
+                other = " or model.padding=same" if padding == "valid" and len(filters) <= 5 else ""
                 raise ConfigError(
-                    f"model.filters has {len(filters)} blocks, but with padding={cfg.model.padding} a 32-pixel image "
-                    f"is down to nothing after block {layer}; use at most {layer - 1} blocks or model.padding=same"
+                    f"model.filters has {len(filters)} blocks, but with padding={padding} a 32-pixel image "
+                    f"is down to nothing after block {layer}; use at most {layer - 1} blocks{other}"
                 )
     if OmegaConf.select(cfg, "model.widths") is not None:  # the residual networks
         widths = _count_list(cfg, "model.widths")

@@ -123,8 +123,10 @@ def test_the_block_limit_is_where_keras_runs_out_of_pixels(compose_train, paddin
     validate(cfg)
     assert instantiate(cfg.model).output_shape == (None, 2)  # the deepest accepted stack builds
     deeper = compose_train(f"model.padding={padding}", f"model.filters={[*filters, 4]}")
-    with pytest.raises(ConfigError, match=rf"down to nothing after block {deepest + 1}; use at most {deepest} blocks"):
+    with pytest.raises(ConfigError, match=rf"down to nothing after block {deepest + 1}; use at most {deepest} blocks") as refusal:
         validate(deeper)
+    # 'same' keeps more of the grid, so it is offered only where it would fit
+    assert str(refusal.value).endswith("or model.padding=same") == (padding == "valid")
     with pytest.raises(InstantiationException, match="output size would be zero or negative"):  # nor can Keras
         instantiate(deeper.model)
 

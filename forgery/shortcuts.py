@@ -11,54 +11,67 @@ could cheat with them and its accuracy would not be evidence of anything.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from forgery.data import CLASS_NAMES
+from forgery.data import CLASS_NAMES, SkippedFile, read_inside_root
 
 
-def file_features(path: Path) -> tuple[list[float], str]:
+def file_features(content: bytes) -> tuple[list[float], str]:
     """(file size in bytes, six colour statistics) and a digest of the JPEG quantisation tables."""
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(content)) as image:
         tables = json.dumps(getattr(image, "quantization", None) or {}, sort_keys=True)
         pixels = np.asarray(image.convert("RGB"), dtype="float32")
     colour = [*pixels.mean(axis=(0, 1)), *pixels.std(axis=(0, 1))]
-    return [float(path.stat().st_size), *map(float, colour)], hashlib.sha256(tables.encode()).hexdigest()[:12]
+    return [float(len(content)), *map(float, colour)], hashlib.sha256(tables.encode()).hexdigest()[:12]
+
+
+# Why the loader's door refused a file, as the warning words it.
+SKIP_REASONS = {"outside_root_links": "linked outside the data root", "dangling_links": "dangling link", "oversized_images": "oversized"}
 
 
 def split_features(root: Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray, list[set[str]]]:
     """Features and labels of up to `limit` images per class of one split, and the table digests per class.
 
-    Hidden files (.DS_Store) and sub-folders are passed over, as the training loader does; a file that is
-    not a readable image is skipped and counted in one warning per folder.
+    Hidden files (.DS_Store) and sub-folders are passed over, and files are read as the training loader
+    reads them: a symlink leading outside the root or to nothing is never followed. Every file skipped
+    is counted in one warning per folder.
     """
+    real_root = Path(os.path.realpath(root))
     rows, labels, digests = [], [], []
     for label, name in enumerate(CLASS_NAMES):
         folder = root / split / name
         if not folder.is_dir():
             raise SystemExit(f"error: CIFAKE class folder not found: {folder}")
         seen: set[str] = set()
-        read = unreadable = 0
+        read, skipped = 0, Counter[str]()
         for path in sorted(folder.iterdir()):
             if read == limit:
                 break
-            if path.name.startswith(".") or not path.is_file():
+            if path.name.startswith(".") or (path.is_dir() and not path.is_symlink()):
                 continue
             try:
-                features, digest = file_features(path)
+                features, digest = file_features(read_inside_root(real_root, f"{split}/{name}/{path.name}"))
+            except SkippedFile as skip:
+                skipped[SKIP_REASONS.get(skip.kind, "unreadable")] += 1
+                continue
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # what PIL raises for a broken or non-image file
-                unreadable += 1
+                skipped["unreadable"] += 1
                 continue
             rows.append(features)
             labels.append(label)
             seen.add(digest)
             read += 1
-        if unreadable:
-            print(f"warning: skipped {unreadable} unreadable file(s) in {folder}", file=sys.stderr)
+        if skipped:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+            print(f"warning: skipped {skipped.total()} file(s) in {folder}: {reasons}", file=sys.stderr)
         if not read:
             raise SystemExit(f"error: no readable image in {folder}")
         digests.append(seen)
@@ -85,6 +98,10 @@ def shortcut_report(root: Path, limit: int = 2000) -> dict[str, object]:
         accuracy[group] = round(float(classifier.score(test_x[:, columns], test_y)), 4)
     return {
         "files_per_class_and_split": limit,
+        "files_read": {
+            split: {name: int((labels == label).sum()) for label, name in enumerate(CLASS_NAMES)}
+            for split, labels in (("train", train_y), ("test", test_y))
+        },
         "class_means": per_class,
         "jpeg_quantisation_tables": {name: sorted(tables[label]) for label, name in enumerate(CLASS_NAMES)},
         "same_jpeg_tables": tables[0] == tables[1],

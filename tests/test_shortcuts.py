@@ -50,7 +50,23 @@ def test_hidden_and_unreadable_files_are_passed_over_and_counted(tmp_path: Path,
     (tmp_path / "train" / "REAL" / "thumbs").mkdir()
     report = shortcut_report(tmp_path, limit=40)
     assert report["same_jpeg_tables"] is True
-    assert capsys.readouterr().err.strip() == f"warning: skipped 1 unreadable file(s) in {tmp_path / 'train' / 'FAKE'}"
+    assert capsys.readouterr().err.strip() == f"warning: skipped 1 file(s) in {tmp_path / 'train' / 'FAKE'}: 1 unreadable"
+
+
+def test_links_outside_the_root_or_to_nothing_are_never_read(tmp_path: Path, capsys) -> None:
+    root, elsewhere = tmp_path / "cifake", tmp_path / "elsewhere"
+    make_dataset(root, fake_quality=75)
+    elsewhere.mkdir()
+    planted = elsewhere / "big.jpg"  # a file whose size alone would mark FAKE, were it read
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(planted, quality=100)
+    folder = root / "train" / "FAKE"
+    for index in range(3):
+        (folder / f"outside {index}.jpg").symlink_to(planted)
+    (folder / "gone.jpg").symlink_to(folder / "deleted.jpg")
+    (root / "train" / "REAL" / "inside.jpg").symlink_to(root / "train" / "REAL" / "0 (0).jpg")  # inside the root: read
+    report = shortcut_report(root, limit=100)
+    assert capsys.readouterr().err.strip() == f"warning: skipped 4 file(s) in {folder}: 1 dangling link, 3 linked outside the data root"
+    assert report["files_read"]["train"] == {"FAKE": 40, "REAL": 41}  # the REAL link inside the root was read
 
 
 def test_a_class_without_images_and_a_bad_count_are_one_line(tmp_path: Path) -> None:

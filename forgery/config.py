@@ -45,9 +45,6 @@ def validate(cfg: DictConfig) -> None:
     for key in ("data.train_per_class", "data.test_per_class"):  # only the demo data has them
         if OmegaConf.select(cfg, key) is not None:
             _positive_int(cfg, key)
-    padding = OmegaConf.select(cfg, "model.padding")  # only the plain CNNs have it
-    if padding is not None and padding not in ("valid", "same"):
-        raise ConfigError(f"model.padding must be valid or same, got {padding!r}")
     _check_architecture(cfg)
     if OmegaConf.select(cfg, "model.dropout") is not None:
         dropout = _number(cfg, "model.dropout")
@@ -116,44 +113,67 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"verbose must be auto, 0, 1 or 2, got {verbose!r}")
 
 
-# The images' side in pixels (forgery.data.IMAGE_SIZE, without importing the data stage here).
+# The images' side in pixels (forgery.data.IMAGE_SIZE, without importing the data stage here; a test ties the two).
 IMAGE_SIDE = 32
+# A residual stage after the first halves the grid, so after the sixth a 32-pixel image is one pixel wide:
+# Keras would still build a seventh (its strided convolutions pad), but it would only add weights.
+RESNET_MAX_STAGES = 6
+
+
+def _present(cfg: DictConfig, key: str) -> bool:
+    """Whether the config has the key at all (a null value still counts: it is a value to refuse)."""
+    return OmegaConf.select(cfg, key, default=KeyError) is not KeyError
+
+
+def cnn_block_limit(padding: str, side: int = IMAGE_SIDE) -> int:
+    """How many conv + pool blocks of forgery.models.cnn a side-by-side image survives."""
+    blocks = 0
+    while True:
+        # a 3x3 'valid' convolution trims 2 pixels, then the block's pooling halves the grid
+        side = (side - 2 if padding == "valid" else side) // 2
+        if side < 1:
+            return blocks
+        blocks += 1
 
 
 def _check_architecture(cfg: DictConfig) -> None:
     """Layer counts and widths a model can be built from, checked before data loads or a model is built."""
-    if OmegaConf.select(cfg, "model.filters") is not None:  # the plain CNNs
-        filters = _count_list(cfg, "model.filters")
+    if _present(cfg, "model.filters"):  # the plain CNNs
+        filters = _count_list(cfg, "model.filters", "a non-empty list of whole numbers above 0, such as [32, 64, 128]")
         _positive_number(cfg, "model.width")
         padding = OmegaConf.select(cfg, "model.padding", default="valid")  # forgery.models.cnn's default
-        side = IMAGE_SIDE
-        for layer, _ in enumerate(filters, start=1):
-            # a 3x3 'valid' convolution trims 2 pixels, then each block's pooling halves the grid
-            side = (side - 2 if padding == "valid" else side) // 2
-            if side < 1:
-                other = " or model.padding=same" if padding == "valid" and len(filters) <= 5 else ""
-                raise ConfigError(
-                    f"model.filters has {len(filters)} blocks, but with padding={padding} a 32-pixel image "
-                    f"is down to nothing after block {layer}; use at most {layer - 1} blocks{other}"
-                )
-    if OmegaConf.select(cfg, "model.widths") is not None:  # the residual networks
-        widths = _count_list(cfg, "model.widths")
-        if len(widths) > 6:  # every stage after the first halves the grid: 32 -> 1 after six stages
-            raise ConfigError(f"model.widths has {len(widths)} stages; a 32-pixel image allows at most 6")
+        if padding not in ("valid", "same"):
+            raise ConfigError(f"model.padding must be valid or same, got {padding!r}")
+        limit = cnn_block_limit(padding)
+        if len(filters) > limit:
+            other = " or model.padding=same" if padding == "valid" and len(filters) <= cnn_block_limit("same") else ""
+            raise ConfigError(
+                f"model.filters has {len(filters)} blocks, but with padding={padding} a {IMAGE_SIDE}-pixel image "
+                f"is down to nothing after block {limit + 1}; use at most {limit} blocks{other}"
+            )
+    if _present(cfg, "model.widths"):  # the residual networks
+        widths = _count_list(cfg, "model.widths", "a non-empty list of whole numbers above 0, such as [32, 64, 128]")
+        if len(widths) > RESNET_MAX_STAGES:
+            raise ConfigError(
+                f"model.widths has {len(widths)} stages, but a {IMAGE_SIDE}-pixel image is one pixel wide after "
+                f"{RESNET_MAX_STAGES} (each stage after the first halves it); use at most {RESNET_MAX_STAGES}"
+            )
         blocks = _value(cfg, "model.blocks_per_stage")
-        if isinstance(blocks, bool) or not isinstance(blocks, int):
-            counts = _count_list(cfg, "model.blocks_per_stage")
+        counts_wanted = "a whole number of at least 1, or one per stage such as [3, 3, 2]"
+        if isinstance(blocks, int) and not isinstance(blocks, bool):
+            if blocks < 1:
+                raise ConfigError(f"model.blocks_per_stage must be {counts_wanted}, got {blocks}")
+        else:
+            counts = _count_list(cfg, "model.blocks_per_stage", counts_wanted)
             if len(counts) != len(widths):
                 raise ConfigError(f"model.blocks_per_stage has {len(counts)} counts for {len(widths)} stages (model.widths); give one count, or one per stage")
-        else:
-            _positive_int(cfg, "model.blocks_per_stage")
 
 
-def _count_list(cfg: DictConfig, key: str) -> list[int]:
-    """A non-empty list of whole numbers above zero, such as channel widths per layer."""
+def _count_list(cfg: DictConfig, key: str, wanted: str) -> list[int]:
+    """A non-empty list of whole numbers above zero, such as channel widths per layer; `wanted` says so in the error."""
     value = _value(cfg, key)
     if not OmegaConf.is_list(value) or not value or any(isinstance(item, bool) or not isinstance(item, int) or item < 1 for item in value):
-        raise ConfigError(f"{key} must be a non-empty list of whole numbers above 0, such as [32, 64, 128], got {_plain(value)!r}")
+        raise ConfigError(f"{key} must be {wanted}, got {_plain(value)!r}")
     return [int(item) for item in value]
 
 

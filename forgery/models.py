@@ -163,8 +163,8 @@ def resnet(
     """A small pre-activation residual network; with `highpass`, it also sees the image's high frequencies.
 
     Stages of `blocks_per_stage` residual blocks (two 3x3 convolutions each; one count for every stage, or
-    a list with one per stage); every stage after the first halves the grid. No pooling before the first stage: generator traces live at the pixel scale. The
-    high-pass view (image minus its 3x3 blur) is stacked as three extra channels, because upsampling and
+    a list with one per stage); every stage after the first halves the grid. No pooling before the first
+    stage: generator traces live at the pixel scale. The high-pass view (image minus its 3x3 blur) is stacked as three extra channels, because upsampling and
     over-smoothing leave their marks in exactly those frequencies.
     """
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="pixels")

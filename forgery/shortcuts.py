@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from forgery.data import CLASS_NAMES, SkippedFile, read_inside_root
+from forgery.data import CLASS_NAMES, ISSUE_DESCRIPTIONS, UNREADABLE_FILE_ERRORS, SkippedFile, read_inside_root
 
 
 def file_features(content: bytes) -> tuple[list[float], str]:
@@ -33,16 +33,13 @@ def file_features(content: bytes) -> tuple[list[float], str]:
     return [float(len(content)), *map(float, colour)], hashlib.sha256(tables.encode()).hexdigest()[:12]
 
 
-# Why the loader's door refused a file, as the warning words it.
-SKIP_REASONS = {"outside_root_links": "linked outside the data root", "dangling_links": "dangling link", "oversized_images": "oversized"}
-
-
 def split_features(root: Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray, list[set[str]]]:
     """Features and labels of up to `limit` images per class of one split, and the table digests per class.
 
-    Hidden files (.DS_Store) and sub-folders are passed over, and files are read as the training loader
-    reads them: a symlink leading outside the root or to nothing is never followed. Every file skipped
-    is counted in one warning per folder.
+    Hidden files (.DS_Store) and real sub-folders are passed over uncounted, as the training loader does.
+    Files are read through the loader's door, so a symlink leading outside the root or to nothing is never
+    followed; those, unreadable and oversized files are counted in one warning per folder, in the
+    loader's words (forgery.data.ISSUE_DESCRIPTIONS).
     """
     real_root = Path(os.path.realpath(root))
     rows, labels, digests = [], [], []
@@ -58,19 +55,24 @@ def split_features(root: Path, split: str, limit: int) -> tuple[np.ndarray, np.n
             if path.name.startswith(".") or (path.is_dir() and not path.is_symlink()):
                 continue
             try:
-                features, digest = file_features(read_inside_root(real_root, f"{split}/{name}/{path.name}"))
+                content = read_inside_root(real_root, f"{split}/{name}/{path.name}")
             except SkippedFile as skip:
-                skipped[SKIP_REASONS.get(skip.kind, "unreadable")] += 1
+                skipped[skip.kind] += 1
                 continue
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # what PIL raises for a broken or non-image file
-                skipped["unreadable"] += 1
+            except OSError:  # permission denied, an I/O error, or gone since it was listed
+                skipped["read_errors"] += 1
+                continue
+            try:
+                features, digest = file_features(content)
+            except UNREADABLE_FILE_ERRORS:  # what PIL raises for a broken or non-image file
+                skipped["skipped_files"] += 1
                 continue
             rows.append(features)
             labels.append(label)
             seen.add(digest)
             read += 1
         if skipped:
-            reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+            reasons = "; ".join(f"{skipped[kind]} {ISSUE_DESCRIPTIONS[kind]}" for kind in ISSUE_DESCRIPTIONS if skipped[kind])
             print(f"warning: skipped {skipped.total()} file(s) in {folder}: {reasons}", file=sys.stderr)
         if not read:
             raise SystemExit(f"error: no readable image in {folder}")

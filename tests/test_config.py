@@ -9,7 +9,8 @@ from hydra.errors import InstantiationException
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from forgery.config import ConfigError, condense_hydra_error, override_error, register_resolvers, validate
+from forgery.config import IMAGE_SIDE, ConfigError, cnn_block_limit, condense_hydra_error, override_error, register_resolvers, validate
+from forgery.data import IMAGE_SIZE
 from tests.conftest import CONFIG_DIR, TINY_DEMO
 
 GROUPS = {group: sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml")) for group in ("model", "optimizer", "augment", "data")}
@@ -104,10 +105,21 @@ def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key
         (["model.filters=32"], "model.filters must be a non-empty list"),
         (["model.width=0"], "model.width must be greater than 0"),
         (["model=resnet", "model.widths=[]"], "model.widths must be a non-empty list"),
-        (["model=resnet", "model.widths=[8,8,8,8,8,8,8]"], "model.widths has 7 stages; a 32-pixel image allows at most 6"),
-        (["model=resnet", "model.blocks_per_stage=0"], "model.blocks_per_stage must be at least 1"),
+        (["model.filters=null"], "model.filters must be a non-empty list of whole numbers above 0, such as [32, 64, 128], got None"),
+        (["model.filters=[32,true]"], "model.filters must be a non-empty list"),
+        (["model.filters=[32,64.5]"], "model.filters must be a non-empty list"),
+        (["model.filters=[32,abc]"], "model.filters must be a non-empty list"),
+        (["model.padding=null"], "model.padding must be valid or same, got None"),
+        (["model.padding=full"], "model.padding must be valid or same, got 'full'"),
+        (["model=resnet", "model.widths=null"], "model.widths must be a non-empty list"),
+        (["model=resnet", "model.widths=[8,8,8,8,8,8,8]"], "model.widths has 7 stages, but a 32-pixel image is one pixel wide after 6"),
+        (["model=resnet", "model.blocks_per_stage=0"], "model.blocks_per_stage must be a whole number of at least 1, or one per stage such as [3, 3, 2], got 0"),
+        (["model=resnet", "model.blocks_per_stage=2.5"], "model.blocks_per_stage must be a whole number of at least 1, or one per stage such as [3, 3, 2], got 2.5"),
+        (["model=resnet", "model.blocks_per_stage=true"], "model.blocks_per_stage must be a whole number of at least 1, or one per stage such as [3, 3, 2], got True"),
+        (["model=resnet", "model.blocks_per_stage=null"], "model.blocks_per_stage must be a whole number of at least 1, or one per stage such as [3, 3, 2], got None"),
+        (["model=resnet", "model.blocks_per_stage=two"], "model.blocks_per_stage must be a whole number of at least 1, or one per stage such as [3, 3, 2], got 'two'"),
         (["model=resnet", "model.blocks_per_stage=[2,2]"], "model.blocks_per_stage has 2 counts for 3 stages (model.widths)"),
-        (["model=resnet", "model.blocks_per_stage=[2,0,2]"], "model.blocks_per_stage must be a non-empty list"),
+        (["model=resnet", "model.blocks_per_stage=[2,0,2]"], "model.blocks_per_stage must be a whole number of at least 1, or one per stage such as [3, 3, 2], got [2, 0, 2]"),
     ],
 )
 def test_architectures_that_cannot_be_built_are_refused_in_one_line(compose_train, overrides: list[str], message: str) -> None:
@@ -127,8 +139,17 @@ def test_the_block_limit_is_where_keras_runs_out_of_pixels(compose_train, paddin
         validate(deeper)
     # 'same' keeps more of the grid, so it is offered only where it would fit
     assert str(refusal.value).endswith("or model.padding=same") == (padding == "valid")
+    # far too deep for either padding: 'same' is not offered
+    with pytest.raises(ConfigError, match=rf"use at most {deepest} blocks$"):
+        validate(compose_train(f"model.padding={padding}", f"model.filters={[4] * 6}"))
     with pytest.raises(InstantiationException, match="output size would be zero or negative"):  # nor can Keras
         instantiate(deeper.model)
+
+
+def test_the_block_limit_follows_the_image_side() -> None:
+    assert IMAGE_SIDE == IMAGE_SIZE  # the config check counts pixels of the images the loaders make
+    assert (cnn_block_limit("valid"), cnn_block_limit("same")) == (3, 5)
+    assert (cnn_block_limit("valid", side=64), cnn_block_limit("same", side=64)) == (4, 6)  # 64 -> 62 -> 31 -> 29 -> 14 -> 12 -> 6 -> 4 -> 2
 
 
 def test_one_block_count_per_stage_is_accepted(compose_train) -> None:

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
+import forgery.shortcuts
+from forgery.data import ISSUE_DESCRIPTIONS
 from forgery.shortcuts import shortcut_report
 
 
@@ -50,23 +53,46 @@ def test_hidden_and_unreadable_files_are_passed_over_and_counted(tmp_path: Path,
     (tmp_path / "train" / "REAL" / "thumbs").mkdir()
     report = shortcut_report(tmp_path, limit=40)
     assert report["same_jpeg_tables"] is True
-    assert capsys.readouterr().err.strip() == f"warning: skipped 1 file(s) in {tmp_path / 'train' / 'FAKE'}: 1 unreadable"
+    assert capsys.readouterr().err.strip() == (
+        f"warning: skipped 1 file(s) in {tmp_path / 'train' / 'FAKE'}: 1 {ISSUE_DESCRIPTIONS['skipped_files']}"
+    )
 
 
 def test_links_outside_the_root_or_to_nothing_are_never_read(tmp_path: Path, capsys) -> None:
     root, elsewhere = tmp_path / "cifake", tmp_path / "elsewhere"
     make_dataset(root, fake_quality=75)
     elsewhere.mkdir()
-    planted = elsewhere / "big.jpg"  # a file whose size alone would mark FAKE, were it read
+    planted = elsewhere / "planted.jpg"
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(planted, quality=100)
     folder = root / "train" / "FAKE"
     for index in range(3):
         (folder / f"outside {index}.jpg").symlink_to(planted)
-    (folder / "gone.jpg").symlink_to(folder / "deleted.jpg")
+    for index in range(2):
+        (folder / f"gone {index}.jpg").symlink_to(folder / f"deleted {index}.jpg")
     (root / "train" / "REAL" / "inside.jpg").symlink_to(root / "train" / "REAL" / "0 (0).jpg")  # inside the root: read
     report = shortcut_report(root, limit=100)
-    assert capsys.readouterr().err.strip() == f"warning: skipped 4 file(s) in {folder}: 1 dangling link, 3 linked outside the data root"
+    assert capsys.readouterr().err.strip() == (
+        f"warning: skipped 5 file(s) in {folder}: 3 symlinks leading outside the data root skipped, never read; "
+        "2 symlinks to nothing skipped (missing target or a loop)"
+    )
     assert report["files_read"]["train"] == {"FAKE": 40, "REAL": 41}  # the REAL link inside the root was read
+
+
+def test_a_file_that_cannot_be_read_is_counted_as_a_read_error(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_dataset(tmp_path, fake_quality=75)
+    door = forgery.shortcuts.read_inside_root
+
+    def refuse_one(real_root: Path, member: str) -> bytes:
+        if member == "test/REAL/3 (3).jpg":  # root reads chmod 000 files, so the refusal is raised here
+            raise PermissionError(13, "Permission denied", member)
+        return door(real_root, member)
+
+    monkeypatch.setattr(forgery.shortcuts, "read_inside_root", refuse_one)
+    report = shortcut_report(tmp_path, limit=40)
+    assert capsys.readouterr().err.strip() == (
+        f"warning: skipped 1 file(s) in {tmp_path / 'test' / 'REAL'}: 1 {ISSUE_DESCRIPTIONS['read_errors']}"
+    )
+    assert report["files_read"]["test"] == {"FAKE": 20, "REAL": 19}
 
 
 def test_a_class_without_images_and_a_bad_count_are_one_line(tmp_path: Path) -> None:

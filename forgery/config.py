@@ -73,6 +73,7 @@ def validate(cfg: DictConfig) -> None:
     smoothing = _number(cfg, "label_smoothing")
     if not 0.0 <= smoothing < 1.0:
         raise ConfigError(f"label_smoothing must be in [0, 1), got {smoothing:g}")
+    _check_distillation(cfg)
     precision = OmegaConf.select(cfg, "precision")
     if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ConfigError(f"precision must be float32, mixed_float16 or mixed_bfloat16, got {precision!r}")
@@ -118,6 +119,18 @@ IMAGE_SIDE = 32
 # A residual stage after the first halves the grid, so after the sixth a 32-pixel image is one pixel wide:
 # Keras would still build a seventh (its strided convolutions pad), but it would only add weights.
 RESNET_MAX_STAGES = 6
+
+
+def _check_distillation(cfg: DictConfig) -> None:
+    """distill.teacher is a run id or null; with a teacher, distill.weight is above 0 and below 0.5."""
+    teacher = OmegaConf.select(cfg, "distill.teacher", default=None)  # an older run's config has no distill
+    if teacher is None:
+        return
+    if not isinstance(teacher, str) or not teacher.strip():
+        raise ConfigError(f"distill.teacher must be an MLflow run id (or null for no teacher), got {teacher!r}")
+    weight = _number(cfg, "distill.weight")
+    if not 0.0 < weight < 0.5:  # forgery.distill: the label keeps the larger share, so each target's class is its label
+        raise ConfigError(f"distill.weight must be above 0 and below 0.5 (the label keeps the larger share of each target), got {weight:g}")
 
 
 def _present(cfg: DictConfig, key: str) -> bool:

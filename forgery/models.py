@@ -72,14 +72,16 @@ def inference_graph(model: keras.Model) -> keras.Model:
     What the harness hands out (MLflow's model, model.keras) holds only Keras's own layers, so it loads
     wherever Keras does, forgery installed or not, and predicts exactly as the trained model.
     """
-    if not any(is_augmentation_block(layer) for layer in model.layers):
-        return model
+    if any(is_augmentation_block(layer) for layer in model.layers):
 
-    def replace(layer: keras.Layer) -> keras.Layer:
-        # A Sequential, not a bare Identity: the graph calls the block with Sequential's arguments (mask=).
-        return keras.Sequential([keras.layers.Identity()], name=layer.name) if is_augmentation_block(layer) else layer
+        def replace(layer: keras.Layer) -> keras.Layer:
+            # A Sequential, not a bare Identity: the graph calls the block with Sequential's arguments (mask=).
+            return keras.Sequential([keras.layers.Identity()], name=layer.name) if is_augmentation_block(layer) else layer
 
-    return keras.models.clone_model(model, clone_function=replace)
+        model = keras.models.clone_model(model, clone_function=replace)
+    # A new, uncompiled graph over the same layers: a compiled model's file names its loss and metrics
+    # (forgery.metrics.LabelAUC among them), which a loader without forgery could not rebuild.
+    return keras.Model(model.input, model.output, name=model.name)
 
 
 def tta_view(model: keras.Model, tta: str) -> keras.Model:
@@ -129,7 +131,9 @@ def single_view(model: keras.Model) -> keras.Model:
 
 def load(path: Path | str) -> keras.Model:
     """A `.keras` file in Keras's safe mode (no code from the file runs), forgery's own layers known to Keras."""
-    return keras.saving.load_model(path, custom_objects=augment.custom_objects(), safe_mode=True)
+    from forgery import metrics  # a checkpoint is compiled with the run's metrics
+
+    return keras.saving.load_model(path, custom_objects={**augment.custom_objects(), **metrics.custom_objects()}, safe_mode=True)
 
 
 def architecture_summary(model: keras.Model) -> str:

@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import sys
 from pathlib import Path
@@ -149,9 +148,6 @@ def _load_run_model(run_id: str) -> tuple[keras.Model, float | None]:
     """A run's logged model and its `temperature` metric; UsageError for an unknown run or one without a model."""
     from forgery import tracking
     from forgery.calibration import TEMPERATURE_METRIC
-
-    # MLflow's download progress bars would bury the one line per image a caller watches for on stderr.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     try:
         tracking.check_reachable()  # a dead server: one line now, not minutes of retries and a traceback

@@ -427,7 +427,7 @@ def model_version_by_alias(model_name: str, alias: str) -> dict[str, str] | None
 
 
 def _run_summary(run: Any) -> dict[str, Any]:
-    """A run as plain values: what promotion compares and records."""
+    """A run as plain values: what promotion compares and records, and distillation checks a teacher by."""
     return {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
@@ -436,6 +436,7 @@ def _run_summary(run: Any) -> dict[str, Any]:
         "start_time": run.info.start_time or 0,
         "metrics": dict(run.data.metrics),
         "tags": dict(run.data.tags),
+        "params": dict(run.data.params),
     }
 
 
@@ -496,6 +497,8 @@ def load_run_model(run_id: str) -> Any:
 
     from forgery import augment
 
+    # MLflow's download progress bars would bury the lines a caller watches for on stderr.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         # safe_mode=True is Keras's default too; stated so a saved lambda can never run code on load.
         # A run's model holds Keras's layers only (models.inference_graph); forgery's are known all the same.

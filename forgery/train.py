@@ -100,6 +100,14 @@ def train(cfg: DictConfig) -> float:
     else:
         validate(cfg)
         state = checkpoints.CheckpointState()
+    teacher = OmegaConf.select(cfg, "distill.teacher", default=None)  # an older run's config has no distill
+    if teacher:
+        from forgery import distill
+
+        # Checked before data loads: a wrong teacher is the user's to fix, in a second.
+        teacher_run = tracking.get_run(str(teacher)) if tracking.store_exists() else None  # looking would create an empty store
+        data_params = tracking.flatten_params({"data": OmegaConf.to_container(cfg.data, resolve=True)})
+        distill.check_teacher(str(teacher), teacher_run, data_params, tracking.tracking_uri())
     output_dir = Path(cfg.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
     started = time.perf_counter()
@@ -127,6 +135,7 @@ def train(cfg: DictConfig) -> float:
         model = build_model(cfg, len(dataset.train), steps_per_execution=execution.steps_per_execution)
         (output_dir / "config").mkdir(parents=True, exist_ok=True)
         (output_dir / "config" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # what resume reads
+    targets, agreement = teacher_targets(str(teacher), dataset.train, float(cfg.distill.weight)) if teacher else (None, None)
     tags = {
         **tracking.git_tags(Path.cwd()),
         "hydra_output_dir": str(output_dir.resolve()),
@@ -143,7 +152,9 @@ def train(cfg: DictConfig) -> float:
             if not resume_id:
                 tracker.params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True)))
                 tracker.metrics({f"data_{issue}": count for issue, count in dataset.issues.items()})
-            history = fit(model, dataset, cfg, state, checkpoint_dir, log_epoch=tracker.metrics)
+            if teacher:
+                tracker.metrics({"distill_teacher_label_agreement": agreement})
+            history = fit(model, dataset, cfg, state, checkpoint_dir, log_epoch=tracker.metrics, targets=targets)
             result = evaluate_and_explain(model, dataset, history, cfg)
             tracker.metrics({**result["headline"], **result["evidence_metrics"]})
             write_outputs(output_dir, result, cfg.gradcam.upscale, cfg.gradcam.alpha)
@@ -198,10 +209,11 @@ def build_model(cfg: DictConfig, train_images: int, metrics: list[Any] | None = 
 
 def run_metrics() -> list[Any]:
     """Accuracy and ROC AUC, the metrics a run tracks each epoch."""
-    import keras
+    from forgery.metrics import LabelAUC
 
     # Per-column AUC, averaged: with two softmax columns, FAKE's AUC equals REAL's, so this is the binary ROC AUC.
-    return ["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=500)]
+    # Scored against each target's label, so a distilled (soft) training target is still read as its label.
+    return ["accuracy", LabelAUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=500)]
 
 
 def refuse_sweep_without_multirun() -> None:
@@ -254,6 +266,21 @@ def resumable_run(run_id: str, current: DictConfig, overrides: list[str]) -> tup
     return cfg, state
 
 
+def teacher_targets(run_id: str, train: Any, weight: float) -> tuple[np.ndarray, float]:
+    """Distilled training targets from the teacher run's model, and how often it agrees with the labels."""
+    from forgery import distill, tracking
+
+    started = time.perf_counter()
+    try:
+        teacher = tracking.load_run_model(run_id)
+    except (RuntimeError, OSError) as error:  # before the run opens: nothing is recorded
+        raise ConfigError(f"distill.teacher: {str(error).splitlines()[0]}") from None
+    probabilities = np.asarray(teacher.predict(train.images, batch_size=VALIDATION_BATCH_SIZE, verbose=0), dtype="float32")
+    agreement = distill.label_agreement(train.labels, probabilities)
+    log.info("distillation: teacher %s scored %d training images in %.0f s; it agrees with %.2f%% of their labels; targets take %g of its probabilities", run_id, len(train), time.perf_counter() - started, 100 * agreement, weight)
+    return distill.mixed_targets(train.labels, probabilities, weight), agreement
+
+
 def fit(
     model: Any,
     dataset: Any,
@@ -261,8 +288,11 @@ def fit(
     state: Any,
     checkpoint_dir: Path,
     log_epoch: Callable[[dict[str, float], int], None],
+    targets: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """Train from `state.epoch` to `cfg.epochs`: checkpoint, then log, after every epoch; return the full history.
+
+    `targets` replace the training labels' one-hot targets (distillation: forgery.distill); validation always scores labels.
 
     Each epoch is one `fit` call over a permutation drawn from (seed, epoch), with the layers' random
     generators reset from (seed, epoch) too, so epoch k sees the same batches and augmentations whether
@@ -270,7 +300,8 @@ def fit(
     """
     from forgery import checkpoints
 
-    images, targets = dataset.train.images, one_hot(dataset.train.labels)
+    images = dataset.train.images
+    targets = one_hot(dataset.train.labels) if targets is None else targets
     validation = (dataset.val.images, one_hot(dataset.val.labels))
     # Epochs checkpointed but not logged (killed between the two) are logged first, so no step is missing or doubled.
     for epoch in range(state.logged_epoch, state.epoch):

@@ -10,6 +10,7 @@ import pytest
 
 from forgery.augment import build_augmentation
 from forgery.gradcam import cut_model, make_gradcam_heatmap
+from forgery.metrics import LabelAUC
 from forgery.models import architecture_summary, cnn, inference_graph, last_conv_layer, resnet, single_view, tta_view
 
 
@@ -72,7 +73,10 @@ def test_inference_graph_predicts_the_same_with_keras_layers_only() -> None:
     assert [layer.name for layer in served.layers] == [layer.name for layer in model.layers]
     assert all(mine is theirs for mine, theirs in zip(served.weights, model.weights))  # shared, not copied
     plain = cnn("plain", [8])
-    assert inference_graph(plain) is plain  # nothing to replace
+    plain.compile(optimizer="adam", loss="categorical_crossentropy", metrics=[LabelAUC(name="auc", multi_label=True, num_labels=2)])
+    graph = inference_graph(plain)  # nothing to replace, but compiled: the graph handed out is not
+    assert not graph.compiled and not graph.get_compile_config()  # its file names no forgery metric
+    assert all(mine is theirs for mine, theirs in zip(graph.weights, plain.weights))
 
 
 def test_no_augmentation_when_every_option_is_off() -> None:

@@ -180,6 +180,8 @@ def _check_architecture(cfg: DictConfig) -> None:
             counts = _count_list(cfg, "model.blocks_per_stage", counts_wanted)
             if len(counts) != len(widths):
                 raise ConfigError(f"model.blocks_per_stage has {len(counts)} counts for {len(widths)} stages (model.widths); give one count, or one per stage")
+        if _present(cfg, "model.towers"):
+            _positive_int(cfg, "model.towers")
 
 
 def _count_list(cfg: DictConfig, key: str, wanted: str) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from forgery import augment
 from forgery.data import CLASS_NAMES, IMAGE_SIZE
@@ -162,6 +163,7 @@ def resnet(
     blocks_per_stage: int | list[int] = 2,
     dropout: float = 0.3,
     highpass: bool = False,
+    towers: int = 1,
     augmentation: keras.Layer | None = None,
 ) -> keras.Model:
     """A small pre-activation residual network; with `highpass`, it also sees the image's high frequencies.
@@ -170,7 +172,13 @@ def resnet(
     a list with one per stage); every stage after the first halves the grid. No pooling before the first
     stage: generator traces live at the pixel scale. The high-pass view (image minus its 3x3 blur) is stacked as three extra channels, because upsampling and
     over-smoothing leave their marks in exactly those frequencies.
+
+    `towers` > 1 runs that many independent networks (layers prefixed tower1_, tower2_, ...) side by side
+    on the same input; their feature maps are stacked and one classifier reads them all, so the logits
+    are the sum of each tower's own: an ensemble in one graph, which Grad-CAM explains as a whole.
     """
+    if towers < 1:
+        raise ValueError(f"towers must be 1 or more, got {towers}")
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="pixels")
     x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
     if augmentation is not None:
@@ -179,18 +187,65 @@ def resnet(
         blurred = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="blur3x3")(x)
         residue = keras.layers.Subtract(name="highpass")([x, blurred])
         x = keras.layers.Concatenate(name="with_highpass")([x, keras.layers.Rescaling(4.0, name="highpass_gain")(residue)])
-    x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem")(x)
     counts = stage_block_counts(widths, blocks_per_stage)
-    for stage, (width, count) in enumerate(zip(widths, counts, strict=True), start=1):
-        for block in range(1, count + 1):
-            stride = 2 if stage > 1 and block == 1 else 1
-            x = _residual_block(x, width, stride, f"stage{stage}_block{block}")
-    x = keras.layers.BatchNormalization(name="final_batchnorm")(x)
-    x = keras.layers.Activation("relu", name=FEATURES_LAYER)(x)  # the feature map Grad-CAM explains
+    if towers == 1:
+        x = _residual_trunk(x, widths, counts, prefix="", features_name=FEATURES_LAYER)  # the feature map Grad-CAM explains
+    else:
+        trunks = [_residual_trunk(x, widths, counts, prefix=tower_prefix(tower), features_name=f"{tower_prefix(tower)}features") for tower in range(1, towers + 1)]
+        x = keras.layers.Concatenate(name=FEATURES_LAYER)(trunks)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name=CLASSIFIER_LAYER, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def tower_prefix(tower: int) -> str:
+    """The name prefix of tower `tower` (counted from 1) in a network with `towers` > 1."""
+    return f"tower{tower}_"
+
+
+def _residual_trunk(x: keras.KerasTensor, widths: list[int], counts: list[int], prefix: str, features_name: str) -> keras.KerasTensor:
+    """Stem convolution, the residual stages, then BatchNorm-ReLU: the feature map one network classifies."""
+    x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name=f"{prefix}stem")(x)
+    for stage, (width, count) in enumerate(zip(widths, counts, strict=True), start=1):
+        for block in range(1, count + 1):
+            stride = 2 if stage > 1 and block == 1 else 1
+            x = _residual_block(x, width, stride, f"{prefix}stage{stage}_block{block}")
+    x = keras.layers.BatchNormalization(name=f"{prefix}final_batchnorm")(x)
+    return keras.layers.Activation("relu", name=features_name)(x)
+
+
+def assemble_towers(ensemble: keras.Model, members: list[keras.Model]) -> None:
+    """Load `members` (trained single-tower networks of the same architecture) into the towers of `ensemble`.
+
+    Tower i takes member i's layers; the classifier takes every member's classifier, each divided by the
+    member count, so the ensemble's logits are the average of the members' logits (its bias the mean).
+    """
+    towers = sum(1 for layer in ensemble.layers if layer.name.startswith("tower") and layer.name.endswith("_features"))
+    if towers != len(members) or towers < 2:
+        raise ValueError(f"model {ensemble.name!r} has {towers} towers for {len(members)} members")
+    kernels, biases = [], []
+    for tower, member in enumerate(members, start=1):
+        for layer in member.layers:
+            if layer.name == CLASSIFIER_LAYER:
+                kernel, bias = layer.get_weights()
+                kernels.append(kernel / len(members))
+                biases.append(bias / len(members))
+            elif layer.weights:
+                target = _matching_layer(ensemble, f"{tower_prefix(tower)}{layer.name}", layer, member.name)
+                target.set_weights(layer.get_weights())
+    ensemble.get_layer(CLASSIFIER_LAYER).set_weights([np.concatenate(kernels, axis=0), np.sum(biases, axis=0)])
+
+
+def _matching_layer(ensemble: keras.Model, name: str, source: keras.Layer, member: str) -> keras.Layer:
+    """The ensemble's layer `name`, refused in one line unless its weights have `source`'s shapes."""
+    try:
+        target = ensemble.get_layer(name)
+    except ValueError:
+        raise ValueError(f"member {member!r} has a layer {source.name!r} that model {ensemble.name!r} lacks ({name}): not the same architecture") from None
+    if [tuple(weight.shape) for weight in target.weights] != [tuple(weight.shape) for weight in source.weights]:
+        raise ValueError(f"member {member!r} layer {source.name!r} has other weight shapes than {name} in model {ensemble.name!r}: not the same architecture")
+    return target
 
 
 def stage_block_counts(widths: list[int], blocks_per_stage: int | list[int]) -> list[int]:

@@ -11,7 +11,7 @@ import pytest
 from forgery.augment import build_augmentation
 from forgery.gradcam import cut_model, make_gradcam_heatmap
 from forgery.metrics import LabelAUC
-from forgery.models import architecture_summary, cnn, inference_graph, last_conv_layer, resnet, single_view, tta_view
+from forgery.models import architecture_summary, assemble_towers, cnn, inference_graph, last_conv_layer, resnet, single_view, tta_view
 
 
 def seed_model(fused: bool = False) -> keras.Model:
@@ -150,3 +150,65 @@ def test_gradcam_explains_the_image_as_given_inside_a_view(tta: str) -> None:
     assert single_view(view) is model
     image = np.random.default_rng(4).integers(0, 256, (32, 32, 3)).astype("uint8")
     np.testing.assert_allclose(make_gradcam_heatmap(cut_model(view), image, 1), make_gradcam_heatmap(cut_model(model), image, 1))
+
+
+def randomised(model: keras.Model, seed: int) -> keras.Model:
+    """`model` with every weight drawn at random (variances positive), so two copies are different networks."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        drawn = rng.normal(0.0, 0.1, weight.shape)
+        weight.assign((np.abs(drawn) + 0.5 if "variance" in weight.path else drawn).astype("float32"))
+    return model
+
+
+def logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
+    """The classifier's pre-softmax outputs."""
+    classifier = model.get_layer("classifier")
+    features = keras.Model(model.inputs[0], classifier.input).predict(pixels, verbose=0)
+    kernel, bias = classifier.get_weights()
+    return features @ kernel + bias
+
+
+def test_towers_assembled_from_members_average_their_logits() -> None:
+    members = [randomised(resnet(f"member{seed}", [4, 8, 8], 1, highpass=True), seed) for seed in (1, 2)]
+    ensemble = resnet("ensemble", [4, 8, 8], 1, highpass=True, towers=2)
+    # each tower is a whole member network; one classifier reads both feature maps
+    classifier_weights = members[0].get_layer("classifier").count_params()
+    assert ensemble.count_params() == 2 * (members[0].count_params() - classifier_weights) + 2 * classifier_weights - 2
+    assemble_towers(ensemble, members)
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("float32")
+    expected = (logits(members[0], pixels) + logits(members[1], pixels)) / 2
+    np.testing.assert_allclose(logits(ensemble, pixels), expected, atol=1e-4)
+    assert not np.allclose(logits(members[0], pixels), logits(members[1], pixels), atol=1e-2)  # the check can fail
+
+
+def test_towers_keep_the_single_network_names_and_refuse_zero() -> None:
+    single = {layer.name for layer in resnet("one", [4, 8], 1).layers}
+    assert {"stem", "stage1_block1_conv1", "final_batchnorm", "features"} <= single
+    towers = {layer.name for layer in resnet("two", [4, 8], 1, towers=2).layers}
+    assert {"tower1_stem", "tower2_stem", "tower2_stage2_block1_conv1", "tower1_features", "features"} <= towers
+    assert "stem" not in towers
+    with pytest.raises(ValueError, match="towers must be 1 or more, got 0"):
+        resnet("none", [4, 8], 1, towers=0)
+
+
+def test_gradcam_explains_the_stacked_towers() -> None:
+    model = randomised(resnet("two", [4, 8, 8], 1, highpass=True, towers=2), 3)
+    assert last_conv_layer(model).name == "features"
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3)).astype("uint8")
+    heatmap = make_gradcam_heatmap(cut_model(model), image, 1)
+    assert heatmap.shape == (8, 8)
+    assert np.isfinite(heatmap).all() and heatmap.max() <= 1.0
+
+
+def test_towers_refuse_members_of_another_architecture_or_count() -> None:
+    ensemble = resnet("ensemble", [4, 8], 1, towers=2)
+    same = [resnet(f"member{index}", [4, 8], 1) for index in (1, 2)]
+    with pytest.raises(ValueError, match="model 'ensemble' has 2 towers for 3 members"):
+        assemble_towers(ensemble, [*same, resnet("member3", [4, 8], 1)])
+    with pytest.raises(ValueError, match="member 'wider' layer 'stem' has other weight shapes than tower2_stem"):
+        assemble_towers(ensemble, [same[0], resnet("wider", [6, 8], 1)])
+    with pytest.raises(ValueError, match="member 'deeper' has a layer 'stage1_block2_bn1' that model 'ensemble' lacks"):
+        assemble_towers(ensemble, [same[0], resnet("deeper", [4, 8], 2)])
+    with pytest.raises(ValueError, match="model 'single' has 0 towers for 2 members"):
+        assemble_towers(resnet("single", [4, 8], 1), same)

@@ -74,6 +74,7 @@ def validate(cfg: DictConfig) -> None:
     if not 0.0 <= smoothing < 1.0:
         raise ConfigError(f"label_smoothing must be in [0, 1), got {smoothing:g}")
     _check_distillation(cfg)
+    _check_cutmix(cfg)
     precision = OmegaConf.select(cfg, "precision")
     if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ConfigError(f"precision must be float32, mixed_float16 or mixed_bfloat16, got {precision!r}")
@@ -131,6 +132,17 @@ def _check_distillation(cfg: DictConfig) -> None:
     weight = _number(cfg, "distill.weight")
     if not 0.0 < weight < 0.5:  # forgery.distill: the label keeps the larger share, so each target's class is its label
         raise ConfigError(f"distill.weight must be above 0 and below 0.5 (the label keeps the larger share of each target), got {weight:g}")
+
+
+def _check_cutmix(cfg: DictConfig) -> None:
+    """cutmix.prob in [0, 1]; when it is above 0, cutmix.alpha above 0."""
+    if OmegaConf.select(cfg, "cutmix") is None:  # an older run's config has no cutmix
+        return
+    prob = _number(cfg, "cutmix.prob")
+    if not 0.0 <= prob <= 1.0:
+        raise ConfigError(f"cutmix.prob must be in [0, 1] (the share of training images given a patch; 0 = off), got {prob:g}")
+    if prob and _number(cfg, "cutmix.alpha") <= 0.0:
+        raise ConfigError(f"cutmix.alpha must be above 0 (the patch's area share follows Beta(alpha, alpha)), got {_number(cfg, 'cutmix.alpha'):g}")
 
 
 def _present(cfg: DictConfig, key: str) -> bool:

@@ -31,6 +31,7 @@ register_resolvers()  # before Hydra composes conf/train.yaml, whose folder name
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Validation only infers, so its batch size changes no number, only how many calls it takes.
 VALIDATION_BATCH_SIZE = 256
+CUTMIX_STREAM = 1  # keeps CutMix's draws apart from the epoch's permutation, which is drawn from (seed, epoch)
 # What `resume=` lets a command line change: how this machine runs the rest, never what is trained.
 RESUMABLE_OVERRIDES = ("runtime.", "verbose")
 USER_ERRORS = (ConfigError, DataError, TrackingUnavailable)  # the user's to fix: one line, never a traceback
@@ -311,11 +312,11 @@ def fit(
     for epoch in range(state.epoch, cfg.epochs):
         if patience_exhausted(state, patience):  # checked first: a run resumed after it had stopped trains no more
             break
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(images))
+        epoch_images, epoch_targets = epoch_arrays(images, targets, cfg, epoch)
         reset_random_generators(model, cfg.seed, epoch)
         result = model.fit(
-            images[order],
-            targets[order],
+            epoch_images,
+            epoch_targets,
             batch_size=cfg.batch_size,
             initial_epoch=epoch,
             epochs=epoch + 1,
@@ -343,6 +344,20 @@ def fit(
         checkpoints.restore_best(checkpoint_dir, model)
         log.info("restored the weights of epoch %d (best %s %.4f)", state.best_epoch, cfg.early_stopping.metric, state.best_value)
     return state.history
+
+
+def epoch_arrays(images: np.ndarray, targets: np.ndarray, cfg: DictConfig, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch `epoch`'s training images and targets: a permutation drawn from (seed, epoch), then CutMix when `cutmix.prob` is set.
+
+    Both draws depend on (seed, epoch) alone, so an epoch sees the same images whether or not the run was interrupted before it.
+    """
+    from forgery import mixing
+
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(images))
+    prob = float(OmegaConf.select(cfg, "cutmix.prob", default=0.0))  # an older run's config has no cutmix
+    if not prob:
+        return images[order], targets[order]
+    return mixing.cutmix(images[order], targets[order], np.random.default_rng([cfg.seed, epoch, CUTMIX_STREAM]), prob, float(cfg.cutmix.alpha))
 
 
 def patience_exhausted(state: Any, patience: int | None) -> bool:

@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from forgery import interrupts
+
 logger = logging.getLogger(__name__)
 
 # Label index = position here, everywhere in the project: 0 = FAKE, 1 = REAL.
@@ -479,6 +481,7 @@ def decode_files(source: Path, listing: SourceListing) -> DecodedSource:
     problems["unsafe_zip_names"] += listing.unsafe_names
     with open_members(source) as read_member:
         for index, file in enumerate(tqdm(files, desc="decoding CIFAKE", unit="img", disable=None)):
+            interrupts.raise_if_requested()  # a Ctrl-C that Python dropped (it can, inside a finaliser) stops the decoding here
             shown = f"{source}/{file.member}"
             try:
                 decoded = read_and_decode(read_member, file.member)

@@ -55,16 +55,23 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 @contextmanager
 def handled() -> Iterator[None]:
-    """Route SIGINT and SIGTERM through `_interrupt` meanwhile (SIGTERM then ends a run like Ctrl-C)."""
+    """Route SIGINT and SIGTERM through `_interrupt` meanwhile (SIGTERM then ends a run like Ctrl-C).
+
+    Nested blocks leave the outermost one in charge: an interrupt it recorded before the inner block
+    began (one dropped while the data loaded) is not forgotten when the run's own block starts.
+    """
+    if getattr(_state, "handling", False):
+        yield
+        return
     try:
         previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread (some launchers): leave signals alone
         yield
         return
-    _state.requested = False
+    _state.requested, _state.handling = False, True
     try:
         yield
     finally:
-        _state.requested = False
+        _state.requested, _state.handling = False, False
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -40,8 +40,11 @@ USER_ERRORS = (ConfigError, DataError, TrackingUnavailable)  # the user's to fix
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entrypoint: a user error becomes one `error:` line and exit code 2, never a traceback."""
+    from forgery import interrupts
+
     try:
-        return train(cfg)
+        with interrupts.handled():  # from the start: a Ctrl-C that Python drops while the data loads is still acted on
+            return train(cfg)
     except TrackingLost as error:
         print(error, file=sys.stderr)
         if sweep.parent_run_id() is not None:
@@ -145,6 +148,7 @@ def train(cfg: DictConfig) -> float:
         "data": dataset.name,
         **sweep.job_tags(),
     }
+    interrupts.raise_if_requested()  # a Ctrl-C dropped while data loaded or Keras started: stop before a run opens
     run_id = resume_id
     tracker = tracking.Tracker(output_dir / tracking.JOURNAL_FILE)
     try:

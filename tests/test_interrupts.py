@@ -75,3 +75,41 @@ def test_training_stops_at_the_next_batch_after_a_dropped_interrupt() -> None:
         with pytest.raises(KeyboardInterrupt):
             model.fit(np.zeros((64, 2)), np.zeros((64, 1)), batch_size=8, epochs=3, verbose=0, callbacks=[counter, stop_on_interrupt()])
     assert seen == [0]
+
+
+def dropped_interrupt() -> None:
+    """Deliver SIGINT through the handler and drop the KeyboardInterrupt, as Python does inside a finaliser."""
+    try:
+        interrupts._interrupt(signal.SIGINT, None)
+    except KeyboardInterrupt:
+        pass
+
+
+def test_a_nested_block_keeps_what_the_outer_one_recorded() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), interrupts.handled():
+        dropped_interrupt()  # while the data loads, say
+        with interrupts.handled():  # the run's own block begins: it must not forget the Ctrl-C
+            assert signal.getsignal(signal.SIGINT) is interrupts._interrupt
+            interrupts.raise_if_requested()
+            pytest.fail("the interrupt recorded before the inner block was forgotten")
+    assert signal.getsignal(signal.SIGINT) is before  # the outer block restores the handlers, once
+    interrupts.raise_if_requested()
+
+
+def test_decoding_stops_after_a_dropped_interrupt(tmp_path) -> None:
+    from PIL import Image
+
+    from forgery import data
+
+    for split in ("train", "test"):
+        for name in ("FAKE", "REAL"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for index in range(3):
+                Image.new("RGB", (32, 32), (index, 0, 0)).save(tmp_path / split / name / f"{index}.png")
+    listing = data.list_cifake_files(tmp_path)
+    assert len(data.decode_files(tmp_path, listing).train) == 6  # decodes when nothing was asked
+    with interrupts.handled():
+        dropped_interrupt()
+        with pytest.raises(KeyboardInterrupt):
+            data.decode_files(tmp_path, listing)

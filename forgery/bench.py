@@ -224,6 +224,8 @@ def use_backend(backend: str) -> None:
             raise ConfigError(f"backend: Keras is already running on {keras.backend.backend()} in this process, cannot measure {backend}")
         return
     os.environ["KERAS_BACKEND"] = backend
+    # JAX takes 75% of a GPU's memory per process at its first op; the pipelines' processes run side by side, so each takes what it uses.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 # ----- Data -----
@@ -411,7 +413,7 @@ def serve_pipeline(connection: Any, pipeline: str, backend: str, cfg: dict[str, 
             steps_per_execution = 1  # the peers: Keras's defaults, as a notebook has them
             if pipeline == "harness":
                 steps_per_execution = runtime.configure(
-                    run_cfg.runtime.steps_per_execution, run_cfg.runtime.intra_op_threads, run_cfg.runtime.inter_op_threads, run_cfg.batch_size
+                    run_cfg.runtime.steps_per_execution, run_cfg.runtime.intra_op_threads, run_cfg.runtime.inter_op_threads, run_cfg.batch_size, run_cfg.runtime.loop
                 ).steps_per_execution
             keras.ops.zeros(1)
         runner = RUNNERS[pipeline](run_cfg, steps_per_execution, **setup)

@@ -110,11 +110,15 @@ def validate(cfg: DictConfig) -> None:
     _auto_or_int(cfg, "runtime.steps_per_execution", minimum=1)
     _auto_or_int(cfg, "runtime.intra_op_threads", minimum=0)
     _auto_or_int(cfg, "runtime.inter_op_threads", minimum=0)
+    loop = OmegaConf.select(cfg, "runtime.loop", default="auto")  # an older run's config has none
+    if loop not in RUNTIME_LOOPS:
+        raise ConfigError(f"runtime.loop must be one of {', '.join(RUNTIME_LOOPS)}, got {loop!r}")
     verbose = OmegaConf.select(cfg, "verbose")
     if verbose not in ("auto", 0, 1, 2):
         raise ConfigError(f"verbose must be auto, 0, 1 or 2, got {verbose!r}")
 
 
+RUNTIME_LOOPS = ("auto", "fit", "scan")  # forgery.runtime.LOOPS, without importing it here; a test ties the two
 # The images' side in pixels (forgery.data.IMAGE_SIZE, without importing the data stage here; a test ties the two).
 IMAGE_SIDE = 32
 # A residual stage after the first halves the grid, so after the sixth a 32-pixel image is one pixel wide:

@@ -126,7 +126,8 @@ def train(cfg: DictConfig) -> float:
 
         from forgery import models
 
-        execution = runtime.configure(cfg.runtime.steps_per_execution, cfg.runtime.intra_op_threads, cfg.runtime.inter_op_threads, cfg.batch_size)
+        loop = OmegaConf.select(cfg, "runtime.loop", default="auto")  # a run from before the setting has none
+        execution = runtime.configure(cfg.runtime.steps_per_execution, cfg.runtime.intra_op_threads, cfg.runtime.inter_op_threads, cfg.batch_size, loop)
         keras.ops.zeros(1)  # the first op initialises the backend's devices, which is chatty too
     log.info(execution.describe())
 
@@ -303,11 +304,15 @@ def fit(
     generators reset from (seed, epoch) too, so epoch k sees the same batches and augmentations whether
     or not the run was interrupted before it: a resumed run ends with the same weights.
     """
+    import keras
+
     from forgery import checkpoints
 
     images = dataset.train.images
     targets = one_hot(dataset.train.labels) if targets is None else targets
     validation = (dataset.val.images, one_hot(dataset.val.labels))
+    backend = keras.backend.backend()
+    on_device = runtime.chosen_loop(OmegaConf.select(cfg, "runtime.loop", default="auto"), backend, runtime.has_gpu(backend)) == "scan"
     # Epochs checkpointed but not logged (killed between the two) are logged first, so no step is missing or doubled.
     for epoch in range(state.logged_epoch, state.epoch):
         log_epoch({name: values[epoch] for name, values in state.history.items()}, epoch + 1)
@@ -316,21 +321,35 @@ def fit(
     for epoch in range(state.epoch, cfg.epochs):
         if patience_exhausted(state, patience):  # checked first: a run resumed after it had stopped trains no more
             break
-        epoch_images, epoch_targets = epoch_arrays(images, targets, cfg, epoch)
+        epoch_started = time.perf_counter()
         reset_random_generators(model, cfg.seed, epoch)
-        result = model.fit(
-            epoch_images,
-            epoch_targets,
-            batch_size=cfg.batch_size,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            shuffle=False,
-            validation_data=validation,
-            validation_batch_size=max(cfg.batch_size, VALIDATION_BATCH_SIZE),
-            callbacks=[run_progress(cfg.epochs), stop_on_non_finite_loss(epoch + 1, checkpoint_dir), stop_on_interrupt(), *weight_averaging(model)],
-            verbose=progress_mode(cfg.verbose),
-        )
-        metrics = {name: float(values[-1]) for name, values in result.history.items()}
+        callbacks = [run_progress(cfg.epochs), stop_on_non_finite_loss(epoch + 1, checkpoint_dir), stop_on_interrupt(), *weight_averaging(model)]
+        validation_batch_size = max(cfg.batch_size, VALIDATION_BATCH_SIZE)
+        if on_device:
+            from forgery import jax_loop
+
+            if mixes_images(cfg):  # each epoch's images are new: sent to the device each epoch, in order
+                epoch_images, epoch_targets = epoch_arrays(images, targets, cfg, epoch)
+                epoch_data, order = jax_loop.place(epoch_images, epoch_targets), np.arange(len(epoch_images))
+            else:  # the same images every epoch: sent once, then only the epoch's order
+                epoch_data, order = jax_loop.place(images, targets), epoch_order(len(images), cfg.seed, epoch)
+            metrics = jax_loop.fit_epoch(model, epoch_data, order, cfg.batch_size, epoch, callbacks, progress_mode(cfg.verbose), validation, validation_batch_size)
+        else:
+            epoch_images, epoch_targets = epoch_arrays(images, targets, cfg, epoch)
+            result = model.fit(
+                epoch_images,
+                epoch_targets,
+                batch_size=cfg.batch_size,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                shuffle=False,
+                validation_data=validation,
+                validation_batch_size=validation_batch_size,
+                callbacks=callbacks,
+                verbose=progress_mode(cfg.verbose),
+            )
+            metrics = {name: float(values[-1]) for name, values in result.history.items()}
+        trained = time.perf_counter()
         for name, value in metrics.items():
             state.history.setdefault(name, []).append(value)
         state.epoch = epoch + 1
@@ -342,6 +361,7 @@ def fit(
         log_epoch(metrics, epoch + 1)  # step = epoch number, 1-based as Keras prints it
         state.logged_epoch = epoch + 1
         checkpoints.write_state(checkpoint_dir, state)
+        log.info(epoch_timing(epoch + 1, len(images), trained - epoch_started, time.perf_counter() - trained))
     if patience_exhausted(state, patience):
         log.info("early stopping after epoch %d: %s has not improved for %d epochs (best %s at epoch %d)", state.epoch, cfg.early_stopping.metric, patience, f"{state.best_value:.4f}" if state.best_value is not None else "none", state.best_epoch)
     if cfg.early_stopping.restore_best and state.best_epoch and state.best_epoch != state.epoch:
@@ -357,11 +377,26 @@ def epoch_arrays(images: np.ndarray, targets: np.ndarray, cfg: DictConfig, epoch
     """
     from forgery import mixing
 
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(images))
-    prob = float(OmegaConf.select(cfg, "cutmix.prob", default=0.0))  # an older run's config has no cutmix
-    if not prob:
+    order = epoch_order(len(images), cfg.seed, epoch)
+    if not mixes_images(cfg):
         return images[order], targets[order]
-    return mixing.cutmix(images[order], targets[order], np.random.default_rng([cfg.seed, epoch, CUTMIX_STREAM]), prob, float(cfg.cutmix.alpha))
+    return mixing.cutmix(images[order], targets[order], np.random.default_rng([cfg.seed, epoch, CUTMIX_STREAM]), float(cfg.cutmix.prob), float(cfg.cutmix.alpha))
+
+
+def epoch_timing(epoch: int, images: int, training_seconds: float, saving_seconds: float) -> str:
+    """The log line of an epoch's speed: training with validation, then checkpoint and MLflow logging."""
+    rate = f"{images / training_seconds:,.0f} images/s" if training_seconds > 0 else "too fast to time"
+    return f"epoch {epoch}: {images:,} training images in {training_seconds:.2f} s with validation ({rate}); checkpoint and logging {saving_seconds:.2f} s"
+
+
+def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the training images in epoch `epoch`: a permutation drawn from (seed, epoch) alone."""
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
+def mixes_images(cfg: DictConfig) -> bool:
+    """Whether each epoch's training images are new ones (CutMix) rather than the training split in a new order."""
+    return bool(float(OmegaConf.select(cfg, "cutmix.prob", default=0.0)))  # an older run's config has no cutmix
 
 
 def patience_exhausted(state: Any, patience: int | None) -> bool:

@@ -262,3 +262,10 @@ def test_native_startup_noise_is_dropped_and_everything_else_replayed(capfd: pyt
         os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on.\n")
         os.write(2, b"a real problem the user must see\n")
     assert capfd.readouterr().err == "a real problem the user must see\n"
+
+
+def test_the_epoch_speed_line_gives_images_per_second_and_the_saving_apart() -> None:
+    from forgery.train import epoch_timing
+
+    assert epoch_timing(2, 18000, 0.5, 0.04) == "epoch 2: 18,000 training images in 0.50 s with validation (36,000 images/s); checkpoint and logging 0.04 s"
+    assert "too fast to time" in epoch_timing(1, 8, 0.0, 0.0)

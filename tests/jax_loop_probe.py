@@ -1,0 +1,71 @@
+"""Run under KERAS_BACKEND=jax: train the same model two epochs with `fit` and with forgery.jax_loop's scan; write both to an .npz.
+
+Also trains on NaN targets through the scan, which must stop with forgery.train.NumericalError and leave the model usable.
+Usage: python tests/jax_loop_probe.py OUT.npz CHECKPOINT_FOLDER
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from forgery import train
+from forgery.checkpoints import CheckpointState
+
+# 72 training images at batch 7: 10 full batches and one of 2; 4 steps a call: calls of 4, 4 and 2 batches, then the partial one.
+OVERRIDES = ["data.train_per_class=40", "data.test_per_class=20", "epochs=2", "batch_size=7", "runtime.steps_per_execution=4", "verbose=0", "output_dir=unused"]
+
+
+def trained(loop: str, checkpoints: Path) -> tuple[list[np.ndarray], dict[str, list[float]]]:
+    import keras
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(train.CONFIG_DIR)):
+        cfg = compose("train", [*OVERRIDES, f"runtime.loop={loop}"])
+    dataset = instantiate(cfg.data)
+    keras.utils.set_random_seed(cfg.seed)
+    model = train.build_model(cfg, len(dataset.train), steps_per_execution=4)
+    history = train.fit(model, dataset, cfg, CheckpointState(), checkpoints / loop, log_epoch=lambda metrics, epoch: None)
+    return model.get_weights(), history
+
+
+def nan_message(checkpoints: Path) -> str:
+    import keras
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(train.CONFIG_DIR)):
+        cfg = compose("train", [*OVERRIDES, "runtime.loop=scan"])
+    dataset = instantiate(cfg.data)
+    keras.utils.set_random_seed(cfg.seed)
+    model = train.build_model(cfg, len(dataset.train), steps_per_execution=4)
+    targets = np.full((len(dataset.train), 2), np.nan, dtype="float32")
+    try:
+        train.fit(model, dataset, cfg, CheckpointState(), checkpoints / "nan", log_epoch=lambda metrics, epoch: None, targets=targets)
+    except train.NumericalError as error:
+        model.get_weights()  # the state went back into the model: its variables are readable
+        return str(error)
+    return "no error"
+
+
+def main() -> None:
+    import keras
+
+    out, checkpoints = Path(sys.argv[1]), Path(sys.argv[2])
+    fit_weights, fit_history = trained("fit", checkpoints)
+    scan_weights, scan_history = trained("scan", checkpoints)
+    arrays = {f"fit_{index}": value for index, value in enumerate(fit_weights)}
+    arrays.update({f"scan_{index}": value for index, value in enumerate(scan_weights)})
+    np.savez(
+        out,
+        backend=keras.backend.backend(),
+        histories=json.dumps({"fit": fit_history, "scan": scan_history}),
+        nan_message=nan_message(checkpoints),
+        **arrays,
+    )
+
+
+if __name__ == "__main__":
+    main()

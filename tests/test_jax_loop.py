@@ -1,0 +1,76 @@
+"""forgery.jax_loop: its batch plan, and that an epoch through its compiled scan trains as Keras's `fit` does."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forgery import runtime
+from forgery.config import ConfigError, validate
+from forgery.jax_loop import batch_plan
+from tests.conftest import PROJECT_ROOT
+
+PROBE = Path(__file__).with_name("jax_loop_probe.py")
+
+
+def test_full_batches_go_steps_per_execution_to_a_call_and_a_partial_batch_gets_its_own() -> None:
+    assert batch_plan(72, 7, 4) == [(0, 4, 7), (28, 4, 7), (56, 2, 7), (70, 1, 2)]
+    assert batch_plan(64, 8, 4) == [(0, 4, 8), (32, 4, 8)]
+    assert batch_plan(5, 8, 32) == [(0, 1, 5)]  # fewer images than a batch: one partial batch, as fit makes it
+
+
+def test_the_plan_covers_every_image_once() -> None:
+    for count, batch_size, steps in [(1000, 8, 32), (999, 256, 32), (257, 256, 1), (31, 2, 5)]:
+        covered = [first + index for first, batches, size in batch_plan(count, batch_size, steps) for index in range(batches * size)]
+        assert covered == list(range(count))
+
+
+def test_a_plan_over_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        batch_plan(0, 8, 32)
+
+
+def test_auto_scans_on_jax_with_an_accelerator_only() -> None:
+    assert runtime.chosen_loop("auto", "jax", accelerated=True) == "scan"
+    assert runtime.chosen_loop("auto", "jax", accelerated=False) == "fit"
+    assert runtime.chosen_loop("auto", "tensorflow", accelerated=True) == "fit"
+    assert runtime.chosen_loop("scan", "jax", accelerated=False) == "scan"
+    assert runtime.chosen_loop("fit", "jax", accelerated=True) == "fit"
+
+
+def test_scan_off_jax_and_unknown_loops_are_refused_in_one_line(compose_train) -> None:
+    with pytest.raises(ConfigError, match=r"^runtime.loop=scan needs the jax backend \(KERAS_BACKEND=jax\), this run uses tensorflow; use auto or fit$"):
+        runtime.chosen_loop("scan", "tensorflow", accelerated=True)
+    with pytest.raises(ConfigError, match=r"^runtime.loop must be one of auto, fit, scan, got 'fast'$"):
+        validate(compose_train("runtime.loop=fast"))
+    assert runtime.LOOPS == ("auto", "fit", "scan")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_an_epoch_through_the_scan_trains_as_fit_does(tmp_path: Path) -> None:
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(PROJECT_ROOT)}
+    out = tmp_path / "probe.npz"
+    result = subprocess.run([sys.executable, str(PROBE), str(out), str(tmp_path / "checkpoints")], env=environment, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    probe = np.load(out)
+    assert str(probe["backend"]) == "jax"
+    histories = json.loads(str(probe["histories"]))
+    assert set(histories["scan"]) == set(histories["fit"]) == {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"}
+    for name, values in histories["fit"].items():
+        np.testing.assert_allclose(histories["scan"][name], values, rtol=1e-4, atol=1e-5, err_msg=name)
+    count = len([key for key in probe.files if key.startswith("fit_")])
+    assert count > 10
+    moved = 0.0
+    for index in range(count):
+        np.testing.assert_allclose(probe[f"scan_{index}"], probe[f"fit_{index}"], rtol=1e-3, atol=2e-4)
+        moved = max(moved, float(np.abs(probe[f"fit_{index}"]).max()))
+    assert moved > 0  # weights were compared, not two empty models
+    # A NaN loss stops the scan at the call that made it, as fit's check does with several steps a call.
+    assert str(probe["nan_message"]).startswith("loss became nan at epoch 1, batch 4;")

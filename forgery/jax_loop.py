@@ -60,6 +60,30 @@ def place(images: np.ndarray, targets: np.ndarray) -> Placed:
     return placed
 
 
+def separate_buffers(model: Any) -> int:
+    """Give each of the model's variables (weights, optimizer, metrics) a device buffer of its own; return how many were copied.
+
+    With `use_ema`, Keras ends each `fit` by assigning the moving averages to the weights, so on JAX both
+    variables then hold one buffer. The next compiled step donates its whole state, and JAX refuses a
+    buffer donated twice ("Attempt to donate the same buffer twice"): `fit` itself fails from the second
+    epoch on. Copying the shared ones before each epoch avoids it and changes no value.
+    """
+    import jax.numpy as jnp
+
+    optimizer_variables = model.optimizer.variables if model.optimizer is not None else []
+    seen: set[int] = set()
+    copied = 0
+    for variable in [*model.trainable_variables, *model.non_trainable_variables, *optimizer_variables, *model.metrics_variables]:
+        value = variable.value
+        buffer = value.unsafe_buffer_pointer() if hasattr(value, "unsafe_buffer_pointer") else id(value)
+        if buffer in seen:
+            variable.assign(jnp.array(value, copy=True))
+            buffer = variable.value.unsafe_buffer_pointer() if hasattr(variable.value, "unsafe_buffer_pointer") else id(variable.value)
+            copied += 1
+        seen.add(buffer)
+    return copied
+
+
 def batch_plan(count: int, batch_size: int, steps_per_execution: int) -> list[tuple[int, int, int]]:
     """(first image, batches, batch size) of each compiled call over `count` images in order.
 

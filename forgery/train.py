@@ -323,11 +323,13 @@ def fit(
             break
         epoch_started = time.perf_counter()
         reset_random_generators(model, cfg.seed, epoch)
+        if backend == "jax":
+            from forgery import jax_loop
+
+            jax_loop.separate_buffers(model)  # the weights and their moving average can share one buffer, which a JAX step cannot donate twice
         callbacks = [run_progress(cfg.epochs), stop_on_non_finite_loss(epoch + 1, checkpoint_dir), stop_on_interrupt(), *weight_averaging(model)]
         validation_batch_size = max(cfg.batch_size, VALIDATION_BATCH_SIZE)
         if on_device:
-            from forgery import jax_loop
-
             if mixes_images(cfg):  # each epoch's images are new: sent to the device each epoch, in order
                 epoch_images, epoch_targets = epoch_arrays(images, targets, cfg, epoch)
                 epoch_data, order = jax_loop.place(epoch_images, epoch_targets), np.arange(len(epoch_images))

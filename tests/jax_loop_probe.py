@@ -1,4 +1,5 @@
-"""Run under KERAS_BACKEND=jax: train the same model two epochs with `fit` and with forgery.jax_loop's scan; write both to an .npz.
+"""Run under KERAS_BACKEND=jax: train the same model two epochs with `fit` and with forgery.jax_loop's scan, with and without
+a moving average of the weights; write all four to an .npz.
 
 Also trains on NaN targets through the scan, which must stop with forgery.train.NumericalError and leave the model usable.
 Usage: python tests/jax_loop_probe.py OUT.npz CHECKPOINT_FOLDER
@@ -21,15 +22,19 @@ from forgery.checkpoints import CheckpointState
 OVERRIDES = ["data.train_per_class=40", "data.test_per_class=20", "epochs=2", "batch_size=7", "runtime.steps_per_execution=4", "verbose=0", "output_dir=unused"]
 
 
-def trained(loop: str, checkpoints: Path) -> tuple[list[np.ndarray], dict[str, list[float]]]:
+# Each variant is trained with both loops: the seed's recipe, and a moving average of the weights (validated, then kept, as fit does).
+VARIANTS = {"plain": [], "ema": ["optimizer.use_ema=true", "optimizer.ema_momentum=0.9"]}
+
+
+def trained(loop: str, variant: str, checkpoints: Path) -> tuple[list[np.ndarray], dict[str, list[float]]]:
     import keras
 
     with initialize_config_dir(version_base="1.3", config_dir=str(train.CONFIG_DIR)):
-        cfg = compose("train", [*OVERRIDES, f"runtime.loop={loop}"])
+        cfg = compose("train", [*OVERRIDES, *VARIANTS[variant], f"runtime.loop={loop}"])
     dataset = instantiate(cfg.data)
     keras.utils.set_random_seed(cfg.seed)
     model = train.build_model(cfg, len(dataset.train), steps_per_execution=4)
-    history = train.fit(model, dataset, cfg, CheckpointState(), checkpoints / loop, log_epoch=lambda metrics, epoch: None)
+    history = train.fit(model, dataset, cfg, CheckpointState(), checkpoints / f"{variant}-{loop}", log_epoch=lambda metrics, epoch: None)
     return model.get_weights(), history
 
 
@@ -54,17 +59,12 @@ def main() -> None:
     import keras
 
     out, checkpoints = Path(sys.argv[1]), Path(sys.argv[2])
-    fit_weights, fit_history = trained("fit", checkpoints)
-    scan_weights, scan_history = trained("scan", checkpoints)
-    arrays = {f"fit_{index}": value for index, value in enumerate(fit_weights)}
-    arrays.update({f"scan_{index}": value for index, value in enumerate(scan_weights)})
-    np.savez(
-        out,
-        backend=keras.backend.backend(),
-        histories=json.dumps({"fit": fit_history, "scan": scan_history}),
-        nan_message=nan_message(checkpoints),
-        **arrays,
-    )
+    arrays, histories = {}, {}
+    for variant in VARIANTS:
+        for loop in ("fit", "scan"):
+            weights, histories[f"{variant}_{loop}"] = trained(loop, variant, checkpoints)
+            arrays.update({f"{variant}_{loop}_{index}": value for index, value in enumerate(weights)})
+    np.savez(out, backend=keras.backend.backend(), histories=json.dumps(histories), nan_message=nan_message(checkpoints), **arrays)
 
 
 if __name__ == "__main__":

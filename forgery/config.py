@@ -75,6 +75,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"label_smoothing must be in [0, 1), got {smoothing:g}")
     _check_distillation(cfg)
     _check_cutmix(cfg)
+    _check_sam(cfg)
     precision = OmegaConf.select(cfg, "precision")
     if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ConfigError(f"precision must be float32, mixed_float16 or mixed_bfloat16, got {precision!r}")
@@ -136,6 +137,18 @@ def _check_distillation(cfg: DictConfig) -> None:
     weight = _number(cfg, "distill.weight")
     if not 0.0 < weight < 0.5:  # forgery.distill: the label keeps the larger share, so each target's class is its label
         raise ConfigError(f"distill.weight must be above 0 and below 0.5 (the label keeps the larger share of each target), got {weight:g}")
+
+
+def _check_sam(cfg: DictConfig) -> None:
+    """sam.rho at least 0; above 0, not with mixed_float16, whose loss scaling SAM's ascent cannot skip."""
+    if OmegaConf.select(cfg, "sam") is None:  # an older run's config has no sam
+        return
+    rho = _number(cfg, "sam.rho")
+    if rho < 0.0:
+        raise ConfigError(f"sam.rho must be at least 0 (the radius of SAM's weight perturbation; 0 = off), got {rho:g}")
+    if rho and OmegaConf.select(cfg, "precision") == "mixed_float16":
+        # A scaled gradient that overflowed would move every weight to inf before the optimizer could skip the step.
+        raise ConfigError("sam.rho does not combine with precision=mixed_float16 (its loss scaling); use float32 or mixed_bfloat16")
 
 
 def _check_cutmix(cfg: DictConfig) -> None:

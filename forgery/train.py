@@ -134,8 +134,7 @@ def train(cfg: DictConfig) -> float:
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy(cfg.precision)
     if resume_id:
-        model = checkpoints.load_model(checkpoint_dir)
-        model.steps_per_execution = execution.steps_per_execution  # this machine's choice, not the interrupted one's
+        model = restored_model(checkpoint_dir, cfg, execution.steps_per_execution)
     else:
         model = build_model(cfg, len(dataset.train), steps_per_execution=execution.steps_per_execution)
         (output_dir / "config").mkdir(parents=True, exist_ok=True)
@@ -210,7 +209,27 @@ def build_model(cfg: DictConfig, train_images: int, metrics: list[Any] | None = 
         metrics=run_metrics() if metrics is None else metrics,
         steps_per_execution=steps_per_execution,
     )
+    sharpness_aware(model, cfg)
     return model
+
+
+def restored_model(checkpoint_dir: Path, cfg: DictConfig, steps_per_execution: int) -> Any:
+    """An interrupted run's model from its last checkpoint, set to train as `cfg` says (a file keeps no train step)."""
+    from forgery import checkpoints
+
+    model = checkpoints.load_model(checkpoint_dir)
+    model.steps_per_execution = steps_per_execution  # this machine's choice, not the interrupted one's
+    sharpness_aware(model, cfg)
+    return model
+
+
+def sharpness_aware(model: Any, cfg: DictConfig) -> None:
+    """With `sam.rho` above 0, train `model` with sharpness-aware steps (forgery.sharpness)."""
+    rho = float(OmegaConf.select(cfg, "sam.rho", default=0.0))  # a run from before the setting has none
+    if rho:
+        from forgery import sharpness
+
+        sharpness.enable(model, rho)
 
 
 def run_metrics() -> list[Any]:

@@ -16,18 +16,19 @@ import keras
 
 from forgery.config import ConfigError
 
-BACKENDS = ("tensorflow",)  # the step below is TensorFlow's GradientTape; JAX and PyTorch would each need their own
+BACKENDS = ("tensorflow", "jax")  # each has its own step below; PyTorch's would need a third
 
 
 def enable(model: keras.Model, rho: float) -> None:
     """Make `model` (compiled) train with SAM at radius `rho`; ConfigError where it cannot."""
     backend = keras.backend.backend()
     if backend not in BACKENDS:
-        raise ConfigError(f"sam.rho needs the tensorflow backend, this run uses {backend}; set sam.rho=0 or KERAS_BACKEND=tensorflow")
+        raise ConfigError(f"sam.rho needs the tensorflow or jax backend, this run uses {backend}; set sam.rho=0 or KERAS_BACKEND=tensorflow")
     model.sam_rho = float(rho)
-    # An instance attribute: Keras's fit calls self.train_step, and the model's class, hence its saved
-    # file, stays Keras's own.
-    model.train_step = types.MethodType(sharpness_aware_step, model)
+    # An instance attribute: Keras's fit (and forgery.jax_loop's scan) call self.train_step, and the
+    # model's class, hence its saved file, stays Keras's own.
+    step = sharpness_aware_step if backend == "tensorflow" else stateless_sharpness_aware_step
+    model.train_step = types.MethodType(step, model)
 
 
 def sharpness_aware_step(self: keras.Model, data: Any) -> dict[str, Any]:
@@ -52,6 +53,26 @@ def sharpness_aware_step(self: keras.Model, data: Any) -> dict[str, Any]:
         weight.assign_sub(step)
     self.optimizer.apply_gradients(zip(sharp_gradients, weights, strict=True))
     return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def stateless_sharpness_aware_step(self: keras.Model, state: tuple[Any, ...], data: Any) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """Keras's JAX train_step (pure: state in, state out) with SAM's ascent; BatchNorm's statistics see both passes, as on TensorFlow."""
+    import jax
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    trainable, non_trainable, optimizer_variables, metrics_variables = state
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    loss_and_gradients = jax.value_and_grad(self.compute_loss_and_updates, has_aux=True)
+    (_, (loss, y_pred, non_trainable, metrics_variables)), gradients = loss_and_gradients(
+        trainable, non_trainable, metrics_variables, x, y, sample_weight, training=True, optimizer_variables=optimizer_variables
+    )
+    perturbed = [weight + step for weight, step in zip(trainable, ascent_steps(gradients, self.sam_rho), strict=True)]
+    (_, (_, _, non_trainable, _)), sharp_gradients = loss_and_gradients(
+        perturbed, non_trainable, metrics_variables, x, y, sample_weight, training=True, optimizer_variables=optimizer_variables
+    )
+    trainable, optimizer_variables = self.optimizer.stateless_apply(optimizer_variables, sharp_gradients, trainable)
+    logs, metrics_variables = self._update_metrics_variables(metrics_variables, loss, x, y, y_pred, sample_weight)
+    return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
 
 
 def ascent_steps(gradients: list[Any], rho: float) -> list[Any]:

@@ -1,5 +1,5 @@
 """Run under KERAS_BACKEND=jax: train the same model two epochs with `fit` and with forgery.jax_loop's scan, plain, with a
-moving average of the weights and with CutMix; write all six to an .npz.
+moving average of the weights, with CutMix and with sharpness-aware steps; write all eight to an .npz.
 
 Also trains on NaN targets through the scan, which must stop with forgery.train.NumericalError and leave the model usable.
 Usage: python tests/jax_loop_probe.py OUT.npz CHECKPOINT_FOLDER
@@ -23,8 +23,8 @@ OVERRIDES = ["data.train_per_class=40", "data.test_per_class=20", "epochs=2", "b
 
 
 # Each variant is trained with both loops: the seed's recipe, a moving average of the weights (validated, then kept, as fit does),
-# and CutMix, whose new images the scan sends each epoch instead of the split's order.
-VARIANTS = {"plain": [], "ema": ["optimizer.use_ema=true", "optimizer.ema_momentum=0.9"], "cutmix": ["cutmix.prob=0.5"]}
+# CutMix, whose new images the scan sends each epoch instead of the split's order, and SAM's own train step.
+VARIANTS = {"plain": [], "ema": ["optimizer.use_ema=true", "optimizer.ema_momentum=0.9"], "cutmix": ["cutmix.prob=0.5"], "sam": ["sam.rho=0.05"]}
 
 
 def trained(loop: str, variant: str, checkpoints: Path) -> tuple[list[np.ndarray], dict[str, list[float]]]:

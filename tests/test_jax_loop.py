@@ -62,7 +62,7 @@ def test_an_epoch_through_the_scan_trains_as_fit_does(tmp_path: Path) -> None:
     probe = np.load(out)
     assert str(probe["backend"]) == "jax"
     histories = json.loads(str(probe["histories"]))
-    for variant in ("plain", "ema", "cutmix"):
+    for variant in ("plain", "ema", "cutmix", "sam"):
         fit, scan = histories[f"{variant}_fit"], histories[f"{variant}_scan"]
         assert set(scan) == set(fit) == {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"}
         for name, values in fit.items():
@@ -70,8 +70,11 @@ def test_an_epoch_through_the_scan_trains_as_fit_does(tmp_path: Path) -> None:
         count = len([key for key in probe.files if key.startswith(f"{variant}_fit_")])
         assert count > 10
         for index in range(count):
-            np.testing.assert_allclose(probe[f"{variant}_scan_{index}"], probe[f"{variant}_fit_{index}"], rtol=1e-3, atol=2e-4, err_msg=f"{variant} weight {index}")
+            # SAM divides by the gradient's norm, which magnifies the two compilations' rounding: a weight near 0 moved 2e-4.
+            tolerance = 1e-3 if variant == "sam" else 2e-4
+            np.testing.assert_allclose(probe[f"{variant}_scan_{index}"], probe[f"{variant}_fit_{index}"], rtol=1e-3, atol=tolerance, err_msg=f"{variant} weight {index}")
     # The two recipes trained different weights: each comparison above was of real, distinct training.
     assert not np.allclose(probe["plain_fit_0"], probe["ema_fit_0"]) and not np.allclose(probe["plain_fit_0"], probe["cutmix_fit_0"])
+    assert not np.allclose(probe["plain_fit_0"], probe["sam_fit_0"])
     # A NaN loss stops the scan at the call that made it, as fit's check does with several steps a call.
     assert str(probe["nan_message"]).startswith("loss became nan at epoch 1, batch 4;")

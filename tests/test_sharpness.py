@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -11,7 +15,10 @@ from hydra.utils import instantiate
 
 from forgery import sharpness
 from forgery.config import ConfigError, validate
-from tests.conftest import TINY_DEMO
+from tests.conftest import PROJECT_ROOT, TINY_DEMO
+from tests.sharpness_probe import sam_step
+
+PROBE = Path(__file__).with_name("sharpness_probe.py")
 
 
 def test_ascent_steps_have_length_rho_along_the_gradient() -> None:
@@ -23,49 +30,45 @@ def test_ascent_steps_have_length_rho_along_the_gradient() -> None:
     np.testing.assert_array_equal(zero[0], np.zeros(3))  # a flat point stays put, no division by zero
 
 
-def _tiny_model(seed: int) -> keras.Model:
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Dense(3, activation="tanh")(inputs)))
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss="categorical_crossentropy")
-    return model
+def regression_gradient(x: np.ndarray, y: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean cross-entropy's gradient for softmax regression, by hand: x^T (p - y) / N and mean(p - y)."""
+    logits = x @ kernel + bias
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return x.T @ (p - y) / len(x), (p - y).mean(axis=0)
 
 
-def _gradient(model: keras.Model, x: np.ndarray, y: np.ndarray, weights: list[np.ndarray]) -> list[np.ndarray]:
-    import tensorflow as tf
-
-    for variable, value in zip(model.trainable_weights, weights):
-        variable.assign(value)
-    with tf.GradientTape() as tape:
-        loss = keras.losses.categorical_crossentropy(y, model(x, training=True))
-        loss = tf.reduce_mean(loss)
-    return [gradient.numpy() for gradient in tape.gradient(loss, model.trainable_weights)]
+def check_sam_step(step: dict[str, np.ndarray], rho: float, rate: float) -> None:
+    """`step`'s weights are w - rate * g(w + rho g(w) / ||g(w)||), not w - rate * g(w)."""
+    x, y, kernel, bias = (step[key].astype("float64") for key in ("x", "y", "kernel", "bias"))
+    g_kernel, g_bias = regression_gradient(x, y, kernel, bias)
+    norm = np.sqrt(np.sum(g_kernel**2) + np.sum(g_bias**2))
+    sharp_kernel, sharp_bias = regression_gradient(x, y, kernel + rho * g_kernel / norm, bias + rho * g_bias / norm)
+    np.testing.assert_allclose(step["after_kernel"], kernel - rate * sharp_kernel, atol=1e-6)  # applied to w, not to w + the ascent
+    np.testing.assert_allclose(step["after_bias"], bias - rate * sharp_bias, atol=1e-6)
+    assert not np.allclose(step["after_kernel"], kernel - rate * g_kernel, atol=1e-4)  # and not plain gradient descent
 
 
 def test_a_step_applies_the_gradient_taken_at_the_perturbed_weights() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(16, 4)).astype("float32")
-    y = keras.utils.to_categorical(rng.integers(0, 2, 16), 2)
-    rho, rate = 0.3, 0.5
-    model = _tiny_model(1)
-    start = [weight.numpy().copy() for weight in model.trainable_weights]
-    gradient = _gradient(model, x, y, start)
-    norm = np.sqrt(sum(float(np.sum(g**2)) for g in gradient))
-    sharp = _gradient(model, x, y, [w + rho * g / norm for w, g in zip(start, gradient)])
-    plain_step = [w - rate * g for w, g in zip(start, gradient)]
-
-    model = _tiny_model(1)
-    sharpness.enable(model, rho)
-    model.train_on_batch(x, y)
-    for weight, w, g, plain in zip(model.trainable_weights, start, sharp, plain_step):
-        np.testing.assert_allclose(weight.numpy(), w - rate * g, atol=1e-6)  # from w itself, not from the perturbed weights
-        assert not np.allclose(weight.numpy(), plain, atol=1e-5)  # and not plain gradient descent
+    check_sam_step(sam_step(0.3, 0.5), 0.3, 0.5)
 
 
-def test_sam_is_refused_off_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _tiny_model(0)
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(ConfigError, match=r"^sam.rho needs the tensorflow backend, this run uses jax"):
+def test_a_step_on_jax_is_the_same_sam_step(tmp_path: Path) -> None:
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(PROJECT_ROOT)}
+    result = subprocess.run([sys.executable, str(PROBE), str(tmp_path / "step.npz"), "0.3", "0.5"], env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    step = dict(np.load(tmp_path / "step.npz"))
+    assert str(step["backend"]) == "jax"
+    check_sam_step(step, 0.3, 0.5)
+
+
+def test_sam_is_refused_on_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(ConfigError, match=r"^sam.rho needs the tensorflow or jax backend, this run uses torch"):
         sharpness.enable(model, 0.05)
 
 

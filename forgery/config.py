@@ -211,6 +211,8 @@ def _check_architecture(cfg: DictConfig) -> None:
                 raise ConfigError(f"model.blocks_per_stage has {len(counts)} counts for {len(widths)} stages (model.widths); give one count, or one per stage")
         if _present(cfg, "model.towers"):
             _positive_int(cfg, "model.towers")
+        if _present(cfg, "model.squeeze_excite") and _integer(cfg, "model.squeeze_excite") < 0:
+            raise ConfigError(f"model.squeeze_excite must be 0 (off) or a reduction ratio of at least 1, got {_value(cfg, 'model.squeeze_excite')}")
 
 
 def _count_list(cfg: DictConfig, key: str, wanted: str) -> list[int]:

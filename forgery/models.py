@@ -164,6 +164,7 @@ def resnet(
     dropout: float = 0.3,
     highpass: bool = False,
     towers: int = 1,
+    squeeze_excite: int = 0,
     augmentation: keras.Layer | None = None,
 ) -> keras.Model:
     """A small pre-activation residual network; with `highpass`, it also sees the image's high frequencies.
@@ -176,9 +177,15 @@ def resnet(
     `towers` > 1 runs that many independent networks (layers prefixed tower1_, tower2_, ...) side by side
     on the same input; their feature maps are stacked and one classifier reads them all, so the logits
     are the sum of each tower's own: an ensemble in one graph, which Grad-CAM explains as a whole.
+
+    `squeeze_excite` > 0 gates each block's residual branch channel by channel (squeeze-and-excitation):
+    the branch's global average feeds a bottleneck of width // `squeeze_excite` units and a sigmoid gate
+    per channel, so a block can weigh its channels by what the whole image shows. 0 leaves it out.
     """
     if towers < 1:
         raise ValueError(f"towers must be 1 or more, got {towers}")
+    if squeeze_excite < 0:
+        raise ValueError(f"squeeze_excite must be 0 (off) or a reduction ratio of 1 or more, got {squeeze_excite}")
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="pixels")
     x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
     if augmentation is not None:
@@ -189,9 +196,9 @@ def resnet(
         x = keras.layers.Concatenate(name="with_highpass")([x, keras.layers.Rescaling(4.0, name="highpass_gain")(residue)])
     counts = stage_block_counts(widths, blocks_per_stage)
     if towers == 1:
-        x = _residual_trunk(x, widths, counts, prefix="", features_name=FEATURES_LAYER)  # the feature map Grad-CAM explains
+        x = _residual_trunk(x, widths, counts, "", FEATURES_LAYER, squeeze_excite)  # the feature map Grad-CAM explains
     else:
-        trunks = [_residual_trunk(x, widths, counts, prefix=tower_prefix(tower), features_name=f"{tower_prefix(tower)}features") for tower in range(1, towers + 1)]
+        trunks = [_residual_trunk(x, widths, counts, tower_prefix(tower), f"{tower_prefix(tower)}features", squeeze_excite) for tower in range(1, towers + 1)]
         x = keras.layers.Concatenate(name=FEATURES_LAYER)(trunks)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
@@ -204,13 +211,13 @@ def tower_prefix(tower: int) -> str:
     return f"tower{tower}_"
 
 
-def _residual_trunk(x: keras.KerasTensor, widths: list[int], counts: list[int], prefix: str, features_name: str) -> keras.KerasTensor:
+def _residual_trunk(x: keras.KerasTensor, widths: list[int], counts: list[int], prefix: str, features_name: str, squeeze_excite: int = 0) -> keras.KerasTensor:
     """Stem convolution, the residual stages, then BatchNorm-ReLU: the feature map one network classifies."""
     x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name=f"{prefix}stem")(x)
     for stage, (width, count) in enumerate(zip(widths, counts, strict=True), start=1):
         for block in range(1, count + 1):
             stride = 2 if stage > 1 and block == 1 else 1
-            x = _residual_block(x, width, stride, f"{prefix}stage{stage}_block{block}")
+            x = _residual_block(x, width, stride, f"{prefix}stage{stage}_block{block}", squeeze_excite)
     x = keras.layers.BatchNormalization(name=f"{prefix}final_batchnorm")(x)
     return keras.layers.Activation("relu", name=features_name)(x)
 
@@ -258,7 +265,7 @@ def stage_block_counts(widths: list[int], blocks_per_stage: int | list[int]) -> 
     return counts
 
 
-def _residual_block(x: keras.KerasTensor, width: int, stride: int, name: str) -> keras.KerasTensor:
+def _residual_block(x: keras.KerasTensor, width: int, stride: int, name: str, squeeze_excite: int = 0) -> keras.KerasTensor:
     """BN-ReLU-Conv twice, plus a shortcut (a strided 1x1 convolution where the shape changes)."""
     shortcut = x
     y = keras.layers.BatchNormalization(name=f"{name}_bn1")(x)
@@ -269,4 +276,14 @@ def _residual_block(x: keras.KerasTensor, width: int, stride: int, name: str) ->
     y = keras.layers.BatchNormalization(name=f"{name}_bn2")(y)
     y = keras.layers.Activation("relu", name=f"{name}_relu2")(y)
     y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    if squeeze_excite:
+        y = _squeeze_excite(y, width, squeeze_excite, name)
     return keras.layers.Add(name=f"{name}_add")([shortcut, y])
+
+
+def _squeeze_excite(y: keras.KerasTensor, width: int, reduction: int, name: str) -> keras.KerasTensor:
+    """`y` times a per-channel gate in (0, 1) computed from `y`'s global average through a bottleneck."""
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_squeeze")(y)
+    gate = keras.layers.Dense(max(1, width // reduction), activation="relu", name=f"{name}_se_reduce")(gate)
+    gate = keras.layers.Dense(width, activation="sigmoid", name=f"{name}_se_expand")(gate)
+    return keras.layers.Multiply(name=f"{name}_se_gate")([y, gate])

@@ -50,6 +50,23 @@ def test_resnet_takes_one_block_count_per_stage() -> None:
         resnet("resnet", [8, 16, 32], blocks_per_stage=[2, 2])
 
 
+def test_squeeze_excite_adds_one_gate_per_block_and_the_gate_scales_the_branch() -> None:
+    widths, reduction = [8, 16, 32], 4
+    plain = resnet("resnet", widths, blocks_per_stage=2)
+    gated = resnet("resnet", widths, blocks_per_stage=2, squeeze_excite=reduction)
+    per_block = [2 * width * (width // reduction) + width // reduction + width for width in widths]
+    assert gated.count_params() - plain.count_params() == 2 * sum(per_block)
+    # a closed gate (sigmoid of a huge negative bias) removes the residual branch: the block passes its input on
+    expand = gated.get_layer("stage1_block2_se_expand")
+    kernel, bias = expand.get_weights()
+    expand.set_weights([np.zeros_like(kernel), np.full_like(bias, -1e4)])
+    probe = keras.Model(gated.inputs, [gated.get_layer("stage1_block1_add").output, gated.get_layer("stage1_block2_add").output])
+    block_input, block_output = probe(np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32"))
+    np.testing.assert_allclose(np.asarray(block_output), np.asarray(block_input), atol=1e-6)
+    with pytest.raises(ValueError, match="squeeze_excite must be 0"):
+        resnet("resnet", widths, squeeze_excite=-1)
+
+
 def test_model_maps_raw_pixels_to_probabilities() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
     probabilities = seed_model().predict(pixels, verbose=0)

@@ -141,6 +141,9 @@ def check_dest(dest: Path, working_folder: Path) -> None:
         raise PromoteError(f"dest {dest} is the working folder or holds it; choose a folder of its own")
     if dest.exists() and not dest.is_dir():
         raise PromoteError(f"dest {dest} is a file, not a folder")
+    blocking = next((folder for folder in dest.parents if folder.exists() and not folder.is_dir()), None)
+    if blocking is not None:
+        raise PromoteError(f"dest {dest} cannot be made: {blocking} is a file, not a folder")
     # The swap deletes the old dest, so it must be empty or an earlier promotion.
     if dest.is_dir() and any(dest.iterdir()) and not (dest / PROMOTION_FILE).is_file():
         raise PromoteError(f"dest {dest} holds files but no {PROMOTION_FILE}, so promote did not write it; refusing to replace it")
@@ -175,10 +178,14 @@ def best_run(runs: list[dict[str, Any]], metric: str, mode: str, parent_run_id: 
     would otherwise win a ranking by such a name).
     """
     where = f"experiment {experiment!r}"
+    parent = next((run for run in runs if run["run_id"] == parent_run_id), None)
     runs = [run for run in runs if run["tags"].get("sweep") != "parent"]
     if parent_run_id is not None:
         runs = [run for run in runs if run["tags"].get("mlflow.parentRunId") == parent_run_id]
         where += f" under parent run {parent_run_id}"
+        recorded = sweep_best(parent, runs, metric, mode)
+        if recorded is not None:
+            return recorded
     finished = [run for run in runs if run["status"] == "FINISHED"]
     if not finished:
         raise PromoteError(f"no FINISHED run in {where} ({len(runs)} runs in all)")
@@ -187,6 +194,20 @@ def best_run(runs: list[dict[str, Any]], metric: str, mode: str, parent_run_id: 
         raise PromoteError(f"metric {metric!r} is missing on all {len(finished)} FINISHED runs in {where}{_known_metrics(finished)}")
     sign = 1.0 if mode == "max" else -1.0
     return max(scored, key=lambda run: (sign * metric_value(run, metric), run["start_time"]))
+
+
+def sweep_best(parent: dict[str, Any] | None, children: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+    """The child the sweep recorded as its best (tag best_run_id), when it ranked by this metric and mode.
+
+    Ties (equal scores, common with small validation splits) are where two rankings can differ; deferring
+    to the sweep's record makes `parent_run_id=` publish the run the sweep's summary names.
+    """
+    if parent is None or parent["params"].get("sweep.metric") != metric or parent["params"].get("sweep.mode") != mode:
+        return None
+    best = next((run for run in children if run["run_id"] == parent["tags"].get("best_run_id")), None)
+    if best is None or best["status"] != "FINISHED" or metric_value(best, metric) is None:
+        return None
+    return best
 
 
 def metric_value(run: dict[str, Any], metric: str) -> float | None:
@@ -245,10 +266,13 @@ def promotion_record(choice: Choice, files: list[str], now: datetime) -> dict[st
 
 def publish(run_id: str, dest: Path, record: dict[str, Any], model_name: str | None) -> dict[str, Any]:
     """Stage the files beside `dest`, register the model if asked, then swap the staged folder in."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    recover_interrupted(dest)
-    # Same parent as dest, so the final rename is atomic (one filesystem).
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        recover_interrupted(dest)
+        # Same parent as dest, so the final rename is atomic (one filesystem).
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
+    except OSError as error:
+        raise PromoteError(f"promotion of run {run_id} failed before staging, {dest} left as it was: {error}") from error
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a static server running as another user must read it
         stage(run_id, staging)
@@ -277,12 +301,17 @@ def stage(run_id: str, staging: Path) -> None:
     for name in REPORT_FILES:
         if name.endswith(".json"):
             try:
-                json.loads((staging / name).read_text())
+                json.loads((staging / name).read_text(), parse_constant=refuse_constant)
             except ValueError as error:
                 raise ValueError(f"{REPORT_FOLDER}/{name} is not valid JSON ({error})") from None
     problem = gradcam_problem(json.loads((staging / "gradcam_results.json").read_text()))
     if problem:
         raise ValueError(problem)
+
+
+def refuse_constant(name: str) -> None:
+    """Refuse NaN and Infinity: Python's json reads them, a browser's JSON.parse does not."""
+    raise ValueError(f"it holds {name}, which a browser cannot read; train writes null for an undefined value")
 
 
 def copy_file(source: Path, target: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,23 @@ class Explanation:
     true_label: int
     probabilities: np.ndarray
     heatmaps: dict[int, np.ndarray]
+
+
+def to_json(payload: Any) -> str:
+    """`payload` as strict JSON text: a NaN or infinity (an undefined metric, such as the ROC AUC of a
+    one-class subset) becomes null, because a browser's JSON.parse refuses Python's NaN."""
+    return json.dumps(finite_or_null(payload), indent=2, allow_nan=False) + "\n"
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every non-finite float inside it (dicts, lists, tuples, numpy scalars) replaced by None."""
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def input_file(sample: str) -> str:

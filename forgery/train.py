@@ -618,7 +618,7 @@ def write_outputs(output_dir: Path, result: dict[str, Any], upscale: int, alpha:
     for folder in (report_dir, plots_dir, config_dir):
         folder.mkdir(parents=True, exist_ok=True)
     for name in ("training_metrics", "gradcam_results", "model_card", "calibration", "gradcam_checks", "robustness"):
-        (report_dir / f"{name}.json").write_text(json.dumps(result[name], indent=2) + "\n")
+        (report_dir / f"{name}.json").write_text(report.to_json(result[name]))
     (report_dir / "classification_report.tsv").write_text(result["classification_report"])
     for item in result["explanations"]:
         Image.fromarray(gradcam.upscaled(item.image, upscale)).save(report_dir / report.input_file(item.name))

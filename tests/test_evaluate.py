@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from forgery.evaluate import classification_report, confusion, format_report_tsv, headline_metrics, pr_points, roc_points
-from forgery.report import training_metrics
+from forgery.report import to_json, training_metrics
 
 LABELS = np.array([0, 0, 0, 1, 1, 1])
 # Rows are (P(FAKE), P(REAL)); the third FAKE image is wrongly called REAL.
@@ -61,3 +63,17 @@ def test_training_metrics_payload() -> None:
     assert payload["roc_curve"]["auc"] == headline["test_roc_auc"]
     assert payload["confusion_matrix"]["matrix"] == [[2, 1], [0, 3]]
     assert payload["class_names"] == ["FAKE", "REAL"]
+
+
+def test_report_json_writes_undefined_metrics_as_null() -> None:
+    # The ROC AUC of a one-class subset is NaN; a browser's JSON.parse refuses NaN, so the file must say null.
+    labels, probabilities = np.zeros(4, dtype=int), np.tile([0.7, 0.3], (4, 1))
+    payload = {"rows": [{"name": "clean", **headline_metrics(labels, probabilities)}], "inf": (float("inf"), np.float32(0.5)), "n": 3}
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in strict JSON")
+
+    written = json.loads(to_json(payload), parse_constant=refuse)
+    assert written["rows"][0]["test_roc_auc"] is None
+    assert written["rows"][0]["test_accuracy"] == pytest.approx(1.0)
+    assert written["inf"] == [None, 0.5] and written["n"] == 3

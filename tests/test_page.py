@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,18 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(root / PAGE, broken)
     (broken / "classification_report.tsv").unlink()
     (broken / "gradcam_results.json").write_text("{not json")
+
+    # A robustness subset of one class (ROC AUC undefined, written as null), and a one-epoch chart whose
+    # accuracy axis spans 45-55%, where ticks fall every 2.5 points.
+    one_class = root / "projects" / "one-class"
+    shutil.copytree(root / PAGE, one_class)
+    robustness = json.loads((one_class / "robustness.json").read_text())
+    for row in robustness["corruptions"]:
+        row.update({key: None for key in ("roc_auc", "roc_auc_drop") if key in row})
+    (one_class / "robustness.json").write_text(json.dumps(robustness))
+    metrics = json.loads((one_class / "training_metrics.json").read_text())
+    metrics["history"].update(accuracy=[0.5], val_accuracy=[0.5])
+    (one_class / "training_metrics.json").write_text(json.dumps(metrics))
 
     broken_robustness = root / "projects" / "broken-robustness"
     shutil.copytree(root / PAGE, broken_robustness)
@@ -136,7 +149,10 @@ def test_page_shows_the_files_numbers_and_loads_every_image(browser: Any, server
     assert page.locator(".error").count() == 0
     images = page.eval_on_selector_all("img", "images => images.map((image) => [image.getAttribute('src'), image.naturalWidth])")
     expected_images = {sample["input"] for sample in gradcam["samples"]} | {name for sample in gradcam["samples"] for name in sample["overlays"].values()}
-    assert {source for source, _ in images} == expected_images and len(images) == 6
+    # Each image URL names the promotion, so a browser holding an earlier promotion's pictures fetches these.
+    stamp = urllib.parse.quote(f"{promotion['run_id']}@{promotion['promoted_at']}", safe="")
+    assert {source.removesuffix(f"?v={stamp}") for source, _ in images} == expected_images and len(images) == 6
+    assert all(source.endswith(f"?v={stamp}") for source, _ in images), images
     assert all(width > 0 for _, width in images), images
 
     assert shown(page, "[data-key=test_roc_auc] .stat-value") == f"{headline['test_roc_auc']:.4f}"
@@ -272,3 +288,22 @@ def test_a_broken_evidence_file_shows_a_message_in_its_part_only(browser: Any, s
     assert page.locator("#gradcam-checks .check").count() == 3
     assert page.locator("#gradcam .gradcam-card").count() == 2
     assert problems == []
+
+
+def test_undefined_roc_auc_and_narrow_axes_read_right(browser: Any, server: str, public: Path) -> None:
+    robustness = json.loads((public / "projects" / "one-class" / "robustness.json").read_text())
+    page, problems = open_page(browser, f"{server}projects/one-class/", 1280)
+    assert problems == []
+    assert page.locator(".error").count() == 0
+    for row in robustness["corruptions"]:
+        selector = f'#robustness tr[data-row="{row["name"]}"]'
+        assert shown(page, f"{selector} td[data-column=accuracy]") == f"{row['accuracy'] * 100:.2f}%"
+        assert shown(page, f"{selector} td[data-column=roc_auc]") == "–"
+        if row["name"] != "clean":
+            assert shown(page, f"{selector} td[data-column=roc_auc_change]") == "–"
+    assert "ROC AUC is undefined on these images" in shown(page, "#robustness .insight")
+    # Tick labels must name their own positions: evenly spaced and distinct (not 45%, 48%, 50%, 53%, 55%).
+    labels = page.locator('svg[aria-label="Accuracy per epoch"] .tick-y').all_text_contents()
+    values = [float(label.rstrip("%")) for label in labels]
+    steps = {round(b - a, 6) for a, b in zip(values, values[1:])}
+    assert len(values) >= 3 and len(steps) == 1 and min(steps) > 0, labels

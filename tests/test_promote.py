@@ -198,6 +198,22 @@ def test_parent_run_id_limits_the_choice_to_one_sweep(experiment: str, make_repo
         run_promote(experiment, tmp_path / "c", parent_run_id="c" * 32)
 
 
+def test_parent_run_id_publishes_the_child_the_sweep_recorded_on_a_tie(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    def sweep(metric: str) -> tuple[str, str, str]:
+        """A finished sweep of two children tied on test_roc_auc; its parent names the first as best by `metric`."""
+        parent = tracking.start_parent_run(experiment, None, {"sweep": "parent"}, {"sweep.metric": metric, "sweep.mode": "max"})
+        first = log_run(make_report("first"), experiment, {"test_roc_auc": 0.8}, tags={"mlflow.parentRunId": parent})
+        second = log_run(make_report("second"), experiment, {"test_roc_auc": 0.8}, tags={"mlflow.parentRunId": parent})
+        tracking.finish_parent_run(parent, "FINISHED", {f"best_{metric}": 0.8}, {"best_run_id": first}, {})
+        return parent, first, second
+
+    parent, first, _ = sweep("test_roc_auc")
+    assert run_promote(experiment, tmp_path / "recorded", parent_run_id=parent)["run_id"] == first
+    # A sweep ranked by another metric says nothing about this one: promote ranks (a tie goes to the newest).
+    parent, _, second = sweep("val_auc")
+    assert run_promote(experiment, tmp_path / "ranked", parent_run_id=parent)["run_id"] == second
+
+
 def test_best_run_breaks_ties_by_the_newest_and_ignores_nan() -> None:
     def run(run_id: str, value: float, start: int) -> dict[str, Any]:
         return {"run_id": run_id, "status": "FINISHED", "start_time": start, "metrics": {"m": value}, "tags": {}}
@@ -305,6 +321,12 @@ def _point_outside(report_dir: Path) -> Path:
     return report_dir
 
 
+def _nan_robustness(report_dir: Path) -> Path:
+    text = (report_dir / "robustness.json").read_text()
+    (report_dir / "robustness.json").write_text(text.replace('"roc_auc": ', '"roc_auc": NaN, "was": ', 1))
+    return report_dir
+
+
 def _break_json(report_dir: Path) -> Path:
     (report_dir / "training_metrics.json").write_text("{not json")
     return report_dir
@@ -319,8 +341,9 @@ def _break_json(report_dir: Path) -> Path:
         (_point_outside, "names '../../../outside.png'"),
         (_break_json, "training_metrics.json is not valid JSON"),
         (_break_robustness, "robustness.json is not valid JSON"),
+        (_nan_robustness, "robustness.json is not valid JSON (it holds NaN, which a browser cannot read"),
     ],
-    ids=["missing-artefact", "missing-calibration", "nested-folder", "path-outside", "broken-json", "broken-robustness"],
+    ids=["missing-artefact", "missing-calibration", "nested-folder", "path-outside", "broken-json", "broken-robustness", "nan"],
 )
 def test_a_run_with_bad_artefacts_is_refused(
     promoted: tuple[Path, str], experiment: str, make_report: Callable[[str], Path], spoil: Callable[[Path], Path], reason: str
@@ -356,6 +379,26 @@ def test_refusals_name_the_reason_and_leave_dest(promoted: tuple[Path, str], exp
             run_promote(options.pop("experiment", experiment), dest, **options)
         assert snapshot(dest) == before, reason
         assert [path.name for path in dest.parent.iterdir()] == [dest.name], reason
+
+
+def test_dest_below_a_file_is_refused_in_one_line(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
+    (tmp_path / "afile").write_text("mine")
+    for dry_run in (True, False):
+        with pytest.raises(promote.PromoteError, match=f"dest .* cannot be made: {re.escape(str(tmp_path / 'afile'))} is a file"):
+            run_promote(experiment, tmp_path / "afile" / "page", dry_run=dry_run)
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(experiment: str, make_report: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(promote.tempfile, "mkdtemp", refuse)
+    with pytest.raises(promote.PromoteError, match="failed before staging, .* left as it was: .*Permission denied"):
+        run_promote(experiment, tmp_path / "site")
 
 
 def test_dest_that_promote_did_not_write_is_refused(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:

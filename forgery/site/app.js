@@ -62,6 +62,11 @@ function number(object, key, file) {
   return value;
 }
 
+/** Like `number`, but null where the file stores null: a metric undefined on its images (the ROC AUC of one class). */
+function numberOrNull(object, key, file) {
+  return object != null && object[key] === null ? null : number(object, key, file);
+}
+
 /** An array of finite numbers at `object[key]`, or an error naming the file and key. */
 function numbers(object, key, file) {
   const value = object == null ? undefined : object[key];
@@ -86,6 +91,7 @@ function isPlainName(name) {
 
 const fixed = (value, digits = 4) => value.toFixed(digits);
 const percent = (value, digits = 2) => `${(value * 100).toFixed(digits)}%`;
+const negated = (value) => (value === null ? null : -value);
 const count = (value) => value.toLocaleString("en-US");
 const plural = (n, word) => `${count(n)} ${word}${n === 1 ? "" : "s"}`;
 
@@ -149,6 +155,23 @@ function ticks(low, high, target = 5, integers = false) {
   return values;
 }
 
+/** The distance between neighbouring ticks (undefined for a single tick). */
+function tickStep(values) {
+  return values.length > 1 ? values[1] - values[0] : undefined;
+}
+
+/** The fewest decimals (at least `least`) that write every multiple of `step` exactly: 0.025 -> 3. */
+function decimalsFor(step, least = 0) {
+  let digits = least;
+  while (digits < 6 && Math.abs(Math.round(step * 10 ** digits) - step * 10 ** digits) > 1e-6) digits += 1;
+  return digits;
+}
+
+/** An axis format with at least `least` decimals, more when the tick step needs them; tooltips (no step) get `least`. */
+const axisFixed = (least) => (value, step = 10 ** -least) => value.toFixed(decimalsFor(step, least));
+/** A share as a percentage on an axis: whole percents unless the tick step needs decimals (2.5%). */
+const axisPercent = (value, step = 0.01) => `${(value * 100).toFixed(decimalsFor(step * 100))}%`;
+
 /** [low, high] around the values with a little room, kept inside [floor, ceiling]. */
 function paddedDomain(values, floor = -Infinity, ceiling = Infinity) {
   let low = Math.min(...values);
@@ -177,13 +200,15 @@ function lineChart({ label, series, xDomain, yDomain, xLabel, yLabel, xFormat, y
   const chart = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, class: "plot", role: "img", "aria-label": label });
   chart.append(svgEl("title", {}, label));
   const grid = svgEl("g", { class: "grid" });
-  for (const y of ticks(y0, y1)) {
+  // Each format gets the tick step too, so a label carries as many decimals as the step needs (2.5%, not 3%).
+  const yTicks = ticks(y0, y1), xTicks = ticks(x0, x1, 6, integerX);
+  for (const y of yTicks) {
     grid.append(svgEl("line", { x1: margin.left, x2: width - margin.right, y1: sy(y), y2: sy(y) }));
-    grid.append(svgEl("text", { x: margin.left - 6, y: sy(y), class: "tick tick-y" }, yFormat(y)));
+    grid.append(svgEl("text", { x: margin.left - 6, y: sy(y), class: "tick tick-y" }, yFormat(y, tickStep(yTicks))));
   }
-  for (const x of ticks(x0, x1, 6, integerX)) {
+  for (const x of xTicks) {
     grid.append(svgEl("line", { x1: sx(x), x2: sx(x), y1: margin.top, y2: height - margin.bottom, class: "vertical" }));
-    grid.append(svgEl("text", { x: sx(x), y: height - margin.bottom + 16, class: "tick tick-x" }, xFormat(x)));
+    grid.append(svgEl("text", { x: sx(x), y: height - margin.bottom + 16, class: "tick tick-x" }, xFormat(x, tickStep(xTicks))));
   }
   chart.append(grid);
   chart.append(svgEl("rect", { x: margin.left, y: margin.top, width: plotWidth, height: plotHeight, class: "frame" }));
@@ -272,7 +297,7 @@ async function renderTraining() {
   const lossPlot = lineChart({
     label: "Loss per epoch", series: lossSeries, integerX: true,
     xDomain: [epochs[0], epochs[epochs.length - 1]], yDomain: paddedDomain([...loss, ...(valLoss || [])], 0),
-    xLabel: "epoch", yLabel: "loss", xFormat: epochFormat, yFormat: (y) => y.toFixed(2),
+    xLabel: "epoch", yLabel: "loss", xFormat: epochFormat, yFormat: axisFixed(2),
   });
 
   const accuracySeries = [{ name: "training accuracy", kind: "train", points: points(accuracy) }];
@@ -280,7 +305,7 @@ async function renderTraining() {
   const accuracyPlot = lineChart({
     label: "Accuracy per epoch", series: accuracySeries, integerX: true,
     xDomain: [epochs[0], epochs[epochs.length - 1]], yDomain: paddedDomain([...accuracy, ...(valAccuracy || [])], 0, 1),
-    xLabel: "epoch", yLabel: "accuracy", xFormat: epochFormat, yFormat: (y) => `${Math.round(y * 100)}%`,
+    xLabel: "epoch", yLabel: "accuracy", xFormat: epochFormat, yFormat: axisPercent,
   });
 
   return el("div", { className: "charts" },
@@ -332,7 +357,7 @@ function rocFigure(metrics, file, positive) {
   const plot = lineChart({
     label: `ROC curve, AUC ${fixed(auc)}`, series: [{ name: `ROC (AUC ${fixed(auc)})`, kind: "train", points: fpr.map((x, i) => [x, tpr[i]]) }],
     xDomain: [0, 1], yDomain: [0, 1], xLabel: "false positive rate", yLabel: "true positive rate",
-    xFormat: (x) => x.toFixed(1), yFormat: (y) => y.toFixed(1), diagonal: true,
+    xFormat: axisFixed(1), yFormat: axisFixed(1), diagonal: true,
   });
   const others = Array.isArray(metrics.class_names) ? metrics.class_names.filter((name) => name !== positive).map(String) : [];
   const other = others.length === 1 ? `${others[0]} image` : "image of another class";
@@ -348,7 +373,7 @@ function prFigure(metrics, file, positive) {
   const plot = lineChart({
     label: `Precision-recall curve, AUC ${fixed(auc)}`, series: [{ name: `precision-recall (AUC ${fixed(auc)})`, kind: "val", points: recall.map((x, i) => [x, precision[i]]) }],
     xDomain: [0, 1], yDomain: [0, 1], xLabel: "recall", yLabel: "precision",
-    xFormat: (x) => x.toFixed(1), yFormat: (y) => y.toFixed(1), baseline: share,
+    xFormat: axisFixed(1), yFormat: axisFixed(1), baseline: share,
   });
   const against = share === null ? "" : ` against a ${percent(share, 1)} baseline (the share of ${positive} test images)`;
   return figure("Precision-recall curve", plot.chart, plot.legend, `Average precision ${fixed(auc)} for ${positive}${against}.`);
@@ -427,10 +452,23 @@ async function renderGradcam() {
   const calibrated = el("p", { className: "insight", "data-key": "temperature" }, temperature === null
     ? "Confidences and probabilities are the model's raw softmax outputs (this run records no temperature)."
     : `Confidences and probabilities are calibrated by temperature scaling: the model's logits divided by T = ${fixed(temperature, 3)} before the softmax (see Calibration under Evidence).`);
-  return [intro, calibrated, el("div", { className: "gradcam-cards" }, results.samples.map(gradcamCard))];
+  const stamp = await promotionStamp();
+  return [intro, calibrated, el("div", { className: "gradcam-cards" }, results.samples.map((sample, index) => gradcamCard(sample, index, stamp)))];
 }
 
-function gradcamCard(sample, index) {
+/** Which promotion the files belong to ("" when promotion.json is unreadable). Images carry it in their
+ * URL: a new promotion keeps their file names, and a browser that cached the old pictures without asking
+ * would otherwise show them beside the new run's numbers. */
+async function promotionStamp() {
+  try {
+    const promotion = await fetchJSON(FILES.promotion);
+    return [promotion.run_id, promotion.promoted_at].filter((part) => typeof part === "string").join("@");
+  } catch {
+    return "";
+  }
+}
+
+function gradcamCard(sample, index, stamp) {
   const file = FILES.gradcam;
   const pictures = [[`input`, sample.input, "Input image"]];
   for (const [label, name] of Object.entries(sample.overlays || {})) pictures.push([label, name, `Grad-CAM toward ${label}`]);
@@ -441,7 +479,7 @@ function gradcamCard(sample, index) {
     el("header", {},
       el("h3", {}, `Test image ${index + 1}: ${text(sample, "true_label")}`),
       el("span", { className: `badge ${correct ? "right" : "wrong"}` }, correct ? "correct" : "wrong")),
-    el("div", { className: "pictures" }, pictures.map(([key, name, caption]) => picture(key, name, caption))),
+    el("div", { className: "pictures" }, pictures.map(([key, name, caption]) => picture(key, name, caption, stamp))),
     el("dl", { className: "facts" },
       fact("True label", text(sample, "true_label"), "true_label"),
       fact("Prediction", text(sample, "predicted_label"), "predicted_label"),
@@ -455,11 +493,11 @@ function gradcamCard(sample, index) {
     })));
 }
 
-function picture(key, name, caption) {
+function picture(key, name, caption, stamp) {
   if (!isPlainName(name)) {
     return el("figure", { className: "picture" }, el("p", { className: "error" }, `No image: ${JSON.stringify(name)} is not a file beside the page`), el("figcaption", {}, caption));
   }
-  const image = el("img", { src: name, alt: caption, width: 256, height: 256, loading: "eager", decoding: "async", "data-key": key });
+  const image = el("img", { src: stamp ? `${name}?v=${encodeURIComponent(stamp)}` : name, alt: caption, width: 256, height: 256, loading: "eager", decoding: "async", "data-key": key });
   image.addEventListener("error", () => {
     image.replaceWith(el("p", { className: "error", role: "alert" }, `Image ${name} could not be loaded`));
   });
@@ -599,7 +637,7 @@ function reliabilityFigure(before, after, temperature) {
   const plot = lineChart({
     label: "Reliability diagram: accuracy against mean confidence per bin, before and after temperature scaling",
     series, xDomain: [lowest, 1], yDomain: [0, 1], xLabel: "mean confidence in the bin", yLabel: "accuracy in the bin",
-    xFormat: (x) => `${Math.round(x * 100)}%`, yFormat: (y) => `${Math.round(y * 100)}%`, diagonal: true, referenceName: "perfectly calibrated",
+    xFormat: axisPercent, yFormat: axisPercent, diagonal: true, referenceName: "perfectly calibrated",
   });
   return figure("Reliability diagram", plot.chart, plot.legend, calibrationInsight(before, after, temperature));
 }
@@ -719,7 +757,7 @@ function perturbationFigures(perturbation, file) {
       ],
       xDomain: [0, 1], yDomain,
       xLabel: `share of pixels ${done}`, yLabel: "probability of the class",
-      xFormat: (x) => `${Math.round(x * 100)}%`, yFormat: (y) => `${Math.round(y * 100)}%`,
+      xFormat: axisPercent, yFormat: axisPercent,
     });
     const areas = perturbation.areas || {};
     const area = (name) => (typeof areas[name] === "number" ? fixed(areas[name]) : "–");
@@ -741,17 +779,17 @@ async function renderRobustness() {
     const clean = row && row.name === "clean";
     return {
       name: text(row, "name"), description: text(row, "description"), clean,
-      accuracy: number(row, "accuracy", file), rocAuc: number(row, "roc_auc", file),
+      accuracy: number(row, "accuracy", file), rocAuc: numberOrNull(row, "roc_auc", file),
       // The file stores drops (clean minus corrupted); the table shows changes, so a loss reads as negative.
       accuracyChange: clean ? null : -number(row, "accuracy_drop", file),
-      rocAucChange: clean ? null : -number(row, "roc_auc_drop", file),
+      rocAucChange: clean ? null : negated(numberOrNull(row, "roc_auc_drop", file)),
     };
   });
   // data-label names each cell, for the phone layout where every row becomes a small card.
-  const changeCell = (column, change, format) => el("td", {
+  const changeCell = (column, clean, change, format) => el("td", {
     "data-column": column, "data-label": "change",
-    className: change === null ? "reference-cell" : change <= -NOTABLE_CHANGE ? "worse" : change >= NOTABLE_CHANGE ? "better" : "",
-  }, change === null ? "reference" : format(change));
+    className: clean ? "reference-cell" : change === null ? "" : change <= -NOTABLE_CHANGE ? "worse" : change >= NOTABLE_CHANGE ? "better" : "",
+  }, clean ? "reference" : change === null ? "–" : format(change));
   // A paragraph, not a caption: on a phone the table becomes cards, and a caption would squeeze into one column.
   const legend = el("p", { className: "note table-note" },
     `${typeof report.images === "number" ? plural(report.images, "test image") : "Test images"}; change = corrupted minus clean; ` +
@@ -761,9 +799,9 @@ async function renderRobustness() {
     el("tbody", {}, rows.map((row) => el("tr", { "data-row": row.name },
       el("th", { scope: "row" }, el("span", { className: "condition-name" }, row.name), el("span", { className: "condition-description" }, row.description)),
       el("td", { "data-column": "accuracy", "data-label": "accuracy" }, percent(row.accuracy)),
-      changeCell("accuracy_change", row.accuracyChange, (change) => `${signed(change * 100, 2)} pts`),
-      el("td", { "data-column": "roc_auc", "data-label": "ROC AUC" }, fixed(row.rocAuc)),
-      changeCell("roc_auc_change", row.rocAucChange, (change) => signed(change))))));
+      changeCell("accuracy_change", row.clean, row.accuracyChange, (change) => `${signed(change * 100, 2)} pts`),
+      el("td", { "data-column": "roc_auc", "data-label": "ROC AUC" }, row.rocAuc === null ? "–" : fixed(row.rocAuc)),
+      changeCell("roc_auc_change", row.clean, row.rocAucChange, (change) => signed(change))))));
   return [legend, el("div", { className: "table-scroll" }, table), el("p", { className: "insight" }, robustnessInsight(rows))];
 }
 
@@ -772,8 +810,10 @@ function robustnessInsight(rows) {
   const clean = rows.find((row) => row.clean);
   const damaged = rows.filter((row) => !row.clean);
   if (!damaged.length) return "No corruptions were scored.";
-  const worst = damaged.reduce((a, b) => (b.rocAucChange < a.rocAucChange ? b : a));
-  const costly = damaged.filter((row) => row.rocAucChange <= -NOTABLE_CHANGE).length;
+  const ranked = damaged.filter((row) => row.rocAucChange !== null);
+  if (!ranked.length || (clean && clean.rocAuc === null)) return "ROC AUC is undefined on these images: they hold one class only, so only accuracy is compared.";
+  const worst = ranked.reduce((a, b) => (b.rocAucChange < a.rocAucChange ? b : a));
+  const costly = ranked.filter((row) => row.rocAucChange <= -NOTABLE_CHANGE).length;
   const from = clean ? `${fixed(clean.rocAuc)} → ` : "";
   return `Largest ROC AUC change: ${worst.description} (${worst.name}), ${from}${fixed(worst.rocAuc)} (${signed(worst.rocAucChange)}). ` +
     `${costly} of ${plural(damaged.length, "corruption")} cost ${NOTABLE_CHANGE} ROC AUC or more.`;

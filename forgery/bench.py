@@ -155,6 +155,8 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     peak_after: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="forgery-bench-") as scratch_name:
         scratch = Path(scratch_name)
+        # Checked as a training run checks them, before the loader could trip over a bad data.* value or seed.
+        run_cfg = run_config(cfg.data, cfg.seed, scratch / "run")
         log.info("loading data%s", " (cold, then warm)" if "loading" in parts and "cache_dir" in cfg.data else "")
         dataset, loading = load_data(cfg.data, "loading" in parts, scratch / "cache")
         report["data"] = {"name": dataset.name, "counts": dataset.counts(), "array_mib": round(array_bytes(dataset) / 2**20, 1), **loading}
@@ -164,7 +166,6 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
 
             keras.ops.zeros(1)
         if "training" in parts:
-            run_cfg = run_config(cfg.data, cfg.seed, scratch / "run")
             folder = notebook_folder(cfg.data, dataset.train, scratch / "notebook") if "notebook" in pipelines else None
             report["training"] = [
                 row

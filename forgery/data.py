@@ -92,11 +92,11 @@ def split_validation(images: np.ndarray, labels: np.ndarray, fraction: float, se
     check_val_fraction(fraction)
     rng = np.random.default_rng(seed)
     val_indices: list[np.ndarray] = []
-    for label in range(len(CLASS_NAMES)):
+    for label, class_name in enumerate(CLASS_NAMES):
         members = np.flatnonzero(labels == label)
-        count = int(round(len(members) * fraction))
-        if len(members) >= 2:
-            count = min(max(count, 1), len(members) - 1)  # both sides keep at least one image per class
+        if len(members) < 2:  # else validation lacks the class, and its AUC is undefined
+            raise DataError(f"the training split has {len(members)} {class_name} image(s); the validation split needs at least 2 per class")
+        count = min(max(int(round(len(members) * fraction)), 1), len(members) - 1)  # both sides keep one image per class
         val_indices.append(rng.choice(members, size=count, replace=False))
     is_val = np.zeros(len(labels), dtype=bool)
     is_val[np.concatenate(val_indices)] = True
@@ -133,7 +133,7 @@ def keep_fraction(split: Split, fraction: float) -> Split:
 # ----- CIFAKE: Kaggle layout (folder or zip) -> decoded uint8 arrays, cached on disk -----
 
 SPLIT_NAMES: tuple[str, str] = ("train", "test")  # split folders of the Kaggle layout
-CACHE_FORMAT_VERSION = 2  # bump when decoding or the cache layout changes, so old entries are never reused
+CACHE_FORMAT_VERSION = 3  # bump when decoding or the cache layout changes, so old entries are never reused
 # A CIFAKE image is 32x32. 64 megapixels is an 8000x8000 photo, whose RGB pixels alone take 192 MB: more
 # than that is no photo worth shrinking to 32x32 but a decompression bomb (a few KB on disk, gigabytes
 # once decoded), so it is skipped on its header's word, before any pixel is decoded.
@@ -159,15 +159,19 @@ ISSUE_DESCRIPTIONS: dict[str, str] = {
 ISSUE_KINDS: tuple[str, ...] = tuple(ISSUE_DESCRIPTIONS)
 ISSUE_EXAMPLES = 5  # example paths per issue kind, in meta.json and in the warning
 # PIL raises many unrelated types for a broken file; each means this one file is unusable, not that the
-# dataset is.
+# dataset is. Some decoders raise NotImplementedError for a variant they do not handle.
 UNREADABLE_FILE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     SyntaxError,
     ValueError,
     EOFError,
+    NotImplementedError,
     struct.error,
     Image.DecompressionBombError,
 )
+# The formats a photo dataset holds (forgery.predict's folder scan picks up the same); a file in any other
+# format Pillow knows (DDS, PSD, EPS, ...) is no image here, and none of those rarely used decoders ever runs.
+IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 # What zipfile raises for one damaged member (bad CRC or header, corrupt deflate data, encryption, an
 # unsupported compression method, which is a RuntimeError too): that member is corrupt, not the archive.
 BROKEN_MEMBER_ERRORS: tuple[type[Exception], ...] = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError)
@@ -192,15 +196,17 @@ class SourceListing:
     """What a CIFAKE source holds: the files to decode, and the zip members refused for their names."""
 
     files: list[SourceFile]
-    unsafe_names: list[str] = field(default_factory=list)  # shown paths of zip members named "/..." or "../..."
+    unsafe_names: list[str] = field(default_factory=list)  # names of the zip members named "/..." or "../..."
 
 
 class SkippedFile(Exception):
     """One file left out of the dataset; `kind` is the ISSUE_KINDS key it is counted under."""
 
-    def __init__(self, kind: str, reason: str) -> None:
+    def __init__(self, kind: str, reason: str, transient: bool = False) -> None:
         super().__init__(reason)
         self.kind = kind
+        # True when the cause is outside the cache key (a permission, a failed read): the next run may read the file.
+        self.transient = transient
 
 
 class ImageTooLarge(ValueError):
@@ -222,7 +228,8 @@ class DecodedSource:
     train: Split
     test: Split
     issues: dict[str, int]  # count per ISSUE_KINDS, 0 when none
-    issue_examples: dict[str, list[str]]  # up to ISSUE_EXAMPLES paths per issue kind
+    issue_examples: dict[str, list[str]]  # up to ISSUE_EXAMPLES paths per issue kind, relative to the source
+    transient_skips: int = 0  # files skipped for a cause the cache key cannot see; such a load is never cached
 
 
 def load_cifake(
@@ -244,7 +251,7 @@ def load_cifake(
     listing = list_cifake_files(source)
     cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     decoded = load_or_decode(source, listing, cache_root)
-    warn_about_issues(decoded.issues, decoded.issue_examples)
+    warn_about_issues(source, decoded.issues, decoded.issue_examples)
     train, val = split_validation(decoded.train.images, decoded.train.labels, val_fraction, seed)
     dataset = Dataset(name="cifake", train=keep_fraction(train, train_fraction), val=val, test=decoded.test, issues=dict(decoded.issues))
     seconds = time.perf_counter() - started
@@ -334,13 +341,15 @@ def list_zip(archive_path: Path) -> SourceListing:
     # outside the archive's own tree is hostile or broken, so it is counted and never used at all.
     unsafe = [member for member in every_member if is_unsafe_zip_name(member.filename)]
     members = [member for member in every_member if not is_unsafe_zip_name(member.filename)]
-    prefix = zip_prefix([member.filename for member in members])
+    # Windows PowerShell 5's Compress-Archive separates folders with "\\"; open_members maps the names back.
+    names = [slash_separated(member.filename) for member in members]
+    prefix = zip_prefix(names)
     folders: set[str] = set()
     listing: dict[str, list[tuple[str, str]]] = {}
-    for member in members:
-        if not member.filename.startswith(prefix):
+    for member, name in zip(members, names):
+        if not name.startswith(prefix):
             continue
-        parts = member.filename[len(prefix) :].split("/")
+        parts = name[len(prefix) :].split("/")
         # Zips need not store folder entries, so a folder exists when any member lies inside it.
         folders.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
         if len(parts) == 3 and parts[2] and not parts[2].startswith(".") and not member.is_dir():
@@ -348,12 +357,17 @@ def list_zip(archive_path: Path) -> SourceListing:
                 (parts[2], f"{member.file_size}:{member.CRC:08x}")
             )
     files = files_in_layout(archive_path, prefix, folders, listing)
-    return SourceListing(files, [f"{archive_path}/{member.filename}" for member in unsafe])
+    return SourceListing(files, [member.filename for member in unsafe])
+
+
+def slash_separated(name: str) -> str:
+    """A zip member's name with "/" as its only separator, whichever of "/" and "\\" the zip was made with."""
+    return name.replace("\\", "/")
 
 
 def is_unsafe_zip_name(name: str) -> bool:
     """Whether a zip member's name is absolute ("/x", "C:x") or climbs out with a ".." part ("/" or "\\" separated)."""
-    unified = name.replace("\\", "/")  # zips made on Windows may use either separator
+    unified = slash_separated(name)  # zips made on Windows may use either separator
     return unified.startswith("/") or (unified[:1].isalpha() and unified[1:2] == ":") or ".." in unified.split("/")
 
 
@@ -389,10 +403,11 @@ def source_fingerprint(listing: SourceListing) -> str:
     """sha256 over the cache format, image size and every file's place and signature: any change, a new key."""
     digest = hashlib.sha256(f"forgery-cifake-cache v{CACHE_FORMAT_VERSION} size {IMAGE_SIZE}\n".encode())
     for file in listing.files:
-        # NUL cannot occur in a path, so distinct file lists can never hash the same text.
-        digest.update(f"{file.split}\0{file.label}\0{file.member}\0{file.signature}\n".encode())
+        # NUL cannot occur in a path, so distinct file lists can never hash the same text. A name that is not
+        # UTF-8 on disk comes with lone surrogates (byte 0xff as "\udcff"); surrogateescape hashes its own bytes.
+        digest.update(f"{file.split}\0{file.label}\0{file.member}\0{file.signature}\n".encode("utf-8", "surrogateescape"))
     for name in listing.unsafe_names:  # they are counted in the entry's issues, so they are part of its key
-        digest.update(f"unsafe\0{name}\n".encode())
+        digest.update(f"unsafe\0{name}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -411,6 +426,10 @@ def load_or_decode(source: Path, listing: SourceListing, cache_root: Path) -> De
             return decoded
     decoded = decode_files(source, listing)
     logger.info("CIFAKE cache miss: decoded %d files in %.1f s", len(listing.files), time.perf_counter() - started)
+    if decoded.transient_skips:
+        # Fixing a permission or re-copying a damaged zip can leave the key as it is: an entry would keep skipping the file.
+        logger.info("not caching CIFAKE: %d files could not be read, so the next run tries them again", decoded.transient_skips)
+        return decoded
     try:
         write_cache_entry(entry, key, decoded, source)
     except OSError as error:
@@ -429,7 +448,9 @@ def open_members(source: Path) -> Iterator[Callable[[str], bytes]]:
         yield lambda member: read_inside_root(real_root, member)
         return
     with zipfile.ZipFile(source) as archive:
-        yield lambda member: read_zip_member(archive, member)
+        # Listed members are "/"-separated; the archive knows a "\\"-separated one only by the name it was stored under.
+        stored = {slash_separated(info.filename): info.filename for info in archive.infolist()}
+        yield lambda member: read_zip_member(archive, stored.get(member, member))
 
 
 def read_inside_root(real_root: Path, member: str) -> bytes:
@@ -461,9 +482,9 @@ def read_and_decode(read_member: Callable[[str], bytes], member: str) -> Decoded
     try:
         file_bytes = read_member(member)
     except OSError as error:  # permission denied, an I/O error, or gone since it was listed
-        raise SkippedFile("read_errors", f"{type(error).__name__}: {error}") from None
-    except BROKEN_MEMBER_ERRORS as error:
-        raise SkippedFile("skipped_files", f"{type(error).__name__}: {error}") from None
+        raise SkippedFile("read_errors", f"{type(error).__name__}: {error}", transient=True) from None
+    except BROKEN_MEMBER_ERRORS as error:  # the zip's directory, which the key hashes, may be intact
+        raise SkippedFile("skipped_files", f"{type(error).__name__}: {error}", transient=True) from None
     try:
         return decode_image(file_bytes)
     except ImageTooLarge as error:
@@ -477,24 +498,26 @@ def decode_files(source: Path, listing: SourceListing) -> DecodedSource:
     files = listing.files
     pixels = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     readable = np.zeros(len(files), dtype=bool)
+    # Paths relative to the source: a cache entry is also served when the same files are found elsewhere.
     problems: dict[str, list[str]] = {kind: [] for kind in ISSUE_KINDS}
     problems["unsafe_zip_names"] += listing.unsafe_names
+    transient_skips = 0
     with open_members(source) as read_member:
         for index, file in enumerate(tqdm(files, desc="decoding CIFAKE", unit="img", disable=None)):
             interrupts.raise_if_requested()  # a Ctrl-C that Python dropped (it can, inside a finaliser) stops the decoding here
-            shown = f"{source}/{file.member}"
             try:
                 decoded = read_and_decode(read_member, file.member)
             except SkippedFile as skipped:
-                logger.debug("skipping %s (%s): %s", shown, skipped.kind, skipped)
-                problems[skipped.kind].append(shown)
+                logger.debug("skipping %s/%s (%s): %s", source, file.member, skipped.kind, skipped)
+                problems[skipped.kind].append(file.member)
+                transient_skips += skipped.transient
                 continue
             pixels[index] = decoded.pixels
             readable[index] = True
             if decoded.converted:
-                problems["converted_images"].append(shown)
+                problems["converted_images"].append(file.member)
             if decoded.resized:
-                problems["resized_images"].append(shown)
+                problems["resized_images"].append(file.member)
     issues = {kind: len(paths) for kind, paths in problems.items()}
     issue_examples = {kind: paths[:ISSUE_EXAMPLES] for kind, paths in problems.items()}
     labels = np.array([file.label for file in files], dtype=np.int64)
@@ -506,14 +529,16 @@ def decode_files(source: Path, listing: SourceListing) -> DecodedSource:
         counts = splits[split].class_counts()
         for label, class_name in enumerate(CLASS_NAMES):
             if counts[class_name] == 0:
-                warn_about_issues(issues, issue_examples)  # they say why the folder came out empty
+                warn_about_issues(source, issues, issue_examples)  # they say why the folder came out empty
                 member = next(file.member for file in files if file.split == split and file.label == label)
                 raise DataError(f"CIFAKE class folder has no readable images: {source}/{member.rsplit('/', 1)[0]}")
-    return DecodedSource(train=splits["train"], test=splits["test"], issues=issues, issue_examples=issue_examples)
+    return DecodedSource(
+        train=splits["train"], test=splits["test"], issues=issues, issue_examples=issue_examples, transient_skips=transient_skips
+    )
 
 
 def decode_image(data: bytes) -> DecodedImage:
-    """One image file's bytes as (32, 32, 3) uint8 RGB; raises one of UNREADABLE_FILE_ERRORS if it cannot.
+    """One JPEG, PNG, WebP, BMP, GIF or TIFF file's bytes as (32, 32, 3) uint8 RGB; else one of UNREADABLE_FILE_ERRORS.
 
     An image too large to decode safely raises ImageTooLarge, a ValueError, before its pixels are decoded.
     """
@@ -521,7 +546,7 @@ def decode_image(data: bytes) -> DecodedImage:
         # Pillow only warns between its own Image.MAX_IMAGE_PIXELS and twice that; here the warning stops us too.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:  # reads the header only
                 return decode_opened(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageTooLarge(str(error)) from None
@@ -601,9 +626,9 @@ def write_cache_entry(entry: Path, key: str, decoded: DecodedSource, source: Pat
         shutil.rmtree(staging, ignore_errors=True)  # still there only if something above failed
 
 
-def warn_about_issues(issues: dict[str, int], issue_examples: dict[str, list[str]]) -> None:
-    """One warning per kind of input problem met, naming its key, with up to ISSUE_EXAMPLES example paths."""
+def warn_about_issues(source: Path, issues: dict[str, int], issue_examples: dict[str, list[str]]) -> None:
+    """One warning per kind of input problem met, naming its key, with up to ISSUE_EXAMPLES example paths in `source`."""
     for kind, description in ISSUE_DESCRIPTIONS.items():
         if issues[kind]:
-            examples = ", ".join(issue_examples[kind][:ISSUE_EXAMPLES])
+            examples = ", ".join(f"{source}/{member}" for member in issue_examples[kind][:ISSUE_EXAMPLES])
             logger.warning("CIFAKE %s: %d %s, e.g. %s", kind, issues[kind], description, examples)

@@ -14,11 +14,11 @@ one JSON line per image and nothing else, so it can be piped into `jq` or a scri
   probabilities are raw (`calibrated` false). Both load in Keras's safe mode, which refuses to run
   code stored in a model file.
 - `gradcam_dir=` also writes a Grad-CAM overlay PNG of the predicted class per image and adds its
-  path to the line as `gradcam`.
+  path to the line as `gradcam`; an overlay that cannot be written gets `gradcam_error` instead.
 - A file that cannot be read (missing, corrupt, not an image) gets `{"path", "error"}` and the rest go on.
-Exit status: 0 when every image was classified, 1 when any failed, 2 for a usage error (one `error:` line
-on stderr). Arguments are plain tokens rather than Hydra overrides: a token `key=value` whose key is one
-of the options above sets it, every other token is a path.
+Exit status: 0 when every image was classified (and its overlay written), 1 when any failed, 2 for a usage
+error (one `error:` line on stderr). Arguments are plain tokens rather than Hydra overrides: a token
+`key=value` whose key is one of the options above sets it, every other token is a path.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -50,6 +51,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 BATCH = 256  # images decoded and predicted together: lines keep flowing on a big folder, memory stays flat
 GRADCAM_UPSCALE = 8  # as conf/train.yaml's gradcam.upscale: 32x32 shown at 256x256
 GRADCAM_ALPHA = 0.45  # as conf/train.yaml's gradcam.alpha
+# Bytes of the input's file name kept in an overlay's name: with the number and suffix, far below the 255 most
+# file systems allow, however long the input's name.
+GRADCAM_STEM_BYTES = 100
 _OPTION_LIKE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
 
@@ -73,7 +77,7 @@ def main(arguments: list[str]) -> int:
     failed = False
     for line in classify(model, temperature, image_files(paths), cut, gradcam_dir):
         print(json.dumps(line), flush=True)
-        failed = failed or "error" in line
+        failed = failed or "error" in line or "gradcam_error" in line
     return 1 if failed else 0
 
 
@@ -265,7 +269,10 @@ def classify(
             line = prediction_line(entry.path, rows[position], temperature is not None, entry.note)
             if cut is not None and gradcam_dir is not None:
                 predicted = int(np.argmax(rows[position]))
-                line["gradcam"] = str(write_gradcam(cut, entry.pixels, predicted, gradcam_dir, start + position, entry.path))
+                try:
+                    line["gradcam"] = str(write_gradcam(cut, entry.pixels, predicted, gradcam_dir, start + position, entry.path))
+                except OSError as error:  # a full disk or a name the folder refuses: this image's overlay, not the rest
+                    line["gradcam_error"] = f"cannot write the Grad-CAM overlay: {error.strerror or error}"
             yield line
 
 
@@ -287,17 +294,26 @@ def prediction_line(path: Path, probabilities: np.ndarray, calibrated: bool, not
 
 
 def write_gradcam(cut: GradcamModel, image: np.ndarray, class_index: int, folder: Path, number: int, source: Path) -> Path:
-    """Save the Grad-CAM overlay of `class_index` for one image as <number>-<file stem>-gradcam-<class>.png."""
+    """Save the Grad-CAM overlay of `class_index` for one image as <number>-<start of file stem>-gradcam-<class>.png."""
     from PIL import Image
 
     from forgery.data import CLASS_NAMES
     from forgery.gradcam import make_gradcam_heatmap, overlay
 
     heatmap = make_gradcam_heatmap(cut, image, class_index)
-    # The running number keeps two inputs called a.jpg in different folders from overwriting each other.
-    target = folder / f"{number:05d}-{source.stem}-gradcam-{CLASS_NAMES[class_index].lower()}.png"
+    # The running number keeps two inputs called a.jpg in different folders, or two long names that begin
+    # alike, from overwriting each other.
+    target = folder / f"{number:05d}-{shortened(source.stem, GRADCAM_STEM_BYTES)}-gradcam-{CLASS_NAMES[class_index].lower()}.png"
     Image.fromarray(overlay(image, heatmap, upscale=GRADCAM_UPSCALE, alpha=GRADCAM_ALPHA)).save(target)
     return target
+
+
+def shortened(name: str, limit: int) -> str:
+    """`name` cut at a character boundary to at most `limit` bytes as the file system stores it."""
+    name = name[:limit]
+    while len(os.fsencode(name)) > limit:  # a character can take up to 4 bytes in UTF-8
+        name = name[:-1]
+    return name
 
 
 def cli() -> None:

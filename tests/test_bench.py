@@ -176,6 +176,10 @@ def test_time_spent_in_a_method_leaves_the_instance_as_it_was() -> None:
         (["backend=theano"], "backend must be one of tensorflow, jax, torch"),
         (["data=cifake"], "data.root is required"),
         (["data=cifake", "data.root=/does/not/exist"], "/does/not/exist"),
+        # Values the loader itself would trip over, checked before it runs.
+        (["parts=[loading]", "data.train_per_class=0"], "data.train_per_class must be at least 1, got 0"),
+        (["parts=[loading]", "seed=-1"], "seed must be a whole number from 0 to 2**32 - 1, got -1"),
+        (["parts=[loading]", "data.val_fraction=abc"], "data.val_fraction must be a number, got 'abc'"),
     ],
 )
 def test_bad_option_is_one_line_and_exit_2(tmp_path: Path, arguments: list[str], expected: str) -> None:

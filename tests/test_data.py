@@ -156,6 +156,21 @@ def test_zip_gives_the_same_arrays_as_the_folder(cifake: Path, tmp_path: Path, t
     assert from_zip.issues == from_folder.issues
 
 
+@pytest.mark.parametrize("top_level", ["", "CIFAKE\\"], ids=["zip-root", "zip-top-level-folder"])
+def test_a_zip_with_backslash_separated_names_gives_the_same_arrays(cifake: Path, tmp_path: Path, top_level: str) -> None:
+    archive = tmp_path / "powershell.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:  # as Windows PowerShell 5's Compress-Archive names members
+        for path in sorted(cifake.rglob("*"), reverse=True):
+            if path.is_file():
+                zipped.write(path, top_level + "\\".join(path.relative_to(cifake).parts))
+
+    from_folder = load_cifake(str(cifake), cache_dir=str(tmp_path / "cache-folder"))
+    from_zip = load_cifake(str(archive), cache_dir=str(tmp_path / "cache-zip"))
+
+    assert_same_dataset(from_folder, from_zip)
+    assert from_zip.issues == from_folder.issues
+
+
 def test_root_with_tilde_is_expanded(cifake: Path, cache_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(cifake.parent))
 
@@ -374,6 +389,26 @@ def test_issue_counts_and_warnings_survive_the_cache(
     assert any("0001 (1).jpg" in record.getMessage() for record in caplog.records)
 
 
+def test_warnings_from_the_cache_name_where_the_files_are_now(
+    tmp_path: Path, cache_dir: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = build_cifake(tmp_path / "first" / "cifake")
+    (first / "train" / "FAKE" / "0001 (1).jpg").write_bytes(b"")
+    load_cifake(str(first), cache_dir=cache_dir)
+    moved = tmp_path / "moved" / "cifake"
+    moved.parent.mkdir()
+    first.rename(moved)  # a rename keeps every size and mtime, so the key and its entry stay the same
+    forbid_decoding(monkeypatch)
+    caplog.clear()
+    caplog.set_level(logging.WARNING, logger="forgery.data")
+
+    cached = load_cifake(str(moved), cache_dir=cache_dir)
+
+    assert cached.issues == issue_counts(skipped_files=1)
+    (line,) = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert f"{moved}/train/FAKE/0001 (1).jpg" in line and str(first) not in line
+
+
 def test_a_modified_file_gives_a_new_key(cifake: Path, cache_dir: str, count_decodes: list[int]) -> None:
     first = load_cifake(str(cifake), cache_dir=cache_dir)
     changed = cifake / "test" / "REAL" / FILE_NAMES[0]
@@ -484,6 +519,24 @@ def test_split_validation_is_stratified_seeded_and_a_partition() -> None:
     np.testing.assert_array_equal(ids(val), ids(again_val))
     np.testing.assert_array_equal(ids(train), ids(again_train))
     assert set(ids(val)) != set(ids(other_val))
+
+
+@pytest.mark.parametrize(("fakes", "reals"), [(3, 1), (2, 0), (0, 5)])
+def test_split_validation_refuses_a_class_with_fewer_than_two_images(fakes: int, reals: int) -> None:
+    labels = np.array([CLASS_NAMES.index("FAKE")] * fakes + [CLASS_NAMES.index("REAL")] * reals, dtype=np.int64)
+    images = np.zeros((len(labels), 32, 32, 3), dtype=np.uint8)
+    short = "REAL" if reals < 2 else "FAKE"
+
+    with pytest.raises(DataError, match=f"^the training split has {min(fakes, reals)} {short} image\\(s\\); .* at least 2 per class$"):
+        split_validation(images, labels, fraction=0.1, seed=0)
+
+
+def test_a_class_with_one_training_image_is_a_data_error(cifake: Path, cache_dir: str) -> None:
+    for name in FILE_NAMES[1:]:
+        (cifake / "train" / "REAL" / name).unlink()
+
+    with pytest.raises(DataError, match="^the training split has 1 REAL image"):
+        load_cifake(str(cifake), cache_dir=cache_dir)
 
 
 # ----- the real 24,000-image sample, when it is there -----

@@ -51,6 +51,14 @@ def jpeg_claiming_size(width: int, height: int) -> bytes:
     return bytes(encoded)
 
 
+def dds_bytes() -> bytes:
+    """A DirectDraw Surface header with a FourCC pixel format of 0, which Pillow's DDS decoder does not implement."""
+    header = bytearray(120)
+    struct.pack_into("<3I", header, 0, 0, 32, 32)  # flags, height, width
+    struct.pack_into("<4I", header, 68, 32, 0x4, 0, 0)  # pixel format: its size, DDPF_FOURCC, FourCC 0, bit count
+    return b"DDS " + struct.pack("<I", 124) + bytes(header)
+
+
 def jpeg_bytes(image: Image.Image) -> bytes:
     """An image saved as a quality-95 JPEG."""
     buffer = io.BytesIO()
@@ -384,6 +392,47 @@ def test_a_root_reached_through_a_link_is_fine(tmp_path: Path) -> None:
     assert dataset.issues == issue_counts() and len(dataset.test) == 6
 
 
+# ----- file formats and names -----
+
+
+@pytest.mark.parametrize("image_format", data.IMAGE_FORMATS)
+def test_every_photo_format_is_decoded(image_format: str) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (70, 70, 70)).save(buffer, format=image_format)
+
+    decoded = decode_image(buffer.getvalue())
+
+    assert abs(int(decoded.pixels.mean()) - 70) <= JPEG_TOLERANCE
+
+
+def test_a_file_in_another_format_is_skipped_by_the_loader_and_predict(tmp_path: Path) -> None:
+    from forgery.predict import read_input
+
+    root = build_cifake(tmp_path / "cifake")
+    evil = root / "train" / "REAL" / "evil.jpg"  # Pillow knows it as DDS whatever its name, and would raise NotImplementedError
+    evil.write_bytes(dds_bytes())
+
+    dataset = load_cifake(str(root), cache_dir=str(tmp_path / "cache"))
+
+    assert dataset.issues == issue_counts(skipped_files=1)
+    assert len(dataset.train) + len(dataset.val) == 6
+    assert read_input(evil).error == "not an image file (or a format Pillow cannot read)"
+
+
+def test_a_file_name_that_is_not_utf8_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = build_cifake(tmp_path / "cifake")
+    odd_name = os.fsdecode(b"bad\xffname.jpg")  # Latin-1 from an old camera or a Windows share: not UTF-8
+    (root / "train" / "REAL" / FILE_NAMES[0]).rename(root / "train" / "REAL" / odd_name)
+    (root / "train" / "FAKE" / os.fsdecode(b"empty\xff.jpg")).write_bytes(b"")
+
+    first = load_cifake(str(root), cache_dir=str(tmp_path / "cache"))
+    forbid_decoding(monkeypatch)
+    cached = load_cifake(str(root), cache_dir=str(tmp_path / "cache"))
+
+    assert first.issues == cached.issues == issue_counts(skipped_files=1)
+    assert_levels(levels_by_label(cached, "train", "val")[REAL], original_levels("train", "REAL"))
+
+
 # ----- unreadable files and folders -----
 
 
@@ -395,6 +444,36 @@ def test_a_file_that_cannot_be_read_is_skipped_and_counted(tmp_path: Path, monke
 
     assert dataset.issues == issue_counts(read_errors=4)
     assert len(dataset.test) == 4 and len(dataset.train) + len(dataset.val) == 4
+
+
+def fail_zip_read(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make reading the zip member called `name` fail as a damaged copy of the archive does."""
+    real_read = zipfile.ZipFile.read
+
+    def read(archive: zipfile.ZipFile, member: str, pwd: bytes | None = None) -> bytes:
+        if member == name:
+            raise zipfile.BadZipFile(f"Bad CRC-32 for file {name!r}")
+        return real_read(archive, member, pwd)
+
+    monkeypatch.setattr(zipfile.ZipFile, "read", read)
+
+
+@pytest.mark.parametrize("source", ["folder", "zip"])
+def test_a_file_that_could_not_be_read_is_read_again_once_it_can_be(tmp_path: Path, source: str) -> None:
+    root = build_cifake(tmp_path / "cifake")
+    if source == "zip":
+        root = zip_folder(root, tmp_path / "cifake.zip", "")
+    with pytest.MonkeyPatch.context() as patch:
+        if source == "zip":
+            fail_zip_read(patch, f"test/FAKE/{FILE_NAMES[0]}")
+        else:
+            deny_reading(patch, FILE_NAMES[0])
+        failed = load_cifake(str(root), cache_dir=str(tmp_path / "cache"))
+    assert sum(failed.issues.values()) > 0  # read_errors for the folder, skipped_files for the damaged member
+
+    fixed = load_cifake(str(root), cache_dir=str(tmp_path / "cache"))
+
+    assert fixed.issues == issue_counts() and len(fixed.test) == 6
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads chmod 000 files anyway")

@@ -110,6 +110,33 @@ def test_folders_are_searched_recursively_and_gradcam_overlays_written(tmp_path:
         assert Image.open(path).size == (256, 256)
 
 
+def test_a_long_file_name_gets_a_short_overlay_and_an_unwritable_overlay_an_error(tmp_path: Path, model_file: Path) -> None:
+    long_name = save_image(tmp_path / ("x" * 240 + ".png"), (32, 32, 3), seed=1)  # 251 bytes: a legal name, too long with -gradcam-...
+    blocked = save_image(tmp_path / "blocked.png", (32, 32, 3), seed=2)
+    last = save_image(tmp_path / "last.png", (32, 32, 3), seed=3)
+    cams = tmp_path / "cams"
+    for label in ("fake", "real"):  # a folder where blocked.png's overlay would go, whichever class it gets
+        (cams / f"00001-blocked-gradcam-{label}.png").mkdir(parents=True)
+    result = run_forgery("predict", str(long_name), str(blocked), str(last), f"model_path={model_file}", f"gradcam_dir={cams}", cwd=tmp_path, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = json_lines(result.stdout)
+    assert [line["path"] for line in lines] == [str(long_name), str(blocked), str(last)]
+    assert all(line["label"] in ("FAKE", "REAL") for line in lines)
+    overlay = Path(lines[0]["gradcam"])
+    assert overlay.is_file() and overlay.name == f"00000-{'x' * 100}-gradcam-{lines[0]['label'].lower()}.png"
+    assert "gradcam" not in lines[1] and lines[1]["gradcam_error"].startswith("cannot write the Grad-CAM overlay: ")
+    assert Path(lines[2]["gradcam"]).is_file()
+
+
+def test_a_long_name_is_shortened_at_a_character_boundary() -> None:
+    from forgery.predict import shortened
+
+    assert shortened("a" * 240, 100) == "a" * 100
+    assert shortened("é" * 80, 100) == "é" * 50  # two bytes each
+    assert shortened("ab", 100) == "ab"
+
+
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [

@@ -38,9 +38,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"{missing[0]} is required but not set{hint}")
     _positive_int(cfg, "epochs")
     _positive_int(cfg, "batch_size")
-    seed = _integer(cfg, "seed")
-    if not 0 <= seed < 2**32:  # what NumPy's and Keras's seeding take
-        raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed}")
+    for key in ("seed", "data.seed"):  # data.seed (the validation split's) is ${seed} unless set apart
+        if key == "seed" or OmegaConf.select(cfg, key) is not None:
+            seed = _integer(cfg, key)
+            if not 0 <= seed < 2**32:  # what NumPy's and Keras's seeding take
+                raise ConfigError(f"{key} must be a whole number from 0 to 2**32 - 1, got {seed}")
     _positive_number(cfg, "optimizer.lr")
     for key in ("data.train_per_class", "data.test_per_class"):  # only the demo data has them
         if OmegaConf.select(cfg, key) is not None:
@@ -82,10 +84,13 @@ def validate(cfg: DictConfig) -> None:
     tta = OmegaConf.select(cfg, "tta", default="none")  # an older run's config has no such key
     if tta not in ("none", "flip", "dihedral"):  # forgery.models.TEST_TIME_VIEWS, without importing Keras here
         raise ConfigError(f"tta must be none, flip or dihedral, got {tta!r}")
-    for key in ("augment.fused", "augment.dihedral"):
+    for key in ("augment.fused", "augment.dihedral", "early_stopping.restore_best"):
         switch = OmegaConf.select(cfg, key, default=False)  # an older run's config has no such key
         if not isinstance(switch, bool):
             raise ConfigError(f"{key} must be true or false, got {switch!r}")
+    flip = OmegaConf.select(cfg, "augment.flip", default=None)
+    if flip not in FLIP_MODES:  # Keras's RandomFlip takes any text and then never flips
+        raise ConfigError(f"augment.flip must be null, {', '.join(str(mode) for mode in FLIP_MODES[1:])}, got {flip!r}")
     if OmegaConf.select(cfg, "augment.shift_pixels") is not None:  # an older run's config has no such key
         shift = _integer(cfg, "augment.shift_pixels")
         if not 0 <= shift <= 8:
@@ -108,6 +113,11 @@ def validate(cfg: DictConfig) -> None:
     alpha = _number(cfg, "gradcam.alpha")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"gradcam.alpha must be in [0, 1], got {alpha:g}")
+    validate_runtime(cfg)
+
+
+def validate_runtime(cfg: DictConfig) -> None:
+    """The checks on what `resume=` lets a command line change (runtime.* and verbose): how a run executes."""
     _auto_or_int(cfg, "runtime.steps_per_execution", minimum=1)
     _auto_or_int(cfg, "runtime.intra_op_threads", minimum=0)
     _auto_or_int(cfg, "runtime.inter_op_threads", minimum=0)
@@ -119,6 +129,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"verbose must be auto, 0, 1 or 2, got {verbose!r}")
 
 
+# augment.flip's values: Keras's RandomFlip modes, or None for no flip.
+FLIP_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
 RUNTIME_LOOPS = ("auto", "fit", "scan")  # forgery.runtime.LOOPS, without importing it here; a test ties the two
 # The images' side in pixels (forgery.data.IMAGE_SIZE, without importing the data stage here; a test ties the two).
 IMAGE_SIDE = 32

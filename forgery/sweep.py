@@ -145,8 +145,15 @@ class MlflowSweepCallback(Callback):
         """Open the parent run and publish its id to the jobs."""
         from forgery import tracking
 
+        try:  # a dead server or a deleted experiment: one line now, not minutes of MLflow's retries first
+            tracking.check_reachable()
+            tracking.check_experiment(config.tracking.experiment)
+        except tracking.TrackingUnavailable as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
         overrides = list(config.hydra.overrides.task)
-        tags = {"sweep": "parent", "sweep_dir": str(config.hydra.sweep.dir), "command_line": " ".join(sys.argv), **tracking.git_tags(Path.cwd())}
+        source = Path(__file__).resolve().parent  # the code that trains, not the folder the sweep started in
+        tags = {"sweep": "parent", "sweep_dir": str(config.hydra.sweep.dir), "command_line": " ".join(sys.argv), **tracking.git_tags(source)}
         params = {"sweep.overrides": " ".join(overrides), "sweep.metric": self.metric, "sweep.mode": self.mode}
         self.parent = tracking.start_parent_run(config.tracking.experiment, config.tracking.run_name or None, tags, params)
         os.environ[PARENT_ENV] = self.parent

@@ -27,6 +27,7 @@ _MAX_PARAM_LENGTH = 6000
 # A run's tracking calls are appended here (in its output folder) before they are sent, so a run that
 # loses its tracking server can be uploaded later with `python -m forgery.upload <output folder>`.
 JOURNAL_FILE = "tracking_journal.jsonl"
+FAILURE_TAG = "failure_reason"  # why a run ended FAILED or KILLED; only such runs have it
 # MLflow's HTTP defaults (7 retries, doubling back-off, 120 s timeout) would stall a run for minutes per
 # call once a server is gone; these apply unless the user set their own.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
@@ -72,6 +73,7 @@ class Tracker:
     def __init__(self, journal: Path | None) -> None:
         self.journal = journal
         self.lost: str | None = None
+        self.reopened = False  # a resumed run: an earlier attempt may have left a failure_reason
 
     @contextmanager
     def run(self, experiment: str, run_name: str | None, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
@@ -82,6 +84,7 @@ class Tracker:
             run_name = _fresh_run_name()
         run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags))
         self._record("start", experiment=experiment, run_name=run.info.run_name, run_id=run.info.run_id, tags=dict(tags))
+        self.reopened = run_id is not None
         try:
             yield run.info.run_id
         except KeyboardInterrupt:
@@ -122,7 +125,9 @@ class Tracker:
 
         def end() -> None:
             if reason:
-                mlflow.set_tag("failure_reason", reason)
+                mlflow.set_tag(FAILURE_TAG, reason)
+            elif self.reopened and FAILURE_TAG in mlflow.active_run().data.tags:
+                mlflow.delete_tag(FAILURE_TAG)  # the earlier attempt's reason; the run has now finished
             mlflow.end_run(status)
 
         self._send(end)
@@ -179,6 +184,8 @@ def ensure_experiment(experiment: str) -> str:
     with _store_lock():
         client = mlflow.MlflowClient()
         found = client.get_experiment_by_name(experiment)
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise TrackingUnavailable(_deleted_experiment(experiment, str(found.experiment_id)))
         if found is not None:
             return str(found.experiment_id)
         try:
@@ -343,6 +350,22 @@ def store_exists() -> bool:
     else:
         return True  # a tracking server: only it knows
     return location == ":memory:" or Path(location).exists()
+
+
+def check_experiment(name: str) -> None:
+    """Raise TrackingUnavailable when the store holds `name` as a deleted experiment (MLflow logs to none
+    such, and would say so only after the data had loaded); looks only at a store that already exists."""
+    if not store_exists():
+        return
+    found = mlflow.MlflowClient().get_experiment_by_name(name)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise TrackingUnavailable(_deleted_experiment(name, str(found.experiment_id)))
+
+
+def _deleted_experiment(name: str, experiment_id: str) -> str:
+    """The one-line refusal for a run into a deleted experiment."""
+    return (f"experiment {name!r} is deleted in {tracking_uri()}: restore it (mlflow experiments restore --experiment-id {experiment_id}) "
+            "or choose another tracking.experiment")
 
 
 def experiment_id(name: str) -> str | None:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from forgery import runtime, sweep
 
-from forgery.config import ConfigError, check_sweep, override_error, register_resolvers, validate
+from forgery.config import ConfigError, check_sweep, override_error, register_resolvers, validate, validate_runtime
 from forgery.data import CLASS_NAMES, DataError
 from forgery.tracking import TrackingLost, TrackingUnavailable
 
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes conf/train.yaml, whose folder names use ${pid:}
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+# The code that trains: its git commit is what a run records (the working folder may be another repository).
+SOURCE_DIR = Path(__file__).resolve().parent
 # Validation only infers, so its batch size changes no number, only how many calls it takes.
 VALIDATION_BATCH_SIZE = 256
 CUTMIX_STREAM = 1  # keeps CutMix's draws apart from the epoch's permutation, which is drawn from (seed, epoch)
@@ -103,7 +105,11 @@ def train(cfg: DictConfig) -> float:
         cfg, state = resumable_run(str(resume_id), cfg, command_line_overrides())
     else:
         validate(cfg)
+        problem = used_output_dir(Path(cfg.output_dir))
+        if problem:
+            raise ConfigError(problem)
         state = checkpoints.CheckpointState()
+    tracking.check_experiment(cfg.tracking.experiment)
     teacher = OmegaConf.select(cfg, "distill.teacher", default=None)  # an older run's config has no distill
     if teacher:
         from forgery import distill
@@ -141,7 +147,7 @@ def train(cfg: DictConfig) -> float:
         (output_dir / "config" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # what resume reads
     targets, agreement = teacher_targets(str(teacher), dataset.train, float(cfg.distill.weight)) if teacher else (None, None)
     tags = {
-        **tracking.git_tags(Path.cwd()),
+        **tracking.git_tags(SOURCE_DIR),
         "hydra_output_dir": str(output_dir.resolve()),
         "command_line": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "model": cfg.model.name,
@@ -288,7 +294,23 @@ def resumable_run(run_id: str, current: DictConfig, overrides: list[str]) -> tup
     for key in keys:
         if key.startswith(RESUMABLE_OVERRIDES):
             OmegaConf.update(cfg, key, OmegaConf.select(current, key), merge=False)
+    validate_runtime(cfg)  # the values just taken from the command line, checked as a new run's are
     return cfg, state
+
+
+def used_output_dir(output_dir: Path) -> str | None:
+    """Why a new run cannot write to `output_dir` (another run's checkpoint or tracking journal is there), or None.
+
+    A new run would mix its files with those: a resume would load the other run's weights, an upload
+    would merge both journals into one run. Hydra's default folders are new per run; a fixed
+    hydra.run.dir used twice is what meets this.
+    """
+    from forgery import checkpoints, tracking
+
+    found = [name for name in (f"checkpoints/{checkpoints.STATE_FILE}", tracking.JOURNAL_FILE) if (output_dir / name).exists()]
+    if not found:
+        return None
+    return f"output folder {output_dir} already holds another run's {' and '.join(found)}; choose a new hydra.run.dir, or delete them (resume=<run id> goes on with an interrupted run)"
 
 
 def teacher_targets(run_id: str, train: Any, weight: float) -> tuple[np.ndarray, float]:
@@ -325,7 +347,7 @@ def fit(
     """
     import keras
 
-    from forgery import checkpoints
+    from forgery import checkpoints, interrupts
 
     images = dataset.train.images
     targets = one_hot(dataset.train.labels) if targets is None else targets
@@ -379,9 +401,12 @@ def fit(
         if improved:
             state.best_epoch, state.best_value = epoch + 1, watched
         checkpoints.save(checkpoint_dir, model, state, best=improved)  # the best epoch and its weights are kept together
-        log_epoch(metrics, epoch + 1)  # step = epoch number, 1-based as Keras prints it
-        state.logged_epoch = epoch + 1
-        checkpoints.write_state(checkpoint_dir, state)
+        # Logged and recorded as logged in one deferred block: a Ctrl-C raised between the two would have a
+        # resume log this epoch a second time.
+        with interrupts.deferred():
+            log_epoch(metrics, epoch + 1)  # step = epoch number, 1-based as Keras prints it
+            state.logged_epoch = epoch + 1
+            checkpoints.write_state(checkpoint_dir, state)
         log.info(epoch_timing(epoch + 1, len(images), trained - epoch_started, time.perf_counter() - trained))
     if patience_exhausted(state, patience):
         log.info("early stopping after epoch %d: %s has not improved for %d epochs (best %s at epoch %d)", state.epoch, cfg.early_stopping.metric, patience, f"{state.best_value:.4f}" if state.best_value is not None else "none", state.best_epoch)
@@ -478,12 +503,21 @@ def stop_on_non_finite_loss(epoch: int, checkpoint_dir: Path) -> Any:
             loss = float((logs or {}).get("loss", 0.0))
             if not np.isfinite(loss):
                 self.model.stop_training = True
+                span = int(getattr(self.model, "steps_per_execution", 1) or 1)
                 raise NumericalError(
-                    f"loss became {loss} at epoch {epoch}, batch {batch + 1}; "
+                    f"loss became {loss} at epoch {epoch}, {batch_span(batch, span, self.params.get('steps'))}; "
                     f"the last good checkpoint (epochs before this one) is kept in {checkpoint_dir}"
                 )
 
     return _Stop()
+
+
+def batch_span(batch: int, steps_per_execution: int, steps: int | None) -> str:
+    """Which batches (1-based) a callback at 0-based `batch` speaks for: with steps_per_execution > 1 Keras
+    calls it once per that many batches, naming the last of them even past the epoch's `steps`."""
+    last = batch + 1 if not steps else min(batch + 1, steps)
+    first = max(1, batch + 2 - steps_per_execution)
+    return f"batch {last}" if first >= last else f"batches {first}-{last}"
 
 
 def run_progress(total_epochs: int) -> Any:

@@ -77,4 +77,4 @@ def test_an_epoch_through_the_scan_trains_as_fit_does(tmp_path: Path) -> None:
     assert not np.allclose(probe["plain_fit_0"], probe["ema_fit_0"]) and not np.allclose(probe["plain_fit_0"], probe["cutmix_fit_0"])
     assert not np.allclose(probe["plain_fit_0"], probe["sam_fit_0"])
     # A NaN loss stops the scan at the call that made it, as fit's check does with several steps a call.
-    assert str(probe["nan_message"]).startswith("loss became nan at epoch 1, batch 4;")
+    assert str(probe["nan_message"]).startswith("loss became nan at epoch 1, batches 1-4;")

@@ -188,3 +188,43 @@ def test_a_run_resumed_after_early_stopping_trains_no_further_epoch(compose_trai
     for weight, kept in zip(model.weights, best):
         np.testing.assert_array_equal(weight.numpy(), kept)  # epoch 1's weights restored, not epoch 3's
     assert train.patience_exhausted(state, 2) and not train.patience_exhausted(state, 3) and not train.patience_exhausted(state, None)
+
+
+def test_a_ctrl_c_while_an_epoch_is_logged_is_not_logged_twice_on_resume(compose_train, tmp_path: Path) -> None:
+    """SIGINT arriving inside the MLflow write of epoch 1: the checkpoint must already say epoch 1 was logged."""
+    import os
+    import signal
+
+    import keras
+
+    from forgery import checkpoints, interrupts, train
+
+    cfg = compose_train(*TINY_DEMO, "epochs=2", "verbose=0")
+    dataset = instantiate(cfg.data)
+    keras.utils.set_random_seed(0)
+    model = train.build_model(cfg, len(dataset.train))
+    logged: list[int] = []
+
+    def log_epoch(metrics: dict[str, float], epoch: int) -> None:
+        with interrupts.deferred():  # as Tracker's own write is: the signal is held, then raised at its end
+            os.kill(os.getpid(), signal.SIGINT)
+            logged.append(epoch)
+
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(KeyboardInterrupt), interrupts.handled():
+        train.fit(model, dataset, cfg, checkpoints.CheckpointState(), folder, log_epoch=log_epoch)
+    state = checkpoints.load_state(folder)
+    assert logged == [1] and state is not None and state.epoch == state.logged_epoch == 1
+    resumed_logs: list[int] = []
+    train.fit(checkpoints.load_model(folder), dataset, cfg, state, folder, log_epoch=lambda metrics, epoch: resumed_logs.append(epoch))
+    assert resumed_logs == [2]  # epoch 1 is not logged again
+
+
+@pytest.mark.parametrize(
+    ("batch", "span", "steps", "expected"),
+    [(2, 1, 10, "batch 3"), (31, 32, 4, "batches 1-4"), (63, 32, 100, "batches 33-64"), (99, 32, 100, "batches 69-100"), (0, 1, None, "batch 1")],
+)
+def test_a_nan_names_the_batches_one_callback_speaks_for(batch: int, span: int, steps: int | None, expected: str) -> None:
+    from forgery.train import batch_span
+
+    assert batch_span(batch, span, steps) == expected

@@ -73,7 +73,7 @@ def test_interrupted_run_resumes_into_the_same_run_with_the_same_result(tmp_path
     # The saved config says verbose=2 (a line per epoch); the override silenced the resumed epochs.
     assert not re.search(r"^\d+/\d+ - ", resumed.stdout + resumed.stderr, re.MULTILINE), resumed.stdout[-2000:]
     client, run = only_run(interrupted)  # still one run: the same one, now finished
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags  # the interruption's reason went with it
     for name in ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc"):
         assert [point.step for point in client.get_metric_history(run.info.run_id, name)] == [1, 2, 3], name
 
@@ -120,6 +120,27 @@ def test_resume_refuses_an_override_that_would_change_the_run(tmp_path: Path) ->
         "error: resume: a run goes on with its own saved config, so 'epochs=2' cannot change it; beside resume= only runtime.* and verbose may be set"
     ]
     assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched
+
+
+def test_resume_checks_the_runtime_values_it_lets_through(tmp_path: Path, compose_train) -> None:
+    from omegaconf import OmegaConf
+
+    output_dir = tmp_path / "outputs" / "killed"
+    (output_dir / "config").mkdir(parents=True)
+    (output_dir / "config" / "resolved.yaml").write_text(OmegaConf.to_yaml(compose_train("epochs=2"), resolve=True))
+    state = checkpoints.CheckpointState(epoch=1, logged_epoch=1, history={"val_auc": [0.5]})
+    (output_dir / "checkpoints").mkdir()
+    checkpoints.write_state(output_dir / "checkpoints", state)
+    (output_dir / "checkpoints" / checkpoints.MODEL_FILE).write_bytes(b"weights")  # only its presence is read before the check
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("image-forgery"), tags={"hydra_output_dir": str(output_dir)})
+    client.set_terminated(run.info.run_id, "KILLED")
+
+    result = run_forgery("train", f"resume={run.info.run_id}", "runtime.steps_per_execution=0", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: runtime.steps_per_execution must be"), result.stderr
+    assert client.get_run(run.info.run_id).info.status == "KILLED"  # refused before the run was reopened
 
 
 @pytest.mark.slow

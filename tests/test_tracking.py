@@ -42,6 +42,16 @@ def test_run_ends_failed_with_the_reason(mlflow_store: str) -> None:
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "RuntimeError: disk full"
 
 
+def test_a_reopened_run_that_finishes_drops_the_earlier_failure_reason(mlflow_store: str) -> None:
+    with pytest.raises(KeyboardInterrupt), tracking.Tracker(None).run("unit", None, {}) as run_id:
+        raise KeyboardInterrupt
+    assert MlflowClient(mlflow_store).get_run(run_id).data.tags["failure_reason"] == "interrupted (KeyboardInterrupt)"
+    with tracking.Tracker(None).run("unit", None, {}, run_id=run_id):  # as resume= reopens it
+        pass
+    run = MlflowClient(mlflow_store).get_run(run_id)
+    assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
+
+
 def test_run_ends_killed_on_ctrl_c(mlflow_store: str) -> None:
     with pytest.raises(KeyboardInterrupt), tracking.Tracker(None).run("unit", None, {}):
         raise KeyboardInterrupt

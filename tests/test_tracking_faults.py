@@ -53,7 +53,11 @@ def stop_server(server: subprocess.Popen) -> None:
     server.wait(timeout=30)
 
 
-@pytest.mark.parametrize("command", [["train", "epochs=1"], ["promote"], ["predict", "image.png", "run_id=0123456789abcdef0123456789abcdef"]])
+@pytest.mark.parametrize(
+    "command",
+    [["train", "epochs=1"], ["train", "-m", "epochs=1", "optimizer.lr=1e-3,1e-4"], ["promote"], ["predict", "image.png", "run_id=0123456789abcdef0123456789abcdef"]],
+    ids=["train", "sweep", "promote", "predict"],
+)
 def test_unreachable_server_stops_the_command_before_any_work(tmp_path: Path, command: list[str]) -> None:
     started = time.monotonic()
     result = run_forgery(*command, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}, timeout=120)

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from tests.conftest import SAMPLE_ROOT, run_forgery
+from tests.conftest import PROJECT_ROOT, SAMPLE_ROOT, run_forgery
 
 REPORT_FILES = {
     "training_metrics.json",
@@ -83,6 +83,9 @@ def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -
         (["-m", "optimizer.lr=interval(1e-4,1e-3)"], "interval(...) needs a sweeper that samples ranges: add hparams_search=optuna"),
         (["experiment=lr_sweep"], "this config sets sweep parameters (optimizer.lr, augment), which only a multirun uses; add -m"),
         (["data=cifake", "data.root=~/cifake"], "data.root: Hydra cannot read '~' in a value; write $HOME instead"),
+        (["augment=flip", "augment.flip=horizonal"], "augment.flip must be null, horizontal, vertical, horizontal_and_vertical, got 'horizonal'"),
+        (["early_stopping.restore_best=no"], "early_stopping.restore_best must be true or false, got 'no'"),
+        (["data.seed=-1"], "data.seed must be a whole number from 0 to 2**32 - 1, got -1"),
     ],
 )
 def test_bad_input_fails_before_training_with_one_line(tmp_path: Path, arguments: list[str], expected: str) -> None:
@@ -92,6 +95,30 @@ def test_bad_input_fails_before_training_with_one_line(tmp_path: Path, arguments
     assert lines == [lines[0]] and lines[0].startswith("error: ") and expected in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "mlflow.db").exists()  # refused before any run was opened
+
+
+@pytest.mark.parametrize("left", ["checkpoints/state.json", "tracking_journal.jsonl"])
+def test_a_new_run_refuses_a_folder_holding_another_runs_files(tmp_path: Path, left: str) -> None:
+    (tmp_path / "used" / left).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "used" / left).write_text("{}")
+    result = run_forgery("train", "hydra.run.dir=used", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: output folder {tmp_path / 'used'} already holds another run's {left}; choose a new hydra.run.dir, or delete them (resume=<run id> goes on with an interrupted run)"
+    ]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_deleted_experiment_is_refused_before_the_data_loads(tmp_path: Path) -> None:
+    client = client_for(tmp_path)
+    experiment = client.create_experiment("gone")
+    client.delete_experiment(experiment)
+    result = run_forgery("train", "tracking.experiment=gone", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: experiment 'gone' is deleted in sqlite:///{tmp_path / 'mlflow.db'}: restore it (mlflow experiments restore --experiment-id {experiment}) or choose another tracking.experiment"
+    ]
+    assert "data demo" not in result.stdout + result.stderr  # refused before loading
 
 
 @pytest.mark.slow
@@ -112,6 +139,9 @@ def test_demo_run_logs_everything(tmp_path: Path) -> None:
     assert run.data.params["optimizer.lr"] == "0.0001" and run.data.params["model.name"] == "small"
     assert run.data.params["epochs"] == "2" and run.data.params["batch_size"] == "8"
     assert {"hydra_output_dir", "command_line"} <= set(run.data.tags)
+    if (PROJECT_ROOT / ".git").exists():  # the commit of the code that trained, wherever the command ran (tmp_path is no checkout)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        assert run.data.tags.get("git_commit") == head == run.data.tags.get("mlflow.source.git.commit")
     files = artifact_files(client, run.info.run_id)
     assert {f"report/{name}" for name in REPORT_FILES} <= files
     assert {"plots/loss.png", "plots/accuracy.png", "plots/roc_curve.png", "plots/pr_curve.png", "plots/confusion_matrix.png", "plots/reliability.png"} <= files

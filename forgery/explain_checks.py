@@ -16,6 +16,8 @@ model see it as what it is". Heatmaps are computed with forgery.gradcam, unchang
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Callable
 
 import keras
@@ -120,12 +122,24 @@ def gradcam_heatmaps(model: keras.Model, images: np.ndarray, class_indices: np.n
 
 
 def top_layer_names(model: keras.Model) -> list[str]:
-    """The last top-level Conv2D and every layer with weights after it: what the randomisation check resets."""
+    """The last top-level Conv2D and every layer with weights after it: what the randomisation check resets.
+
+    In a network of several towers (model.towers), each tower's last Conv2D and what follows it in that
+    tower, plus the shared head: the last convolution overall would leave the other towers trained.
+    """
     layers = model.layers
-    convs = [index for index, layer in enumerate(layers) if isinstance(layer, keras.layers.Conv2D)]
     # The last convolution, not the Grad-CAM target: in a residual net the target is a later activation.
-    start = convs[-1] if convs else layers.index(last_conv_layer(model))
-    return [layer.name for layer in layers[start:] if layer.weights]
+    last_conv = {_tower(layer.name): index for index, layer in enumerate(layers) if isinstance(layer, keras.layers.Conv2D)}
+    if not last_conv:
+        last_conv = {"": layers.index(last_conv_layer(model))}
+    shared_start = last_conv.get("", min(last_conv.values()))
+    return [layer.name for index, layer in enumerate(layers) if layer.weights and index >= last_conv.get(_tower(layer.name), shared_start)]
+
+
+def _tower(name: str) -> str:
+    """The tower prefix of a layer name ("tower2_" for tower2_stage1_block1_conv1), or "" outside the towers."""
+    found = re.match(r"tower\d+_", name)
+    return found.group(0) if found else ""
 
 
 def randomise_top_layers(model: keras.Model, seed: int) -> keras.Model:

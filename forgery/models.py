@@ -130,6 +130,11 @@ def single_view(model: keras.Model) -> keras.Model:
     return networks[0]
 
 
+def is_random_state(variable: keras.Variable) -> bool:
+    """Whether `variable` is a seed generator's state (augmentation layers, Dropout): where random draws come from."""
+    return variable.path.endswith("seed_generator_state")
+
+
 def load(path: Path | str) -> keras.Model:
     """A `.keras` file in Keras's safe mode (no code from the file runs), forgery's own layers known to Keras."""
     from forgery import metrics  # a checkpoint is compiled with the run's metrics

@@ -101,6 +101,6 @@ def robustness_metrics(report: dict[str, Any]) -> dict[str, float]:
     return {
         f"robust_{row['name']}_{measure}": row[measure]
         for row in report["corruptions"]
-        if row["name"] != "clean"  # clean equals the test_accuracy and test_roc_auc already logged
+        if row["name"] != "clean"  # clean is the unchanged subset: the logged test metrics when it is the whole test split
         for measure in ("accuracy", "roc_auc")
     }

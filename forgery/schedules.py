@@ -16,7 +16,7 @@ def cosine(lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float = 
     warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else lr,
-        decay_steps=total - warmup,
+        decay_steps=max(1, total - 1 - warmup),  # steps count from 0, so the last one, total - 1, ends the decay
         alpha=final_fraction,
         warmup_target=lr if warmup else None,
         warmup_steps=warmup,

@@ -3,7 +3,8 @@ the worst nearby weights, which favours flat minima that hold up on images the n
 
 A SAM step is two passes over the batch: the gradient g at the weights w, then the gradient at
 w + rho * g / ||g|| (the steepest rise within a ball of radius rho), which the optimizer applies to w
-itself. The optimizer (its weight decay, moving average and schedule included) is unchanged; the
+itself. Both passes see the same augmented batch and dropout masks: the random generators are rewound
+between them. The optimizer (its weight decay, moving average and schedule included) is unchanged; the
 model keeps its class, so checkpoints, the logged model and Grad-CAM see a plain Keras model.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 import keras
 
 from forgery.config import ConfigError
+from forgery.models import is_random_state
 
 BACKENDS = ("tensorflow", "jax")  # each has its own step below; PyTorch's would need a third
 
@@ -38,6 +40,8 @@ def sharpness_aware_step(self: keras.Model, data: Any) -> dict[str, Any]:
 
     x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
     weights = self.trainable_weights
+    generators = [variable for variable in self.variables if is_random_state(variable)]
+    drawn_from = [tf.identity(state) for state in generators]
     with tf.GradientTape() as tape:
         y_pred = self(x, training=True)
         loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
@@ -46,6 +50,8 @@ def sharpness_aware_step(self: keras.Model, data: Any) -> dict[str, Any]:
     ascent = ascent_steps(gradients, self.sam_rho)
     for weight, step in zip(weights, ascent, strict=True):
         weight.assign_add(step)
+    for state, start in zip(generators, drawn_from, strict=True):
+        state.assign(start)  # the second pass sees the batch as the first did: the same augmentation and dropout
     with tf.GradientTape() as tape:
         perturbed_loss = self.compute_loss(x=x, y=y, y_pred=self(x, training=True), sample_weight=sample_weight, training=True)
     sharp_gradients = tape.gradient(perturbed_loss, weights)
@@ -67,8 +73,12 @@ def stateless_sharpness_aware_step(self: keras.Model, state: tuple[Any, ...], da
         trainable, non_trainable, metrics_variables, x, y, sample_weight, training=True, optimizer_variables=optimizer_variables
     )
     perturbed = [weight + step for weight, step in zip(trainable, ascent_steps(gradients, self.sam_rho), strict=True)]
+    # BatchNorm's statistics as the first pass left them, the random generators as it found them: the second
+    # pass sees the batch with the same augmentation and dropout.
+    is_random = [is_random_state(variable) for variable in self.non_trainable_variables]
+    second = [start if random else updated for start, updated, random in zip(state[1], non_trainable, is_random, strict=True)]
     (_, (_, _, non_trainable, _)), sharp_gradients = loss_and_gradients(
-        perturbed, non_trainable, metrics_variables, x, y, sample_weight, training=True, optimizer_variables=optimizer_variables
+        perturbed, second, metrics_variables, x, y, sample_weight, training=True, optimizer_variables=optimizer_variables
     )
     trainable, optimizer_variables = self.optimizer.stateless_apply(optimizer_variables, sharp_gradients, trainable)
     logs, metrics_variables = self._update_metrics_variables(metrics_variables, loss, x, y, y_pred, sample_weight)

@@ -533,10 +533,18 @@ def run_progress(total_epochs: int) -> Any:
 
 
 def reset_random_generators(model: Any, seed: int, epoch: int) -> None:
-    """Set every seed generator of the model (augmentation, dropout) to a state fixed by (seed, epoch)."""
-    generators = [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
+    """Set every seed generator of the model (augmentation, dropout) to a state fixed by (seed, generator, epoch).
+
+    A generator's state is (key, counter) and each draw adds 1 to the counter, so the epoch goes into the
+    key: with it in the counter, epoch e + 1 would replay epoch e's draws one batch later. The key is a
+    hash that fits 32 bits, JAX's state type, whatever the seed.
+    """
+    from forgery.models import is_random_state
+
+    generators = [variable for variable in model.variables if is_random_state(variable)]
     for index, variable in enumerate(generators):
-        variable.assign(np.array([seed * 1000 + index, epoch], dtype=variable.dtype))
+        key = np.random.SeedSequence([seed, index, epoch]).generate_state(1, dtype=np.uint32)[0]
+        variable.assign(np.array([key, 0], dtype=variable.dtype))
 
 
 def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float]], cfg: DictConfig) -> dict[str, Any]:
@@ -555,7 +563,7 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
     calibrated = calibration.apply_temperature(probabilities, calibration_result["temperature"])
     checked = explain_checks.sample_indices(test.labels, cfg.evidence.gradcam_checks_per_class, cfg.seed)
     checks = explain_checks.gradcam_checks(model, test.images[checked], test.labels[checked], seed=cfg.seed)
-    subset = evidence_subset(len(test), cfg.evidence.robustness_images, cfg.seed)
+    subset = evidence_subset(test.labels, cfg.evidence.robustness_images, cfg.seed)
     robust = robustness.robustness_report(predict, test.images[subset], test.labels[subset], seed=cfg.seed)
     headline = evaluate.headline_metrics(test.labels, probabilities)
     roc = evaluate.roc_points(test.labels, probabilities)
@@ -634,11 +642,21 @@ def evaluated_validation(history: dict[str, list[float]], cfg: DictConfig) -> di
     return {f"evaluated_{name}": float(history[name][epoch - 1]) for name in ("val_accuracy", "val_auc")}
 
 
-def evidence_subset(count: int, limit: int, seed: int) -> np.ndarray:
-    """Indices of a seeded subset of at most `limit` test images (all of them when `limit` is 0), in order."""
+def evidence_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Indices of a seeded subset of at most `limit` test images (all of them when `limit` is 0), in order.
+
+    Stratified: each class keeps its share (at least one image while `limit` allows), so the subset's
+    ROC AUC is defined; an unstratified draw of a few images can hold one class only.
+    """
+    count = len(labels)
     if limit <= 0 or limit >= count:
         return np.arange(count)
-    return np.sort(np.random.default_rng([seed, 7]).choice(count, size=limit, replace=False))
+    rng = np.random.default_rng([seed, 7])
+    classes = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    sizes = [max(1, round(limit * len(members) / count)) for members in classes]
+    while sum(sizes) > limit:  # rounding up the small classes may overshoot by an image or two
+        sizes[int(np.argmax(sizes))] -= 1
+    return np.sort(np.concatenate([rng.choice(members, size=size, replace=False) for members, size in zip(classes, sizes) if size]))
 
 
 def write_outputs(output_dir: Path, result: dict[str, Any], upscale: int, alpha: float) -> None:

@@ -43,6 +43,18 @@ def test_top_layers_are_the_last_conv_block_and_the_classifier() -> None:
     assert top_layer_names(tiny_model()) == ["conv3", "batchnorm3", "classifier"]
 
 
+def test_every_tower_of_an_ensemble_has_its_top_layers_reset() -> None:
+    from forgery.models import resnet
+
+    names = top_layer_names(resnet("towers", [4, 8], blocks_per_stage=1, towers=2))
+    assert names == top_layer_names(resnet("towers", [4, 8], blocks_per_stage=1, towers=2))
+    for tower in ("tower1_", "tower2_"):
+        assert [f"{tower}stage2_block1_conv2", f"{tower}final_batchnorm"] == [name for name in names if name.startswith(tower)]
+    assert names[-1] == "classifier" and len(names) == 5
+    single = top_layer_names(resnet("one", [4, 8], blocks_per_stage=1))
+    assert single == ["stage2_block1_conv2", "final_batchnorm", "classifier"]
+
+
 def test_randomisation_resets_the_top_layers_only_and_leaves_the_original_alone() -> None:
     model = scrambled(tiny_model(), seed=1)
     before = {layer.name: [np.array(weight) for weight in layer.get_weights()] for layer in model.layers}

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from forgery import sharpness
 from forgery.config import ConfigError, validate
 from tests.conftest import PROJECT_ROOT, TINY_DEMO
-from tests.sharpness_probe import sam_step
+from tests.sharpness_probe import dropout_steps, sam_step
 
 PROBE = Path(__file__).with_name("sharpness_probe.py")
 
@@ -53,6 +53,11 @@ def test_a_step_applies_the_gradient_taken_at_the_perturbed_weights() -> None:
     check_sam_step(sam_step(0.3, 0.5), 0.3, 0.5)
 
 
+def test_both_passes_draw_the_same_dropout_masks() -> None:
+    after = dropout_steps(0.5)
+    np.testing.assert_allclose(after["sam_kernel"], after["plain_kernel"], atol=1e-6)
+
+
 def test_a_step_on_jax_is_the_same_sam_step(tmp_path: Path) -> None:
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed")
@@ -62,6 +67,7 @@ def test_a_step_on_jax_is_the_same_sam_step(tmp_path: Path) -> None:
     step = dict(np.load(tmp_path / "step.npz"))
     assert str(step["backend"]) == "jax"
     check_sam_step(step, 0.3, 0.5)
+    np.testing.assert_allclose(step["dropout_sam_kernel"], step["dropout_plain_kernel"], atol=1e-6)  # one set of dropout masks
 
 
 def test_sam_is_refused_on_torch(monkeypatch: pytest.MonkeyPatch) -> None:

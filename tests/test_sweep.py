@@ -75,7 +75,10 @@ def sweep_runs(folder: Path, uri: str | None = None) -> tuple[dict, list]:
 
 def check_parent_names_the_best_child(folder: Path, parent, children) -> None:
     finished = [run for run in children if run.info.status == "FINISHED"]
-    best = max(finished, key=lambda run: run.data.metrics["evaluated_val_auc"])
+    # The summary ranks values as it shows them (6 decimals); between equal ones the first job wins.
+    score = lambda run: round(run.data.metrics["evaluated_val_auc"], 6)  # noqa: E731
+    top = [run for run in finished if score(run) == max(map(score, finished))]
+    best = min(top, key=lambda run: int(run.data.tags["sweep_job"]))
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert parent.data.metrics["best_evaluated_val_auc"] == pytest.approx(best.data.metrics["evaluated_val_auc"], abs=1e-6)

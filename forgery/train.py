@@ -208,6 +208,9 @@ def build_model(cfg: DictConfig, train_images: int, metrics: list[Any] | None = 
         warning = averaging_span_warning(float(cfg.optimizer.ema_momentum), steps_per_epoch)
         if warning:
             log.warning(warning)
+    warmup = OmegaConf.select(cfg, "schedule.warmup_epochs")  # only the cosine schedule has one
+    if warmup is not None and float(warmup) >= cfg.epochs:
+        log.warning("schedule.warmup_epochs=%g covers the whole run of %d epochs: the rate only rises and never decays; lower it below epochs", float(warmup), cfg.epochs)
     learning_rate = instantiate(cfg.schedule, lr=cfg.optimizer.lr, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs)
     model.compile(
         optimizer=instantiate(cfg.optimizer, lr=learning_rate),

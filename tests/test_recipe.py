@@ -265,3 +265,13 @@ def test_the_robustness_subset_keeps_both_classes(limit: int, expected: list[int
     if expected is not None:
         assert np.bincount(labels[subset], minlength=2).tolist() == expected
     np.testing.assert_array_equal(subset, evidence_subset(labels, limit, seed=3))
+
+
+@pytest.mark.parametrize(("epochs", "warned"), [(1, True), (2, False)])
+def test_a_warm_up_as_long_as_the_run_is_warned_about(compose_train, caplog: pytest.LogCaptureFixture, epochs: int, warned: bool) -> None:
+    from forgery import train
+
+    cfg = compose_train(*TINY_DEMO, "schedule=cosine", "schedule.warmup_epochs=1", f"epochs={epochs}")
+    with caplog.at_level("WARNING", logger="forgery.train"):
+        train.build_model(cfg, 80)
+    assert any("covers the whole run" in record.getMessage() for record in caplog.records) == warned

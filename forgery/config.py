@@ -225,6 +225,10 @@ def _check_architecture(cfg: DictConfig) -> None:
             _positive_int(cfg, "model.towers")
         if _present(cfg, "model.squeeze_excite") and _integer(cfg, "model.squeeze_excite") < 0:
             raise ConfigError(f"model.squeeze_excite must be 0 (off) or a reduction ratio of at least 1, got {_value(cfg, 'model.squeeze_excite')}")
+        if _present(cfg, "model.full_resolution_stages"):
+            full = _integer(cfg, "model.full_resolution_stages")
+            if not 1 <= full <= len(widths):
+                raise ConfigError(f"model.full_resolution_stages must be from 1 to the {len(widths)} stages of model.widths, got {full}")
 
 
 def _count_list(cfg: DictConfig, key: str, wanted: str) -> list[int]:

@@ -170,6 +170,7 @@ def resnet(
     highpass: bool = False,
     towers: int = 1,
     squeeze_excite: int = 0,
+    full_resolution_stages: int = 1,
     augmentation: keras.Layer | None = None,
 ) -> keras.Model:
     """A small pre-activation residual network; with `highpass`, it also sees the image's high frequencies.
@@ -186,7 +187,12 @@ def resnet(
     `squeeze_excite` > 0 gates each block's residual branch channel by channel (squeeze-and-excitation):
     the branch's global average feeds a bottleneck of width // `squeeze_excite` units and a sigmoid gate
     per channel, so a block can weigh its channels by what the whole image shows. 0 leaves it out.
+
+    `full_resolution_stages` is how many leading stages keep the full 32x32 grid (1: only the first); each
+    later stage halves it. More of them keep more pixel-scale detail for more compute, not more weights.
     """
+    if not 1 <= full_resolution_stages <= len(widths):
+        raise ValueError(f"full_resolution_stages must be from 1 to the {len(widths)} stages, got {full_resolution_stages}")
     if towers < 1:
         raise ValueError(f"towers must be 1 or more, got {towers}")
     if squeeze_excite < 0:
@@ -201,9 +207,9 @@ def resnet(
         x = keras.layers.Concatenate(name="with_highpass")([x, keras.layers.Rescaling(4.0, name="highpass_gain")(residue)])
     counts = stage_block_counts(widths, blocks_per_stage)
     if towers == 1:
-        x = _residual_trunk(x, widths, counts, "", FEATURES_LAYER, squeeze_excite)  # the feature map Grad-CAM explains
+        x = _residual_trunk(x, widths, counts, "", FEATURES_LAYER, squeeze_excite, full_resolution_stages)  # the feature map Grad-CAM explains
     else:
-        trunks = [_residual_trunk(x, widths, counts, tower_prefix(tower), f"{tower_prefix(tower)}features", squeeze_excite) for tower in range(1, towers + 1)]
+        trunks = [_residual_trunk(x, widths, counts, tower_prefix(tower), f"{tower_prefix(tower)}features", squeeze_excite, full_resolution_stages) for tower in range(1, towers + 1)]
         x = keras.layers.Concatenate(name=FEATURES_LAYER)(trunks)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
@@ -216,12 +222,14 @@ def tower_prefix(tower: int) -> str:
     return f"tower{tower}_"
 
 
-def _residual_trunk(x: keras.KerasTensor, widths: list[int], counts: list[int], prefix: str, features_name: str, squeeze_excite: int = 0) -> keras.KerasTensor:
+def _residual_trunk(
+    x: keras.KerasTensor, widths: list[int], counts: list[int], prefix: str, features_name: str, squeeze_excite: int = 0, full_resolution_stages: int = 1
+) -> keras.KerasTensor:
     """Stem convolution, the residual stages, then BatchNorm-ReLU: the feature map one network classifies."""
     x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name=f"{prefix}stem")(x)
     for stage, (width, count) in enumerate(zip(widths, counts, strict=True), start=1):
         for block in range(1, count + 1):
-            stride = 2 if stage > 1 and block == 1 else 1
+            stride = 2 if stage > full_resolution_stages and block == 1 else 1
             x = _residual_block(x, width, stride, f"{prefix}stage{stage}_block{block}", squeeze_excite)
     x = keras.layers.BatchNormalization(name=f"{prefix}final_batchnorm")(x)
     return keras.layers.Activation("relu", name=features_name)(x)

@@ -123,6 +123,9 @@ def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key
         (["model=highpass_resnet", "model.towers=1.5"], "model.towers must be a whole number, got 1.5"),
         (["model=resnet", "model.squeeze_excite=-1"], "model.squeeze_excite must be 0 (off) or a reduction ratio of at least 1, got -1"),
         (["model=resnet", "model.squeeze_excite=0.5"], "model.squeeze_excite must be a whole number, got 0.5"),
+        (["model=resnet", "model.full_resolution_stages=0"], "model.full_resolution_stages must be from 1 to the 3 stages of model.widths, got 0"),
+        (["model=highpass_resnet", "model.full_resolution_stages=4"], "model.full_resolution_stages must be from 1 to the 3 stages of model.widths, got 4"),
+        (["model=resnet", "model.full_resolution_stages=two"], "model.full_resolution_stages must be a whole number, got 'two'"),
         (["model=resnet", "model.blocks_per_stage=[2,0,2]"], "model.blocks_per_stage must be a whole number of at least 1, or one per stage such as [3, 3, 2], got [2, 0, 2]"),
     ],
 )

@@ -218,6 +218,22 @@ def test_gradcam_explains_the_stacked_towers() -> None:
     assert np.isfinite(heatmap).all() and heatmap.max() <= 1.0
 
 
+def test_full_resolution_stages_keep_the_grid_with_the_same_weights_and_gradcam_follows() -> None:
+    halved = resnet("resnet", [4, 8, 8], 1, highpass=True)
+    kept = randomised(resnet("resnet", [4, 8, 8], 1, highpass=True, full_resolution_stages=2), 3)
+    # only the strides change: the same weights, a feature grid one halving finer
+    assert kept.count_params() == halved.count_params()
+    assert halved.get_layer("features").output.shape[1:3] == (8, 8)
+    assert kept.get_layer("features").output.shape[1:3] == (16, 16)
+    assert resnet("resnet", [4, 8, 8], 1, full_resolution_stages=3).get_layer("features").output.shape[1:3] == (32, 32)
+    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3)).astype("uint8")
+    heatmap = make_gradcam_heatmap(cut_model(kept), image, 1)
+    assert heatmap.shape == (16, 16) and np.isfinite(heatmap).all()
+    for wrong in (0, 4):
+        with pytest.raises(ValueError, match=f"full_resolution_stages must be from 1 to the 3 stages, got {wrong}"):
+            resnet("resnet", [4, 8, 8], 1, full_resolution_stages=wrong)
+
+
 def test_towers_refuse_members_of_another_architecture_or_count() -> None:
     ensemble = resnet("ensemble", [4, 8], 1, towers=2)
     same = [resnet(f"member{index}", [4, 8], 1) for index in (1, 2)]

@@ -1,4 +1,4 @@
-"""Entrypoint: `python -m forgery.predict PATH... (run_id=ID | model_path=FILE.keras) [gradcam_dir=FOLDER]`.
+"""Entrypoint: `python -m forgery.predict PATH... (run_id=ID | registered=NAME@ALIAS | model_path=FILE.keras) [gradcam_dir=FOLDER]`.
 
 Classifies image files, and every image file in folders (recursively), as FAKE or REAL. Stdout carries
 one JSON line per image and nothing else, so it can be piped into `jq` or a script:
@@ -12,7 +12,9 @@ one JSON line per image and nothing else, so it can be piped into `jq` or a scri
   when that run logged a `temperature` metric, probabilities are temperature-scaled
   (forgery.calibration) and `calibrated` is true. `model_path=` loads a `.keras` file; its
   probabilities are raw (`calibrated` false). Both load in Keras's safe mode, which refuses to run
-  code stored in a model file.
+  code stored in a model file. `registered=NAME@ALIAS` (such as `image-forgery@champion`, which
+  `python -m forgery.promote register=true` points at the promoted run) loads the run of the model
+  version that alias names, as `run_id=` would, temperature included.
 - `gradcam_dir=` also writes a Grad-CAM overlay PNG of the predicted class per image and adds its
   path to the line as `gradcam`; an overlay that cannot be written gets `gradcam_error` instead.
 - A file that cannot be read (missing, corrupt, not an image) gets `{"path", "error"}` and the rest go on.
@@ -44,8 +46,9 @@ if TYPE_CHECKING:  # Keras takes seconds to import; usage errors are reported be
 
 log = logging.getLogger("forgery.predict")
 
-OPTIONS = ("run_id", "model_path", "gradcam_dir")
-USAGE = "usage: python -m forgery.predict PATH... (run_id=ID | model_path=FILE.keras) [gradcam_dir=FOLDER]"
+OPTIONS = ("run_id", "registered", "model_path", "gradcam_dir")
+MODEL_OPTIONS = ("run_id", "registered", "model_path")  # exactly one names the model
+USAGE = "usage: python -m forgery.predict PATH... (run_id=ID | registered=NAME@ALIAS | model_path=FILE.keras) [gradcam_dir=FOLDER]"
 # What a folder scan picks up; a file named on the command line is tried whatever its name.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 BATCH = 256  # images decoded and predicted together: lines keep flowing on a big folder, memory stays flat
@@ -100,9 +103,19 @@ def parse_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
             paths.append(argument)
     if not paths:
         raise UsageError(f"no image paths given; {USAGE}")
-    if ("run_id" in options) == ("model_path" in options):
-        raise UsageError("give exactly one of run_id=... and model_path=...")
+    if sum(key in options for key in MODEL_OPTIONS) != 1:
+        raise UsageError("give exactly one of run_id=..., registered=NAME@ALIAS and model_path=...")
+    if "registered" in options:
+        registered_name(options["registered"])
     return paths, options
+
+
+def registered_name(value: str) -> tuple[str, str]:
+    """`NAME@ALIAS` split into the registered model's name and the alias; UsageError for any other shape."""
+    name, at, alias = value.rpartition("@")
+    if not at or not name or not alias:
+        raise UsageError(f"registered must be NAME@ALIAS, such as image-forgery@champion, got {value!r}")
+    return name, alias
 
 
 def load_model(options: dict[str, str]) -> tuple[keras.Model, float | None]:
@@ -117,6 +130,8 @@ def load_model(options: dict[str, str]) -> tuple[keras.Model, float | None]:
         keras.ops.zeros(1)  # the first op initialises the backend's devices, which is chatty too
         if "model_path" in options:
             model, temperature = _load_model_file(Path(options["model_path"])), None
+        elif "registered" in options:
+            model, temperature = _load_registered_model(*registered_name(options["registered"]))
         else:
             model, temperature = _load_run_model(options["run_id"])
     shapes = (tuple(getattr(model, "input_shape", ())[1:]), tuple(getattr(model, "output_shape", ())[1:]))
@@ -148,17 +163,36 @@ def _load_model_file(path: Path) -> keras.Model:
         raise UsageError(f"cannot load model {path}: {type(error).__name__}: {first_line}") from None
 
 
-def _load_run_model(run_id: str) -> tuple[keras.Model, float | None]:
-    """A run's logged model and its `temperature` metric; UsageError for an unknown run or one without a model."""
+def _load_registered_model(name: str, alias: str) -> tuple[keras.Model, float | None]:
+    """The model and temperature of the run whose registered version `name@alias` points at."""
     from forgery import tracking
-    from forgery.calibration import TEMPERATURE_METRIC
+
+    _check_store(f"unknown model {name}@{alias}")
+    version = tracking.model_version_by_alias(name, alias)
+    if version is None:
+        raise UsageError(f"no version of registered model {name!r} has the alias {alias!r} (python -m forgery.promote register=true sets it)")
+    log.info("registered model %s@%s is version %s, from run %s", name, alias, version["version"], version["run_id"])
+    return _load_run_model(version["run_id"])
+
+
+def _check_store(unknown: str) -> None:
+    """UsageError (`unknown` and why) when the tracking server is down or there is no store here."""
+    from forgery import tracking
 
     try:
         tracking.check_reachable()  # a dead server: one line now, not minutes of retries and a traceback
     except tracking.TrackingUnavailable as error:
         raise UsageError(str(error)) from None
     if not tracking.store_exists():
-        raise UsageError(f"unknown run {run_id}: there is no MLflow store here (set MLFLOW_TRACKING_URI or cd to it)")
+        raise UsageError(f"{unknown}: there is no MLflow store here (set MLFLOW_TRACKING_URI or cd to it)")
+
+
+def _load_run_model(run_id: str) -> tuple[keras.Model, float | None]:
+    """A run's logged model and its `temperature` metric; UsageError for an unknown run or one without a model."""
+    from forgery import tracking
+    from forgery.calibration import TEMPERATURE_METRIC
+
+    _check_store(f"unknown run {run_id}")
     run = tracking.get_run(run_id)
     if run is None:
         raise UsageError(f"unknown run {run_id}")

@@ -49,6 +49,10 @@ def test_arguments_split_into_paths_and_options() -> None:
         (["model_path=m.keras"], "no image paths"),
         (["a.png"], "exactly one of run_id"),
         (["a.png", "run_id=x", "model_path=m.keras"], "exactly one of run_id"),
+        (["a.png", "run_id=x", "registered=image-forgery@champion"], "exactly one of run_id"),
+        (["a.png", "registered=champion"], "registered must be NAME@ALIAS, such as image-forgery@champion, got 'champion'"),
+        (["a.png", "registered=image-forgery@"], "registered must be NAME@ALIAS"),
+        (["a.png", "registered=@champion"], "registered must be NAME@ALIAS"),
         (["a.png", "runid=x"], "unknown option 'runid'"),
         (["a.png", "run_id="], "run_id needs a value"),
         (["a.png", "run_id=x", "run_id=y"], "run_id given twice"),
@@ -144,6 +148,7 @@ def test_a_long_name_is_shortened_at_a_character_boundary() -> None:
         (["a.png"], "exactly one of run_id"),
         (["a.png", "model_path=nope.keras"], "model file not found"),
         (["a.png", "run_id=0123456789abcdef"], "unknown run"),
+        (["a.png", "registered=image-forgery@champion"], "unknown model image-forgery@champion: there is no MLflow store here"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path, arguments: list[str], expected: str) -> None:
@@ -192,6 +197,15 @@ def test_run_id_loads_the_run_model_and_applies_its_temperature(tmp_path: Path) 
     np.testing.assert_allclose([line["probabilities"]["FAKE"], line["probabilities"]["REAL"]], expected, atol=1e-4)
     unknown = run_forgery("predict", str(image), "run_id=0123456789abcdef0123456789abcdef", cwd=tmp_path, timeout=120)
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("error: unknown run")
+    # registered=NAME@ALIAS serves the run its alias points at, temperature included; an unset alias is one line
+    unset = run_forgery("predict", str(image), "registered=image-forgery@champion", cwd=tmp_path, timeout=120)
+    assert unset.returncode == 2 and unset.stdout == ""
+    assert unset.stderr.strip().splitlines()[-1] == "error: no version of registered model 'image-forgery' has the alias 'champion' (python -m forgery.promote register=true sets it)"
+    promoted = run_forgery("promote", f"run_id={run_id}", "register=true", f"dest={tmp_path / 'site'}", cwd=tmp_path, timeout=300)
+    assert promoted.returncode == 0, promoted.stderr[-3000:]
+    served = run_forgery("predict", str(image), "registered=image-forgery@champion", cwd=tmp_path, timeout=300)
+    assert served.returncode == 0, served.stderr
+    assert json_lines(served.stdout) == [line]
 
 
 def symmetric_views(images: np.ndarray, view: str) -> list[np.ndarray]:

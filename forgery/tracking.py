@@ -28,6 +28,7 @@ _MAX_PARAM_LENGTH = 6000
 # loses its tracking server can be uploaded later with `python -m forgery.upload <output folder>`.
 JOURNAL_FILE = "tracking_journal.jsonl"
 FAILURE_TAG = "failure_reason"  # why a run ended FAILED or KILLED; only such runs have it
+UPLOAD_COMPLETE_TAG = "upload_complete"  # on a run forgery.upload replayed to the end; a partial replay lacks it
 # MLflow's HTTP defaults (7 retries, doubling back-off, 120 s timeout) would stall a run for minutes per
 # call once a server is gone; these apply unless the user set their own.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
@@ -108,12 +109,12 @@ class Tracker:
 
     def folder(self, folder: Path, artifact_path: str) -> None:
         """Upload every file under `folder` as artefacts under `artifact_path`."""
-        self._record("folder", folder=str(folder.resolve()), artifact_path=artifact_path)
+        self._record("folder", folder=self._journal_path(folder), artifact_path=artifact_path)
         self._send(lambda: mlflow.log_artifacts(str(folder), artifact_path=artifact_path))
 
     def model(self, model: Any, saved_at: Path, example_input: np.ndarray, example_output: np.ndarray) -> None:
         """Log the Keras model (also saved at `saved_at`, which the journal points to)."""
-        self._record("model", path=str(saved_at.resolve()), example_input=example_input.tolist(), example_output=example_output.tolist())
+        self._record("model", path=self._journal_path(saved_at), example_input=example_input.tolist(), example_output=example_output.tolist())
         self._send(lambda: log_keras_model(model, example_input, example_output))
 
     def _end(self, status: str, reason: str | None) -> None:
@@ -131,6 +132,13 @@ class Tracker:
             mlflow.end_run(status)
 
         self._send(end)
+
+    def _journal_path(self, path: Path) -> str:
+        """`path` as the journal records it: relative to the journal's folder when inside it, so the folder can move."""
+        resolved = path.resolve()
+        if self.journal is not None and resolved.is_relative_to(self.journal.parent.resolve()):
+            return str(resolved.relative_to(self.journal.parent.resolve()))
+        return str(resolved)
 
     def _record(self, kind: str, **payload: Any) -> None:
         """Append one journal line (flushed at once: the process may be killed next)."""
@@ -215,37 +223,58 @@ def _store_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def journalled_files(entries: list[dict[str, Any]], origin: Path) -> dict[int, Path]:
+    """Where each folder or model entry's file is now (keyed by entry index), relative paths read from `origin`.
+
+    Raises FileNotFoundError naming the first one that is gone, before anything is sent.
+    """
+    found: dict[int, Path] = {}
+    for index, entry in enumerate(entries):
+        if entry.get("kind") in ("folder", "model"):
+            path = origin / entry["folder" if entry["kind"] == "folder" else "path"]  # an absolute path stays as it is
+            if not path.exists():
+                raise FileNotFoundError(f"the journal's {entry['kind']} {path} is gone; upload from the folder the run wrote")
+            found[index] = path
+    return found
+
+
 def replay_journal(entries: list[dict[str, Any]], origin: Path) -> str:
-    """Send a journalled run to the tracking store as a new FINISHED (or its recorded end) run; return its id."""
+    """Send a journalled run to the tracking store as a new FINISHED (or its recorded end) run; return its id.
+
+    Only a replay that got to its end is tagged `upload_complete`: one that fails part-way (ended FAILED
+    by MLflow's context manager) does not count as an upload, so the command can be run again.
+    """
     from forgery import models
 
+    files = journalled_files(entries, origin)
     start = next(entry for entry in entries if entry["kind"] == "start")
     ends = [entry for entry in entries if entry["kind"] == "end"]
     end = ends[-1] if ends else {"status": "FAILED", "reason": "the journal ends before the run did"}
     mlflow.set_experiment(start["experiment"])
     tags = {**start["tags"], "uploaded_from": str(origin), "original_run_id": start["run_id"]}
     with mlflow.start_run(run_name=start["run_name"], tags=tags) as run:
-        for entry in entries:
+        for index, entry in enumerate(entries):
             if entry["kind"] == "params":
                 mlflow.log_params(entry["params"])
             elif entry["kind"] == "metrics":
                 mlflow.log_metrics(entry["metrics"], step=entry["step"])
             elif entry["kind"] == "folder":
-                mlflow.log_artifacts(entry["folder"], artifact_path=entry["artifact_path"])
+                mlflow.log_artifacts(str(files[index]), artifact_path=entry["artifact_path"])
             elif entry["kind"] == "model":
-                model = models.load(entry["path"])
+                model = models.load(files[index])
                 log_keras_model(model, np.asarray(entry["example_input"], dtype="uint8"), np.asarray(entry["example_output"], dtype="float32"))
         if end.get("reason"):
             mlflow.set_tag("failure_reason", end["reason"])
+        mlflow.set_tag(UPLOAD_COMPLETE_TAG, "true")
         mlflow.end_run(end["status"])
     return str(run.info.run_id)
 
 
 def uploads_of(experiment: str, original_run_id: str) -> list[str]:
-    """Ids of the runs `forgery.upload` already made from the journal of `original_run_id`."""
+    """Ids of the runs `forgery.upload` already made, to the end, from the journal of `original_run_id`."""
     found = experiment_id(experiment)
     runs = search_runs(found) if found else []
-    return [run["run_id"] for run in runs if run["tags"].get("original_run_id") == original_run_id]
+    return [run["run_id"] for run in runs if run["tags"].get("original_run_id") == original_run_id and run["tags"].get(UPLOAD_COMPLETE_TAG) == "true"]
 
 
 def mark_uploaded(original_run_id: str, uploaded_run_id: str) -> None:

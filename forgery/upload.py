@@ -5,6 +5,9 @@ When the server goes away mid-run, training finishes offline and prints this com
 server (MLFLOW_TRACKING_URI) is back. It replays the journal into a new run (params, every metric at its
 step, artefacts, the model, the end status), tagged with `original_run_id` and `uploaded_from`; the
 original, incomplete run is ended FAILED if still open and tagged `uploaded_as`. A journal is uploaded once.
+The folder may have moved since the run: the journal names its files relative to itself. An upload that
+fails part-way (the server lost again) leaves its partial run FAILED, without `upload_complete`, and is
+reported in one line; the journal is untouched, so the command can simply be run again.
 """
 
 from __future__ import annotations
@@ -45,9 +48,17 @@ def main(arguments: list[str]) -> int:
     if earlier:  # a second upload would add an identical run that a ranking could count twice
         print(f"error: run {start['run_id']} was already uploaded as run {earlier[0]}; delete that run to upload it again", file=sys.stderr)
         return 2
-    with quiet_native_startup():  # logging the model starts TensorFlow, whose C++ start-up prints several lines
-        run_id = tracking.replay_journal(entries, folder.resolve())
-        tracking.mark_uploaded(start["run_id"], run_id)
+    try:
+        with quiet_native_startup():  # logging the model starts TensorFlow, whose C++ start-up prints several lines
+            run_id = tracking.replay_journal(entries, folder.resolve())
+            tracking.mark_uploaded(start["run_id"], run_id)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a server lost again, a refused call: the journal stays, so it can be retried
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"error: the upload of run {start['run_id']} failed part-way ({type(error).__name__}: {message[:300]}); the journal is intact: run this command again", file=sys.stderr)
+        return 1
     print(f"uploaded {folder} as run {run_id} to {tracking.tracking_uri()}")
     return 0
 

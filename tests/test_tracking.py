@@ -97,3 +97,74 @@ def test_seeded_runs_still_get_different_names(mlflow_store: str) -> None:
     random.seed(42)
     with tracking.Tracker(None).run("unit", None, {}):
         assert random.random() == expected  # the training's seeded stream is left as it was
+
+
+MLFLOW_LOG_PREFIX = "20"  # MLflow's own INFO lines (creating the database) start with the date
+
+
+def journalled_run(tmp_path, experiment: str = "unit") -> tuple:
+    """A finished run journalled in tmp_path/out: params, a metric, a report folder and a model; (folder, original run id)."""
+    import keras
+    import numpy as np
+
+    out = tmp_path / "out"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "training_metrics.json").write_text("{}")
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs)))
+    (out / "model").mkdir()
+    model.save(out / "model" / "model.keras")
+    example = np.zeros((1, 32, 32, 3), "uint8")
+    tracker = tracking.Tracker(out / tracking.JOURNAL_FILE)
+    with tracker.run(experiment, "journalled", {}) as run_id:
+        tracker.params({"epochs": "1"})
+        tracker.metrics({"val_auc": 0.9}, step=1)
+        tracker.folder(out / "report", "report")
+        tracker.model(model, out / "model" / "model.keras", example, model.predict(example, verbose=0))
+    return out, run_id
+
+
+def test_an_upload_reads_a_moved_folder_and_one_that_fails_part_way_can_run_again(mlflow_store: str, tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    import mlflow
+
+    from forgery import upload
+
+    out, original = journalled_run(tmp_path)
+    entries = [json.loads(line) for line in (out / tracking.JOURNAL_FILE).read_text().splitlines()]
+    # files inside the output folder are journalled relative to it, so the folder can move
+    assert [entry.get("folder") or entry.get("path") for entry in entries if entry["kind"] in ("folder", "model")] == ["report", "model/model.keras"]
+    moved = out.rename(tmp_path / "moved")
+
+    def lost(*arguments, **keywords):
+        raise ConnectionError("the server went away\nsecond line")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(mlflow, "log_artifacts", lost)
+        assert upload.main([str(moved)]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(MLFLOW_LOG_PREFIX)]
+    assert lines == [f"error: the upload of run {original} failed part-way (ConnectionError: the server went away); the journal is intact: run this command again"]
+    assert tracking.uploads_of("unit", original) == []  # the partial replay does not count as an upload
+    assert upload.main([str(moved)]) == 0
+    (uploaded,) = tracking.uploads_of("unit", original)
+    client = MlflowClient(mlflow_store)
+    assert client.get_run(uploaded).info.status == "FINISHED"
+    assert [entry.path for entry in client.list_artifacts(uploaded, "report")] == ["report/training_metrics.json"]
+    assert client.get_run(original).data.tags["uploaded_as"] == uploaded
+    assert upload.main([str(moved)]) == 2  # now a second upload would be a duplicate
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: run {original} was already uploaded as run {uploaded}; delete that run to upload it again"
+
+
+def test_an_upload_whose_files_are_gone_sends_nothing(mlflow_store: str, tmp_path, capsys) -> None:
+    import shutil
+
+    from forgery import upload
+
+    out, original = journalled_run(tmp_path)
+    shutil.rmtree(out / "report")
+    runs_before = len(MlflowClient(mlflow_store).search_runs([MlflowClient(mlflow_store).get_experiment_by_name("unit").experiment_id]))
+    assert upload.main([str(out)]) == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if not line.startswith(MLFLOW_LOG_PREFIX)] == [f"error: the journal's folder {out.resolve() / 'report'} is gone; upload from the folder the run wrote"]
+    assert len(MlflowClient(mlflow_store).search_runs([MlflowClient(mlflow_store).get_experiment_by_name("unit").experiment_id])) == runs_before
+    assert tracking.uploads_of("unit", original) == []

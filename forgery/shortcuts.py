@@ -21,14 +21,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from forgery.data import CLASS_NAMES, ISSUE_DESCRIPTIONS, UNREADABLE_FILE_ERRORS, SkippedFile, read_inside_root
+from forgery.data import CLASS_NAMES, IMAGE_FORMATS, ISSUE_DESCRIPTIONS, UNREADABLE_FILE_ERRORS, ImageTooLarge, SkippedFile, decode_image, read_inside_root
 
 
 def file_features(content: bytes) -> tuple[list[float], str]:
-    """(file size in bytes, six colour statistics) and a digest of the JPEG quantisation tables."""
-    with Image.open(io.BytesIO(content)) as image:
+    """(file size in bytes, six colour statistics) and a digest of the JPEG quantisation tables.
+
+    The colours are those of the pixels training sees: decoded as the loader decodes (its formats, pixel
+    limit, 16-bit scaling and 32x32 resize), so a file the loader skips is skipped here too.
+    """
+    pixels = decode_image(content).pixels.astype("float32")
+    with Image.open(io.BytesIO(content), formats=IMAGE_FORMATS) as image:
         tables = json.dumps(getattr(image, "quantization", None) or {}, sort_keys=True)
-        pixels = np.asarray(image.convert("RGB"), dtype="float32")
     colour = [*pixels.mean(axis=(0, 1)), *pixels.std(axis=(0, 1))]
     return [float(len(content)), *map(float, colour)], hashlib.sha256(tables.encode()).hexdigest()[:12]
 
@@ -64,6 +68,9 @@ def split_features(root: Path, split: str, limit: int) -> tuple[np.ndarray, np.n
                 continue
             try:
                 features, digest = file_features(content)
+            except ImageTooLarge:
+                skipped["oversized_images"] += 1
+                continue
             except UNREADABLE_FILE_ERRORS:  # what PIL raises for a broken or non-image file
                 skipped["skipped_files"] += 1
                 continue
@@ -116,7 +123,7 @@ USAGE = "error: usage: python -m forgery.shortcuts CIFAKE_ROOT [FILES_PER_CLASS]
 
 def main(arguments: list[str]) -> None:
     """Print the report for `CIFAKE_ROOT [FILES_PER_CLASS]`, or exit with one usage line."""
-    if len(arguments) not in (1, 2) or (len(arguments) == 2 and not (arguments[1].isdigit() and int(arguments[1]) > 0)):
+    if len(arguments) not in (1, 2) or (len(arguments) == 2 and not (arguments[1].isascii() and arguments[1].isdigit() and int(arguments[1]) > 0)):
         raise SystemExit(USAGE)
     print(json.dumps(shortcut_report(Path(arguments[0]).expanduser(), int(arguments[1]) if len(arguments) == 2 else 2000), indent=2))
 

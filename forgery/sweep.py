@@ -107,10 +107,13 @@ def best_row(rows: list[dict[str, str]], metric: str, mode: str) -> dict[str, st
 
 
 def unranked_error(rows: list[dict[str, str]], children: list[dict[str, Any]], metric: str) -> str | None:
-    """Why jobs finished but none could be ranked (`metric` logged by none of them), else None."""
+    """Why jobs finished but none could be ranked (`metric` logged by none of them, or only as NaN), else None."""
     finished = [run for run in children if run["status"] == "FINISHED"]
     if not finished or best_row(rows, metric, "max") is not None:
         return None
+    logged = [run for run in finished if metric in run["metrics"]]
+    if logged:  # logged, but undefined (NaN) wherever it was, as a one-class subset's ROC AUC is
+        return f"sweep.metric {metric!r} is undefined (NaN) in all {len(logged)} finished job(s) that logged it, so none is ranked best"
     known = sorted({name for run in finished for name in run["metrics"]})
     return f"sweep.metric {metric!r} was logged by none of the {len(finished)} finished jobs, so none is ranked best; they log: {', '.join(known)}"
 
@@ -125,10 +128,10 @@ def to_csv(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
 
 
 def to_markdown(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
-    """The summary as a markdown table (pipes in values escaped)."""
+    """The summary as a markdown table (pipes in values escaped, line breaks, as in a multi-line failure reason, made spaces)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(row[column].replace("|", "\\|") for column in columns) + " |")
+        lines.append("| " + " | ".join(" ".join(row[column].split()).replace("|", "\\|") for column in columns) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -163,3 +163,22 @@ def test_student_learns_from_a_teacher_run_and_refuses_another_split(tmp_path: P
     assert other_split.returncode == 2
     assert f"error: distill.teacher: run {teacher_run.info.run_id} trained on another split or dataset, data.seed=42 (this run: 7)" in other_split.stderr
     assert len(client.search_runs([experiment.experiment_id])) == 2  # refused before a run opened
+
+
+def test_the_tracked_auc_matches_the_exact_roc_auc_on_confident_scores() -> None:
+    from scipy.special import expit
+    from sklearn.metrics import roc_auc_score
+
+    from forgery.train import run_metrics
+
+    labels = np.repeat([0, 1], 1000)
+    # a confident network: most scores within 0.002 of 0 or 1, where evenly spaced cut-offs see one bucket
+    scores = expit(np.where(labels == 1, 20.0, -20.0) + np.random.default_rng(0).normal(0, 10, 2000)).astype("float32")
+    predictions, targets = np.stack([1 - scores, scores], axis=1), np.eye(2, dtype="float32")[labels]
+    exact = roc_auc_score(labels, scores)
+    tracked = run_metrics()[1]
+    tracked.update_state(targets, predictions)
+    assert float(tracked.result()) == pytest.approx(exact, abs=1e-4)
+    evenly_spaced = metrics.LabelAUC(multi_label=True, num_labels=2, num_thresholds=500)
+    evenly_spaced.update_state(targets, predictions)
+    assert abs(float(evenly_spaced.result()) - exact) > 1e-3  # what the spacing fixes

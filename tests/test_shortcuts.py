@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import forgery.data
 import forgery.shortcuts
 from forgery.data import ISSUE_DESCRIPTIONS
 from forgery.shortcuts import shortcut_report
@@ -100,7 +101,26 @@ def test_a_class_without_images_and_a_bad_count_are_one_line(tmp_path: Path) -> 
     (tmp_path / "train" / "FAKE" / "a.jpg").write_text("not an image")
     result = subprocess.run([sys.executable, "-m", "forgery.shortcuts", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == f"error: no readable image in {tmp_path / 'train' / 'FAKE'}"
-    for count in ("many", "0"):
+    for count in ("many", "0", "²"):
         result = subprocess.run([sys.executable, "-m", "forgery.shortcuts", str(tmp_path), count], capture_output=True, text=True)
         assert result.returncode != 0 and result.stderr.strip().startswith("error: usage: python -m forgery.shortcuts")
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_files_are_decoded_as_the_training_loader_decodes_them(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_dataset(tmp_path, fake_quality=75)
+    folder = tmp_path / "train" / "REAL"
+    for path in folder.iterdir():  # REAL's training files become 16-bit grey PNGs at mid-grey (32768 of 65535)
+        path.unlink()
+    for index in range(40):
+        Image.fromarray(np.full((32, 32), 32768, dtype=np.uint16)).save(folder / f"{index}.png")
+    Image.new("RGB", (32, 32)).save(folder / "portable.jpg", format="PPM")  # a format the loader does not decode
+    Image.fromarray(np.zeros((33, 33, 3), dtype=np.uint8)).save(folder / "large.png")
+    monkeypatch.setattr(forgery.data, "MAX_IMAGE_PIXELS", 32 * 32)  # the 32x32 files are within it, the 33x33 one over
+    report = shortcut_report(tmp_path, limit=100)
+    # the loader scales 16 bits down to 128; Pillow's own convert would clip every pixel to 255
+    assert report["class_means"]["REAL"]["mean_r"] == 128.0 and report["class_means"]["REAL"]["std_g"] == 0.0
+    assert report["files_read"]["train"]["REAL"] == 40
+    assert capsys.readouterr().err.strip() == (
+        f"warning: skipped 2 file(s) in {folder}: 1 {ISSUE_DESCRIPTIONS['skipped_files']}; 1 {ISSUE_DESCRIPTIONS['oversized_images']}"
+    )

@@ -41,6 +41,10 @@ def test_summary_tables() -> None:
     assert csv_lines[0].startswith("job,run_id,status,overrides,evaluated_val_auc") and len(csv_lines) == 3
     markdown = to_markdown(rows, columns).splitlines()
     assert len(markdown) == 4 and "a\\|b" in markdown[3]
+    # a failure reason of several lines (Keras's often are) stays on its row
+    rows = summary_rows([child(0, "FINISHED", 0.9), child(1, "FAILED", None, "ResourceExhaustedError: in Conv2D.call().\n\nOOM when allocating")])
+    markdown = to_markdown(rows, columns).splitlines()
+    assert len(markdown) == 4 and markdown[3].endswith("| ResourceExhaustedError: in Conv2D.call(). OOM when allocating |")
 
 
 def test_a_ranking_metric_outside_the_usual_columns_gets_its_own() -> None:
@@ -59,6 +63,12 @@ def test_a_metric_no_finished_job_logged_is_an_error_that_names_the_logged_ones(
     assert unranked_error(summary_rows(children), children, "evaluated_val_auc") is None
     failed_only = [child(1, "FAILED", None, "ValueError: boom")]
     assert unranked_error(summary_rows(failed_only), failed_only, "val_acc") is None  # the failures are the news
+
+
+def test_a_metric_logged_only_as_nan_is_called_undefined_not_missing() -> None:
+    children = [child(0, "FINISHED", float("nan")), child(1, "FINISHED", None), child(2, "FAILED", None, "ValueError: boom")]
+    message = unranked_error(summary_rows(children), children, "evaluated_val_auc")
+    assert message == "sweep.metric 'evaluated_val_auc' is undefined (NaN) in all 1 finished job(s) that logged it, so none is ranked best"
 
 
 def sweep_runs(folder: Path, uri: str | None = None) -> tuple[dict, list]:

@@ -182,3 +182,13 @@ def test_the_tracked_auc_matches_the_exact_roc_auc_on_confident_scores() -> None
     evenly_spaced = metrics.LabelAUC(multi_label=True, num_labels=2, num_thresholds=500)
     evenly_spaced.update_state(targets, predictions)
     assert abs(float(evenly_spaced.result()) - exact) > 1e-3  # what the spacing fixes
+    # and it compiles into a training step whose batches are all full (a fixed batch shape)
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=run_metrics())
+    history = model.fit(np.random.default_rng(1).random((16, 4)), np.eye(2)[np.arange(16) % 2], batch_size=8, epochs=1, verbose=0)
+    assert 0.0 <= history.history["auc"][0] <= 1.0
+    restored = metrics.LabelAUC.from_config(run_metrics()[1].get_config())
+    assert restored.logit_spaced is True  # a checkpoint's metric keeps the spacing

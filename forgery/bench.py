@@ -101,6 +101,9 @@ OVERHEAD_METHOD = (
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
     """Hydra entrypoint: a wrong option or missing data is one `error:` line and exit code 2, never a traceback."""
+    problem = output_problem(Path(str(cfg.output)))
+    if problem:  # before minutes of measuring, not after
+        train.fail(problem)
     try:
         report = bench(cfg)
     except Exception as error:
@@ -110,21 +113,55 @@ def main(cfg: DictConfig) -> None:
             train.fail(str(user_error))
         raise
     output = Path(str(cfg.output))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(report))
+    print(table(report))  # first: the figures are on the terminal even if the file cannot be written
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as error:
+        train.fail(f"could not write the report {output} ({error.strerror or error}); the table above has its figures")
     print(f"wrote {output}")
 
 
+def output_problem(output: Path) -> str | None:
+    """Why the report could not be written to `output` (a folder, or below a file or an unwritable folder), else None.
+
+    Nothing is made here: a bench refused later for another reason leaves no folder behind.
+    """
+    if output.is_dir():
+        return f"output={output} is a folder; give a file name such as {output / 'bench.json'}"
+    existing = output.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot write the report to {output}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK):
+        return f"cannot write the report to {output}: {existing} is not writable"
+    return None
+
+
 def cli() -> None:
-    """`python -m forgery.bench`: read `batch_size=8,128` as a list, refuse bad overrides in one line, hand over to Hydra."""
-    sys.argv[1:] = [re.sub(r"^batch_size=(\d+(?:,\d+)+)$", r"batch_size=[\1]", argument) for argument in sys.argv[1:]]
+    """`python -m forgery.bench`: read `batch_size=8,128` (and `parts=`, `pipelines=`) as lists, refuse bad overrides in one line, hand over to Hydra."""
+    sys.argv[1:] = [re.sub(r"^(batch_size|parts|pipelines)=([\w]+(?:,[\w]+)+)$", r"\1=[\2]", argument) for argument in sys.argv[1:]]
     arguments = sys.argv[1:]
     if all(not argument.startswith("-") for argument in arguments):
+        swept = next((argument for argument in arguments if sweep_override(argument)), None)
+        if swept:
+            train.fail(f"{swept}: the bench takes one value per option (lists only for batch_size, parts and pipelines, such as batch_size=8,128)")
         problem = override_error(train.CONFIG_DIR, "bench", arguments)
         if problem:
             train.fail(problem)
     main()
+
+
+def sweep_override(argument: str) -> bool:
+    """Whether Hydra reads `argument` as a sweep (`steps=100,200`), which only a multirun accepts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_override(argument).is_sweep_override()
+    except HydraException:
+        return False  # a malformed override: Hydra's own one-line report follows
 
 
 def bench(cfg: DictConfig) -> dict[str, Any]:
@@ -490,14 +527,29 @@ def notebook_runner(run_cfg: DictConfig, steps_per_execution: int, folder: Path,
     stream = dataset.repeat()  # a notebook's epochs back to back, so any number of steps can be timed
     if warmup_steps:
         model.fit(stream, steps_per_epoch=warmup_steps, shuffle=False, verbose=0)
+    consumed = [warmup_steps]  # batches taken from the stream so far: where the next round starts
 
     def run() -> dict[str, Timing]:
         started = time.perf_counter()
         model.fit(stream, steps_per_epoch=steps, shuffle=False, verbose=0)  # shuffle: the dataset shuffles itself
         seconds = time.perf_counter() - started
-        return {"notebook": {"steps": steps, "images": steps * batch_size, "seconds": seconds, "setup_seconds": setup_seconds}}
+        images = images_in_batches(consumed[0], steps, len(dataset.file_paths), batch_size)
+        consumed[0] += steps
+        return {"notebook": {"steps": steps, "images": images, "seconds": seconds, "setup_seconds": setup_seconds}}
 
     return run
+
+
+def images_in_batches(first: int, count: int, total: int, batch_size: int) -> int:
+    """Images in batches first .. first + count - 1 of `total` images batched by `batch_size` and repeated.
+
+    Each pass over the images ends with a partial batch (total % batch_size images, when not 0), which
+    counting every batch as full would overstate.
+    """
+    per_pass = -(-total // batch_size)
+    shortfall = per_pass * batch_size - total  # images missing from each pass's last batch
+    pass_ends = (first + count) // per_pass - first // per_pass  # batches numbered per_pass - 1 modulo per_pass
+    return count * batch_size - pass_ends * shortfall
 
 
 def plain_runner(run_cfg: DictConfig, steps_per_execution: int, warm: Split, timed: Split) -> Runner:

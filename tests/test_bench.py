@@ -123,6 +123,18 @@ def test_the_notebook_pipeline_needs_tensorflow(monkeypatch: pytest.MonkeyPatch)
     bench.check_options("jax", [8], 3, 0, 1, ["training"], ["harness", "plain"])
 
 
+def test_the_notebook_counts_the_partial_batch_that_ends_each_pass() -> None:
+    # 10 images in batches of 4: 4, 4, 2, then again 4, 4, 2, ...
+    assert bench.images_in_batches(0, 3, 10, 4) == 10
+    assert bench.images_in_batches(0, 6, 10, 4) == 20
+    assert bench.images_in_batches(1, 2, 10, 4) == 6  # the second and third batches
+    assert bench.images_in_batches(3, 1, 10, 4) == 4  # a new pass starts full
+    assert bench.images_in_batches(5, 4, 10, 4) == 2 + 4 + 4 + 2
+    assert bench.images_in_batches(7, 300, 12, 4) == 1200  # nothing partial when the batches divide the images
+    sizes = [min(4, 10 - (index % 3) * 4) for index in range(200)]  # the same, batch by batch
+    assert all(bench.images_in_batches(first, 50, 10, 4) == sum(sizes[first:first + 50]) for first in range(150))
+
+
 def test_cycled_takes_images_in_order_and_starts_over() -> None:
     split = Split(np.arange(3, dtype=np.uint8).repeat(32 * 32 * 3).reshape(3, 32, 32, 3), np.array([0, 1, 0]))
     taken = bench.cycled(split, 7)
@@ -180,9 +192,15 @@ def test_time_spent_in_a_method_leaves_the_instance_as_it_was() -> None:
         (["parts=[loading]", "data.train_per_class=0"], "data.train_per_class must be at least 1, got 0"),
         (["parts=[loading]", "seed=-1"], "seed must be a whole number from 0 to 2**32 - 1, got -1"),
         (["parts=[loading]", "data.val_fraction=abc"], "data.val_fraction must be a number, got 'abc'"),
+        # A comma list where the bench takes one value is a Hydra sweep, which only a multirun accepts.
+        (["steps=100,200"], "steps=100,200: the bench takes one value per option"),
+        # Where the report cannot go, refused before any measuring.
+        (["parts=[loading]", "output=."], "output=. is a folder"),
+        (["parts=[loading]", "output=pyproject.toml/bench.json"], "pyproject.toml is a file, not a folder"),
     ],
 )
 def test_bad_option_is_one_line_and_exit_2(tmp_path: Path, arguments: list[str], expected: str) -> None:
+    (tmp_path / "pyproject.toml").write_text("")  # a file that an output path may wrongly go below
     result = run_forgery("bench", *arguments, cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,9 @@ def validate(cfg: DictConfig) -> None:
         kept = _number(cfg, "data.train_fraction")
         if not 0.0 < kept <= 1.0:
             raise ConfigError(f"data.train_fraction must be above 0 and at most 1, got {kept:g}")
+    _check_ranges(cfg, OPTIMIZER_RANGES)
+    if OmegaConf.select(cfg, "optimizer.nesterov") is not None and not isinstance(OmegaConf.select(cfg, "optimizer.nesterov"), bool):
+        raise ConfigError(f"optimizer.nesterov must be true or false, got {OmegaConf.select(cfg, 'optimizer.nesterov')!r}")
     averaged = OmegaConf.select(cfg, "optimizer.use_ema", default=False)  # an older run's config has no such key
     if not isinstance(averaged, bool):
         raise ConfigError(f"optimizer.use_ema must be true or false, got {averaged!r}")
@@ -95,6 +100,7 @@ def validate(cfg: DictConfig) -> None:
         shift = _integer(cfg, "augment.shift_pixels")
         if not 0 <= shift <= 8:
             raise ConfigError(f"augment.shift_pixels must be a whole number from 0 to 8, got {shift}")
+    _check_ranges(cfg, AUGMENT_RANGES)
     if OmegaConf.select(cfg, "augment.cutout_pixels") is not None:  # an older run's config has no such key
         square = _integer(cfg, "augment.cutout_pixels")
         if not 0 <= square <= 16:
@@ -116,6 +122,19 @@ def validate(cfg: DictConfig) -> None:
     validate_runtime(cfg)
 
 
+def keras_backend_name() -> str:
+    """The Keras backend a run will use, read where Keras reads it (KERAS_BACKEND, else keras.json), without importing Keras."""
+    if "keras" in sys.modules:  # already started: its answer is the one that counts
+        return str(sys.modules["keras"].backend.backend())
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    try:
+        return str(json.loads((home / "keras.json").read_text()).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):  # no file, or not a JSON object: Keras's default
+        return "tensorflow"
+
+
 def validate_runtime(cfg: DictConfig) -> None:
     """The checks on what `resume=` lets a command line change (runtime.* and verbose): how a run executes."""
     _auto_or_int(cfg, "runtime.steps_per_execution", minimum=1)
@@ -124,9 +143,40 @@ def validate_runtime(cfg: DictConfig) -> None:
     loop = OmegaConf.select(cfg, "runtime.loop", default="auto")  # an older run's config has none
     if loop not in RUNTIME_LOOPS:
         raise ConfigError(f"runtime.loop must be one of {', '.join(RUNTIME_LOOPS)}, got {loop!r}")
+    backend = keras_backend_name()  # what forgery.runtime checks again once Keras runs; here before any data loads
+    if loop == "scan" and backend != "jax":
+        raise ConfigError(f"runtime.loop=scan needs the jax backend (KERAS_BACKEND=jax), this run uses {backend}; use auto or fit")
+    steps = OmegaConf.select(cfg, "runtime.steps_per_execution")
+    if backend == "torch" and steps not in ("auto", 1):
+        raise ConfigError(f"runtime.steps_per_execution must be 1 on the torch backend (Keras requires it), got {steps}; use auto")
     verbose = OmegaConf.select(cfg, "verbose")
     if verbose not in ("auto", 0, 1, 2):
         raise ConfigError(f"verbose must be auto, 0, 1 or 2, got {verbose!r}")
+
+
+# (low, high, high included) for number options present only in some config groups. Outside these, Keras
+# refuses a value only after the data has loaded, or, for the fused augmentation, silently does something
+# else: a zoom of 1.5 draws scales from -0.5 to 2.5, mirroring and collapsing images.
+AUGMENT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "augment.rotation": (0.0, 0.5, True),  # a fraction of a full turn: half a turn either way covers every angle
+    "augment.zoom": (0.0, 1.0, False),  # scales 1 - zoom to 1 + zoom stay positive
+    "augment.translation": (0.0, 1.0, False),  # a fraction of the image's side
+    "augment.contrast": (0.0, 1.0, True),
+}
+OPTIMIZER_RANGES: dict[str, tuple[float, float, bool]] = {
+    "optimizer.momentum": (0.0, 1.0, False),
+    "optimizer.weight_decay": (0.0, 1.0, True),
+}
+
+
+def _check_ranges(cfg: DictConfig, ranges: dict[str, tuple[float, float, bool]]) -> None:
+    """Each key of `ranges` that the config has is a number from low to high (high included or not)."""
+    for key, (low, high, high_included) in ranges.items():
+        if OmegaConf.select(cfg, key) is None:
+            continue
+        value = _number(cfg, key)
+        if not (low <= value <= high if high_included else low <= value < high):
+            raise ConfigError(f"{key} must be in [{low:g}, {high:g}{']' if high_included else ')'}, got {value:g}")
 
 
 # augment.flip's values: Keras's RandomFlip modes, or None for no flip.

@@ -100,6 +100,32 @@ def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        (["augment.zoom=1.5"], "augment.zoom must be in [0, 1), got 1.5"),  # the fused layer would mirror and collapse images
+        (["augment.zoom=-0.1"], "augment.zoom must be in [0, 1), got -0.1"),
+        (["augment.rotation=abc"], "augment.rotation must be a number, got 'abc'"),
+        (["augment.rotation=0.75"], "augment.rotation must be in [0, 0.5], got 0.75"),
+        (["augment=strong", "augment.contrast=1.5"], "augment.contrast must be in [0, 1], got 1.5"),
+        (["augment.translation=-0.2"], "augment.translation must be in [0, 1), got -0.2"),
+        (["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum must be in [0, 1), got 1.5"),
+        (["optimizer=sgd", "optimizer.nesterov=maybe"], "optimizer.nesterov must be true or false, got 'maybe'"),
+        (["optimizer=adamw", "optimizer.weight_decay=-0.01"], "optimizer.weight_decay must be in [0, 1], got -0.01"),
+    ],
+)
+def test_augmentation_and_optimizer_ranges_are_refused_before_data_loads(compose_train, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as refusal:
+        validate(compose_train(*overrides))
+    assert str(refusal.value) == message
+
+
+@pytest.mark.parametrize("group", ["augment", "optimizer"])
+def test_every_shipped_augmentation_and_optimizer_is_within_range(compose_train, group: str) -> None:
+    for option in GROUPS[group]:
+        validate(compose_train(f"{group}={option}"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
         (["model.filters=[]"], "model.filters must be a non-empty list of whole numbers above 0, such as [32, 64, 128], got []"),
         (["model.filters=[32,0]"], "model.filters must be a non-empty list"),
         (["model.filters=32"], "model.filters must be a non-empty list"),

@@ -53,6 +53,34 @@ def test_scan_off_jax_and_unknown_loops_are_refused_in_one_line(compose_train) -
     assert runtime.LOOPS == ("auto", "fit", "scan")
 
 
+def test_the_backend_is_read_as_keras_reads_it_and_checked_before_data_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compose_train) -> None:
+    from forgery.config import keras_backend_name
+
+    monkeypatch.delitem(sys.modules, "keras", raising=False)  # as in a fresh command, before Keras is imported
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert keras_backend_name() == "tensorflow"  # no keras.json: Keras's default
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax"}))
+    assert keras_backend_name() == "jax"
+    validate(compose_train("runtime.loop=scan"))  # scan is fine on jax
+    monkeypatch.setenv("KERAS_BACKEND", "torch")  # the variable wins over the file
+    assert keras_backend_name() == "torch"
+    with pytest.raises(ConfigError, match=r"^runtime.loop=scan needs the jax backend \(KERAS_BACKEND=jax\), this run uses torch; use auto or fit$"):
+        validate(compose_train("runtime.loop=scan"))
+    with pytest.raises(ConfigError, match=r"^runtime.steps_per_execution must be 1 on the torch backend"):
+        validate(compose_train("runtime.steps_per_execution=4"))
+    validate(compose_train("runtime.steps_per_execution=1"))
+
+
+def test_scan_on_tensorflow_is_refused_before_the_data_loads(tmp_path: Path) -> None:
+    environment = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
+    environment.update({"KERAS_HOME": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT)})
+    result = subprocess.run([sys.executable, "-m", "forgery.train", "runtime.loop=scan"], env=environment, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert lines == ["error: runtime.loop=scan needs the jax backend (KERAS_BACKEND=jax), this run uses tensorflow; use auto or fit"]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_an_epoch_through_the_scan_trains_as_fit_does(tmp_path: Path) -> None:
     environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(PROJECT_ROOT)}

@@ -13,13 +13,27 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from forgery import interrupts
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the folder goes unguarded there
+    fcntl = None  # type: ignore[assignment]
 
 MODEL_FILE = "last.keras"
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
+LOCK_FILE = "run.lock"
+
+
+class FolderBusy(Exception):
+    """Another live process holds the output folder; `holder` is its process id as it wrote it."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
 
 
 @dataclass
@@ -99,3 +113,28 @@ def load_model(folder: Path) -> Any:
     from forgery import models
 
     return models.load(folder / MODEL_FILE)
+
+
+def claim(folder: Path) -> IO[str]:
+    """Hold `folder` for this process until the returned file is closed, or FolderBusy if another process holds it.
+
+    Two processes training into one folder would interleave checkpoints and log every epoch twice into
+    one MLflow run. The lock is the kernel's (flock), so it ends with its process however that ends: a
+    run killed outright (kill -9, out of memory) leaves its folder free to resume.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")
+    if fcntl is None:
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise FolderBusy(holder) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from forgery import runtime, sweep
 
@@ -71,12 +71,22 @@ def main(cfg: DictConfig) -> float:
 def cli() -> None:
     """`python -m forgery.train`: refuse bad overrides in one line, then hand over to Hydra."""
     arguments = sys.argv[1:]
-    # Flags such as --cfg, --help or --config-dir change what Hydra does; only plain runs are pre-checked.
-    if all(not argument.startswith("-") or argument in ("-m", "--multirun") for argument in arguments):
-        multirun = any(argument in ("-m", "--multirun") for argument in arguments)
+    printing = printed_config_overrides(arguments)
+    if printing is not None:  # --cfg: Hydra prints the config; say first what a run with it would refuse
+        if any(argument in ("-m", "--multirun") for argument in arguments):
+            fail("--cfg prints the config instead of running, so it cannot go with -m; drop one of them")
+        problem = override_error(CONFIG_DIR, "train", printing)
+        if problem:
+            fail(problem)
+        problem = override_error(CONFIG_DIR, "train", printing, check=validate_printed)
+        if problem:
+            print(f"warning: a run with this config would stop with: {problem}", file=sys.stderr)
+    # Other flags (--help, --config-dir, ...) change what Hydra does; only plain runs are pre-checked.
+    elif all(not argument.startswith("-") or argument in ("-m", "--multirun") for argument in arguments):
         if re.search(r"=\s*(tag\(.*)?interval\(", " ".join(arguments)) and not any(argument.startswith(("hparams_search=", "hydra/sweeper=")) for argument in arguments):
             fail("interval(...) needs a sweeper that samples ranges: add hparams_search=optuna (the default sweeper takes lists such as optimizer.lr=1e-3,3e-4)")
-        problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")], check=check_sweep if multirun else None)
+        # The sweep callback is built for single runs too, so its settings are checked for both.
+        problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")], check=check_sweep)
         if problem:
             fail(problem)
     try:
@@ -84,6 +94,36 @@ def cli() -> None:
     except KeyboardInterrupt:  # before a run opened (checking overrides, loading data, starting Keras); after, train() handles it
         print("interrupted: stopped before the run started; nothing was recorded", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+# Hydra's flags for printing the config instead of running, and whether each takes a value.
+PRINT_FLAGS = {"--cfg": True, "-c": True, "--package": True, "-p": True, "--resolve": False}
+
+
+def printed_config_overrides(arguments: list[str]) -> list[str] | None:
+    """The overrides of a `--cfg` command (which prints the config instead of running), or None for any other command."""
+    if not any(argument in ("--cfg", "-c") or argument.startswith("--cfg=") for argument in arguments):
+        return None
+    overrides, rest = [], iter(arguments)
+    for argument in rest:
+        if argument in PRINT_FLAGS:
+            if PRINT_FLAGS[argument]:
+                next(rest, None)
+        elif argument.startswith(("--cfg=", "--package=")) or argument in ("-m", "--multirun"):
+            continue
+        elif argument.startswith("-"):
+            return None  # a flag Hydra handles its own way (--info, --config-dir ...)
+        else:
+            overrides.append(argument)
+    return overrides
+
+
+def validate_printed(cfg: DictConfig) -> None:
+    """`validate` for a config composed outside a run, whose output folder Hydra has not chosen yet."""
+    with open_dict(cfg):
+        cfg.output_dir = "<hydra's output folder>"
+    validate(cfg)
+    check_sweep(cfg)
 
 
 def fail(message: str, status: int = 2) -> None:
@@ -94,11 +134,11 @@ def fail(message: str, status: int = 2) -> None:
 
 def train(cfg: DictConfig) -> float:
     """Run one experiment end to end (or resume one) and return the evaluated epoch's validation ROC AUC, what a sweeper maximises."""
-    from hydra.utils import instantiate
-
-    from forgery import checkpoints, interrupts, tracking
+    from forgery import checkpoints, tracking
 
     resume_id = cfg.get("resume")
+    if resume_id is not None and not str(resume_id).strip():  # `resume=$RUN` with RUN unset: not a new run
+        raise ConfigError("resume= needs a run id (resume=<run id>, as the interrupted run printed it)")
     refuse_sweep_without_multirun()
     tracking.check_reachable()  # a dead tracking server stops the run now, not after an hour of training
     if resume_id:
@@ -110,6 +150,25 @@ def train(cfg: DictConfig) -> float:
             raise ConfigError(problem)
         state = checkpoints.CheckpointState()
     tracking.check_experiment(cfg.tracking.experiment)
+    output_dir = Path(cfg.output_dir)
+    try:
+        claim = checkpoints.claim(output_dir)
+    except checkpoints.FolderBusy as busy:
+        if resume_id:
+            raise ConfigError(f"resume: run {resume_id} is still running (process {busy.holder} holds {output_dir}); stop it first, or let it finish") from None
+        raise ConfigError(f"output folder {output_dir} is in use by another training (process {busy.holder}); choose a new hydra.run.dir") from None
+    try:
+        return run_claimed(cfg, state, resume_id)
+    finally:
+        claim.close()
+
+
+def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
+    """The run itself, once `train` has checked its config and holds its output folder."""
+    from hydra.utils import instantiate
+
+    from forgery import checkpoints, interrupts, tracking
+
     teacher = OmegaConf.select(cfg, "distill.teacher", default=None)  # an older run's config has no distill
     if teacher:
         from forgery import distill
@@ -166,9 +225,13 @@ def train(cfg: DictConfig) -> float:
             if teacher:
                 tracker.metrics({"distill_teacher_label_agreement": agreement})
             history = fit(model, dataset, cfg, state, checkpoint_dir, log_epoch=tracker.metrics, targets=targets)
+            # From here on no batch callback looks for a dropped Ctrl-C, so each stage does.
+            interrupts.raise_if_requested()
             result = evaluate_and_explain(model, dataset, history, cfg)
             tracker.metrics({**result["headline"], **result["evidence_metrics"]})
+            interrupts.raise_if_requested()
             write_outputs(output_dir, result, cfg.gradcam.upscale, cfg.gradcam.alpha)
+            interrupts.raise_if_requested()
             for folder in ("report", "plots", "config"):
                 tracker.folder(output_dir / folder, folder)
             examples = dataset.test.images[:2]  # the signature: uint8 (N, 32, 32, 3) raw pixels, 0-255
@@ -179,6 +242,7 @@ def train(cfg: DictConfig) -> float:
             model_path.parent.mkdir(parents=True, exist_ok=True)
             served.save(model_path)
             tracker.model(served, model_path, examples, served.predict(examples, verbose=0))
+            interrupts.raise_if_requested()  # a Ctrl-C Python dropped in the last stage still ends the run KILLED, as asked
             headline = result["headline"]
             log.info("test accuracy %.4f, ROC AUC %.4f; run %s. Browse with: mlflow ui", headline["test_accuracy"], headline["test_roc_auc"], run_id)
     except KeyboardInterrupt:
@@ -288,6 +352,8 @@ def resumable_run(run_id: str, current: DictConfig, overrides: list[str]) -> tup
     if run["status"] == "FINISHED":
         raise ConfigError(f"resume: run {run_id} already FINISHED; nothing to resume")
     output_dir = Path(run["tags"].get("hydra_output_dir", ""))
+    if not output_dir.is_dir():
+        raise ConfigError(f"resume: run {run_id}'s output folder {output_dir} is gone (moved or deleted?); its checkpoint is read from there, so put the folder back")
     config_path = output_dir / "config" / "resolved.yaml"
     state = checkpoints.load_state(output_dir / "checkpoints")
     if not config_path.is_file() or state is None:
@@ -552,11 +618,12 @@ def reset_random_generators(model: Any, seed: int, epoch: int) -> None:
 
 def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float]], cfg: DictConfig) -> dict[str, Any]:
     """Test-split metrics, curves, report and Grad-CAM explanations of one FAKE and one REAL test image."""
-    from forgery import calibration, evaluate, explain_checks, gradcam, models, report, robustness
+    from forgery import calibration, evaluate, explain_checks, gradcam, interrupts, models, report, robustness
 
     scorer = models.tta_view(model, cfg.get("tta", "none"))  # what is served (an older run has no tta): test, calibration and robustness score it
 
     def predict(images: np.ndarray) -> np.ndarray:
+        interrupts.raise_if_requested()  # a Ctrl-C dropped in the stage before: stop before scoring again
         return scorer.predict(images, batch_size=256, verbose=0)
 
     test = dataset.test
@@ -575,6 +642,7 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
     cut = gradcam.cut_model(model)
     explanations = []
     for label, index in sorted(gradcam.pick_examples(test.labels, cfg.seed).items()):
+        interrupts.raise_if_requested()
         heatmaps = {target: gradcam.make_gradcam_heatmap(cut, test.images[index], target) for target in range(len(CLASS_NAMES))}
         explanations.append(report.Explanation(CLASS_NAMES[label].lower(), test.images[index], label, calibrated[index], heatmaps))
     overlay_count = sum(len(item.heatmaps) for item in explanations)

@@ -113,3 +113,41 @@ def test_decoding_stops_after_a_dropped_interrupt(tmp_path) -> None:
         dropped_interrupt()
         with pytest.raises(KeyboardInterrupt):
             data.decode_files(tmp_path, listing)
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("forgery.robustness", "robustness_report"),  # evaluation: scoring corrupted test images
+        ("forgery.train", "write_outputs"),  # the report files and plots (matplotlib's finalisers drop it here)
+        ("forgery.tracking", "Tracker.model"),  # the last stage: the model logged
+    ],
+)
+def test_an_interrupt_dropped_after_training_still_ends_the_run_killed(
+    module: str, name: str, compose_train, mlflow_store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib
+
+    from mlflow.tracking import MlflowClient
+
+    from forgery import train
+    from tests.conftest import TINY_DEMO
+
+    owner = importlib.import_module(module)
+    for part in name.split(".")[:-1]:
+        owner = getattr(owner, part)
+    original = getattr(owner, name.split(".")[-1])
+
+    def dropping(*args, **kwargs):
+        dropped_interrupt()  # the Ctrl-C lands in a finaliser during this stage, and Python drops it
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name.split(".")[-1], dropping)
+    cfg = compose_train(*TINY_DEMO, "epochs=1", "evidence.robustness_images=20", "evidence.gradcam_checks_per_class=2")
+    with pytest.raises(SystemExit) as stopped:
+        train.train(cfg)
+    assert stopped.value.code == 130
+    assert "ended KILLED; the checkpoint of epoch 1 is in" in capsys.readouterr().err
+    client = MlflowClient(mlflow_store)
+    (run,) = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
+    assert run.info.status == "KILLED"

@@ -122,25 +122,85 @@ def test_resume_refuses_an_override_that_would_change_the_run(tmp_path: Path) ->
     assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched
 
 
-def test_resume_checks_the_runtime_values_it_lets_through(tmp_path: Path, compose_train) -> None:
+def killed_run(tmp_path: Path, compose_train, status: str = "KILLED") -> tuple[MlflowClient, str, Path]:
+    """A run that stopped after its first epoch, as MLflow and its output folder keep it: (client, run id, folder)."""
     from omegaconf import OmegaConf
 
-    output_dir = tmp_path / "outputs" / "killed"
+    output_dir = tmp_path / "out"  # where compose_train puts a run's folder: the saved config names it, as a real run's does
     (output_dir / "config").mkdir(parents=True)
-    (output_dir / "config" / "resolved.yaml").write_text(OmegaConf.to_yaml(compose_train("epochs=2"), resolve=True))
+    cfg = compose_train("epochs=2")
+    assert Path(cfg.output_dir) == output_dir
+    (output_dir / "config" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     state = checkpoints.CheckpointState(epoch=1, logged_epoch=1, history={"val_auc": [0.5]})
     (output_dir / "checkpoints").mkdir()
     checkpoints.write_state(output_dir / "checkpoints", state)
-    (output_dir / "checkpoints" / checkpoints.MODEL_FILE).write_bytes(b"weights")  # only its presence is read before the check
+    (output_dir / "checkpoints" / checkpoints.MODEL_FILE).write_bytes(b"weights")  # only its presence is read before the checks
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.create_run(client.create_experiment("image-forgery"), tags={"hydra_output_dir": str(output_dir)})
-    client.set_terminated(run.info.run_id, "KILLED")
+    if status != "RUNNING":
+        client.set_terminated(run.info.run_id, status)
+    return client, run.info.run_id, output_dir
 
-    result = run_forgery("train", f"resume={run.info.run_id}", "runtime.steps_per_execution=0", cwd=tmp_path, timeout=120)
-    assert result.returncode == 2
+
+def one_line_refusal(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: runtime.steps_per_execution must be"), result.stderr
-    assert client.get_run(run.info.run_id).info.status == "KILLED"  # refused before the run was reopened
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_resume_checks_the_runtime_values_it_lets_through(tmp_path: Path, compose_train) -> None:
+    client, run_id, _ = killed_run(tmp_path, compose_train)
+    result = run_forgery("train", f"resume={run_id}", "runtime.steps_per_execution=0", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result).startswith("error: runtime.steps_per_execution must be")
+    assert client.get_run(run_id).info.status == "KILLED"  # refused before the run was reopened
+
+
+def test_resume_refuses_a_run_another_process_is_still_training(tmp_path: Path, compose_train) -> None:
+    # A run killed outright (kill -9) stays RUNNING and is resumable; one whose process lives is not.
+    client, run_id, output_dir = killed_run(tmp_path, compose_train, status="RUNNING")
+    holder = checkpoints.claim(output_dir)  # this test process plays the training that still runs
+    try:
+        result = run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120)
+    finally:
+        holder.close()
+    assert one_line_refusal(result) == f"error: resume: run {run_id} is still running (process {os.getpid()} holds {output_dir}); stop it first, or let it finish"
+    assert client.get_run(run_id).info.status == "RUNNING"
+    assert [point.step for point in client.get_metric_history(run_id, "val_auc")] == []  # nothing was trained into it
+
+
+def test_a_new_run_refuses_a_folder_another_training_holds(tmp_path: Path) -> None:
+    folder = tmp_path / "fixed"
+    holder = checkpoints.claim(folder)  # a training started a moment earlier with the same hydra.run.dir
+    try:
+        result = run_forgery("train", f"hydra.run.dir={folder}", cwd=tmp_path, timeout=120)
+    finally:
+        holder.close()
+    assert one_line_refusal(result) == f"error: output folder {folder} is in use by another training (process {os.getpid()}); choose a new hydra.run.dir"
+
+
+def test_resume_names_a_moved_output_folder(tmp_path: Path, compose_train) -> None:
+    client, run_id, output_dir = killed_run(tmp_path, compose_train)
+    output_dir.rename(tmp_path / "elsewhere")
+    result = run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == (
+        f"error: resume: run {run_id}'s output folder {output_dir} is gone (moved or deleted?); its checkpoint is read from there, so put the folder back"
+    )
+
+
+def test_an_empty_resume_is_refused_not_taken_for_a_new_run(tmp_path: Path) -> None:
+    result = run_forgery("train", "resume=", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == "error: resume= needs a run id (resume=<run id>, as the interrupted run printed it)"
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob(checkpoints.STATE_FILE))
+
+
+def test_a_claimed_folder_is_refused_until_released(tmp_path: Path) -> None:
+    first = checkpoints.claim(tmp_path / "run")
+    with pytest.raises(checkpoints.FolderBusy) as busy:
+        checkpoints.claim(tmp_path / "run")
+    assert busy.value.holder == str(os.getpid())
+    first.close()  # as the process ending does
+    checkpoints.claim(tmp_path / "run").close()
 
 
 @pytest.mark.slow

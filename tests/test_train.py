@@ -79,6 +79,9 @@ def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -
         (["seed=-1"], "seed must be a whole number from 0 to 2**32 - 1, got -1"),
         (["evidence.gradcam_checks_per_class=0"], "evidence.gradcam_checks_per_class must be at least 1"),
         (["-m", "sweep.mode=best"], "sweep.mode must be max or min, got 'best'"),
+        (["sweep.mode=maximum"], "sweep.mode must be max or min, got 'maximum'"),  # the callback is built for single runs too
+        (["model=Wide", "--cfg", "job"], "unknown model option 'Wide'; choose from: highpass_resnet, resnet, small, wide"),
+        (["-m", "--cfg", "job", "seed=1,2"], "--cfg prints the config instead of running, so it cannot go with -m; drop one of them"),
         (["model.padding=full"], "model.padding must be valid or same, got 'full'"),
         (["-m", "optimizer.lr=interval(1e-4,1e-3)"], "interval(...) needs a sweeper that samples ranges: add hparams_search=optuna"),
         (["experiment=lr_sweep"], "this config sets sweep parameters (optimizer.lr, augment), which only a multirun uses; add -m"),
@@ -95,6 +98,30 @@ def test_bad_input_fails_before_training_with_one_line(tmp_path: Path, arguments
     assert lines == [lines[0]] and lines[0].startswith("error: ") and expected in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "mlflow.db").exists()  # refused before any run was opened
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["verbose=loud", "--cfg", "job"], "verbose must be auto, 0, 1 or 2, got 'loud'"),
+        (["--cfg=job", "epochs=0"], "epochs must be at least 1, got 0"),
+        (["data=cifake", "-c", "job", "--resolve"], "data.root is required but not set (data=cifake reads the Kaggle folder or zip from data.root=/path/to/cifake)"),
+    ],
+)
+def test_a_printed_config_comes_with_what_a_run_would_refuse(tmp_path: Path, arguments: list[str], expected: str) -> None:
+    result = run_forgery("train", *arguments, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [f"warning: a run with this config would stop with: {expected}"]
+    assert "optimizer:" in result.stdout  # Hydra still printed the config
+
+
+def test_printed_config_overrides_are_told_from_hydras_flags() -> None:
+    from forgery.train import printed_config_overrides
+
+    assert printed_config_overrides(["epochs=3"]) is None  # a run: checked the plain way
+    assert printed_config_overrides(["epochs=3", "--cfg", "job", "-p", "optimizer", "--resolve", "-m", "seed=1"]) == ["epochs=3", "seed=1"]
+    assert printed_config_overrides(["--cfg=all", "model=wide"]) == ["model=wide"]
+    assert printed_config_overrides(["--cfg", "job", "--config-dir", "/x"]) is None  # another config folder: Hydra's to read
 
 
 @pytest.mark.parametrize("left", ["checkpoints/state.json", "tracking_journal.jsonl"])

@@ -375,10 +375,45 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
                 if check is not None:
                     check(composed)
             except (HydraException, OmegaConfBaseException) as error:
-                return condense_hydra_error(str(error))
+                problem = condense_hydra_error(str(error))
+                return _with_owner(config_dir, problem)
             except ConfigError as error:
                 return str(error)
+        # `+key=value` adds a key; one the config lacks is read by nothing, so a misspelt `+optimizer.lrate` would vanish.
+        added = [item for item in parsed if item.type.name in ("ADD", "FORCE_ADD") and not item.key_or_group.startswith("hydra") and "/" not in item.key_or_group]
+        added = [item for item in added if config_dir is None or not (config_dir / item.key_or_group).is_dir()]  # +group=option adds a read config
+        if added:
+            plain = compose(config_name=config_name, overrides=[line for line in base if not line.startswith("+")])
+            for item in added:
+                if not _has_key(plain, item.key_or_group):
+                    return f"+{item.key_or_group} adds a key that nothing reads; check the spelling (the same command with --cfg job lists every key)"
     return None
+
+
+_ABSENT = object()
+
+
+def _has_key(cfg: DictConfig, key: str) -> bool:
+    """Whether `key` (dotted) is in `cfg`, set or still ??? (missing)."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True) is not _ABSENT
+    except MissingMandatoryValue:
+        return True
+
+
+def _with_owner(config_dir: Path | None, problem: str) -> str:
+    """`problem`, or for an unknown `group.key` that another option of the group has, which option to choose (data.root: data=cifake)."""
+    unknown = re.match(r"unknown config key '([^'.]+)\.([^']+)'", problem)
+    if config_dir is None or unknown is None or not (config_dir / unknown.group(1)).is_dir():
+        return problem
+    group, key = unknown.groups()
+    owners = [f"{group}={path.stem}" for path in sorted((config_dir / group).glob("*.yaml")) if _has_key(OmegaConf.load(path), key)]
+    if not owners:
+        return problem
+    choice = owners[0] if len(owners) == 1 else f"one of {', '.join(owners)}"
+    return f"config key '{group}.{key}' belongs to {' and '.join(owners)}, which this command does not choose; add {choice}"
 
 
 def check_sweep(cfg: DictConfig) -> None:
@@ -396,12 +431,12 @@ def condense_hydra_error(message: str) -> str:
     home = re.search(r"(\S+?)=~", lines[0])
     if home and "LexerNoViableAltException" in lines[0]:  # the shell leaves ~ after key= alone, and Hydra cannot parse it
         return f"{home.group(1)}: Hydra cannot read '~' in a value; write $HOME instead ({home.group(1)}=$HOME/...)"
-    missing = re.search(r"Could not find '([^']+)/([^']+)'", lines[0])
+    missing = re.search(r"Could not find '([^']+)/([^']*)'", lines[0])
     if missing:
         group, option = missing.groups()
         options = _listed_after(lines, f"Available options in '{group}':")
         choices = f"; choose from: {', '.join(options)}" if options else ""
-        return f"unknown {group} option {option!r}{choices}"
+        return f"{group}= needs an option{choices}" if not option else f"unknown {group} option {option!r}{choices}"
     unknown_key = re.search(r"Could not override '([^']+)'", lines[0])
     if unknown_key:
         return f"unknown config key {unknown_key.group(1)!r} (check the spelling; the same command with --cfg job lists every key)"

@@ -297,6 +297,17 @@ def list_folder(root: Path) -> SourceListing:
     return SourceListing(files_in_layout(root, "", folders, listing))
 
 
+def layout_hint(root: Path) -> str:
+    """For a folder one level off the Kaggle layout, the data.root that would fit ('' when none is clear)."""
+    if root.name in SPLIT_NAMES or root.name in CLASS_NAMES:
+        return f" (data.root points inside the dataset; the folder holding train/ and test/ is {root.parent if root.name in SPLIT_NAMES else root.parent.parent})"
+    try:
+        below = [child for child in root.iterdir() if child.is_dir() and all((child / split).is_dir() for split in SPLIT_NAMES)]
+    except OSError:
+        return ""
+    return f" (the layout is one folder down: data.root={below[0]})" if len(below) == 1 else ""
+
+
 def scan_class_folder(folder: Path, real_root: Path) -> list[tuple[str, str]]:
     """(name, signature) of the files and symlinks in a folder; hidden files (.DS_Store and the like) are no images."""
     try:
@@ -387,7 +398,7 @@ def files_in_layout(
     files: list[SourceFile] = []
     for split in SPLIT_NAMES:
         if split not in folders:
-            raise DataError(f"CIFAKE split folder not found: {root / prefix / split}")
+            raise DataError(f"CIFAKE split folder not found: {root / prefix / split}{'' if prefix else layout_hint(root)}")
         for label, class_name in enumerate(CLASS_NAMES):
             folder = f"{split}/{class_name}"
             if folder not in folders:

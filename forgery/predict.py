@@ -194,8 +194,8 @@ def _load_run_model(run_id: str) -> tuple[keras.Model, float | None]:
 
     _check_store(f"unknown run {run_id}")
     run = tracking.get_run(run_id)
-    if run is None:
-        raise UsageError(f"unknown run {run_id}")
+    if run is None:  # another folder's store, most often: name the one searched
+        raise UsageError(f"unknown run {run_id} in {tracking.tracking_uri()} (run predict in the folder the training ran in, or set MLFLOW_TRACKING_URI)")
     try:
         model = tracking.load_run_model(run_id)
     except (RuntimeError, OSError) as error:
@@ -233,7 +233,7 @@ def image_files(paths: list[str]) -> list[Path | tuple[Path, str]]:
             item
             for item in path.rglob("*")
             if item.suffix.lower() in IMAGE_SUFFIXES
-            and item.is_file()
+            and (item.is_file() or item.is_symlink())  # a dangling link gets its error line, not silence
             and not any(part.startswith(".") for part in item.relative_to(path).parts)  # .DS_Store, .git, ...
         )
         files.extend(found or [(path, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")])

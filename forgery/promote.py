@@ -158,6 +158,10 @@ def choose_run(experiment: str, metric: str, mode: str, run_id: str | None, pare
         return to_choice(check_named_run(run, metric), tracking.experiment_name(run["experiment_id"]), metric)
     found = tracking.experiment_id(experiment)
     if found is None:
+        try:
+            tracking.check_experiment(experiment, other="name another with experiment=")  # deleted in mlflow ui: say how to restore it
+        except tracking.TrackingUnavailable as error:
+            raise PromoteError(str(error)) from None
         raise PromoteError(f"experiment {experiment!r} does not exist (python -m forgery.train creates it)")
     return to_choice(best_run(tracking.search_runs(found), metric, mode, parent_run_id, experiment), experiment, metric)
 

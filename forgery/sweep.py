@@ -22,7 +22,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,18 @@ def to_markdown(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sampler_mismatch(sweeper: str, metric: str, mode: str) -> str | None:
+    """Why a searching sweeper and the parent run would disagree on the best job, or None.
+
+    Optuna steers its trials by what each job returns, the validation ROC AUC of the evaluated weights,
+    maximised; the parent run ranks by sweep.metric and sweep.mode, so they must say the same.
+    """
+    if "optuna" not in sweeper.lower() or (metric, mode) == (METRIC_COLUMNS[0], "max"):
+        return None
+    return (f"hparams_search=optuna maximises {METRIC_COLUMNS[0]} (what each job returns), but sweep.metric={metric} "
+            f"sweep.mode={mode} would rank the jobs another way; leave sweep.metric and sweep.mode at their defaults")
+
+
 class MlflowSweepCallback(Callback):
     """Hydra callback: a parent MLflow run around every multirun, closed with a summary of its children."""
 
@@ -148,6 +160,10 @@ class MlflowSweepCallback(Callback):
         """Open the parent run and publish its id to the jobs."""
         from forgery import tracking
 
+        problem = sampler_mismatch(str(OmegaConf.select(config, "hydra.sweeper._target_", default="")), self.metric, self.mode)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(2)
         try:  # a dead server or a deleted experiment: one line now, not minutes of MLflow's retries first
             tracking.check_reachable()
             tracking.check_experiment(config.tracking.experiment)

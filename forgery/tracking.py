@@ -381,20 +381,20 @@ def store_exists() -> bool:
     return location == ":memory:" or Path(location).exists()
 
 
-def check_experiment(name: str) -> None:
+def check_experiment(name: str, other: str = "choose another tracking.experiment") -> None:
     """Raise TrackingUnavailable when the store holds `name` as a deleted experiment (MLflow logs to none
-    such, and would say so only after the data had loaded); looks only at a store that already exists."""
+    such, and would say so only after the data had loaded); looks only at a store that already exists.
+    `other` ends the message: how this command names another experiment."""
     if not store_exists():
         return
     found = mlflow.MlflowClient().get_experiment_by_name(name)
     if found is not None and found.lifecycle_stage == "deleted":
-        raise TrackingUnavailable(_deleted_experiment(name, str(found.experiment_id)))
+        raise TrackingUnavailable(_deleted_experiment(name, str(found.experiment_id), other))
 
 
-def _deleted_experiment(name: str, experiment_id: str) -> str:
+def _deleted_experiment(name: str, experiment_id: str, other: str = "choose another tracking.experiment") -> str:
     """The one-line refusal for a run into a deleted experiment."""
-    return (f"experiment {name!r} is deleted in {tracking_uri()}: restore it (mlflow experiments restore --experiment-id {experiment_id}) "
-            "or choose another tracking.experiment")
+    return f"experiment {name!r} is deleted in {tracking_uri()}: restore it (mlflow experiments restore --experiment-id {experiment_id}) or {other}"
 
 
 def experiment_id(name: str) -> str | None:

@@ -206,6 +206,13 @@ def test_missing_cifake_root_is_refused(compose_train) -> None:
         (["model=small,foo"], "unknown model option 'foo'"),
         (["nosuchkey=1"], "unknown config key 'nosuchkey'"),
         (["epochs=[1"], "no viable alternative"),
+        (["model="], f"model= needs an option; choose from: {', '.join(GROUPS['model'])}"),
+        (["data.root=/x"], "config key 'data.root' belongs to data=cifake, which this command does not choose; add data=cifake"),
+        (["model.squeeze_excite=2"], "belongs to model=highpass_resnet and model=resnet, which this command does not choose; add one of model=highpass_resnet, model=resnet"),
+        (["optimizer.lrate=1"], "unknown config key 'optimizer.lrate' (check the spelling"),  # no option has it: a misspelling
+        (["+optimizer.lrate=1e-3"], "+optimizer.lrate adds a key that nothing reads; check the spelling"),
+        (["+foo=1,2"], "+foo adds a key that nothing reads"),
+        (["++epochs=2", "+data.root=/x"], "+data.root adds a key that nothing reads"),  # the demo data has no root
     ],
 )
 def test_override_errors_are_one_line(overrides: list[str], expected: str) -> None:
@@ -215,6 +222,8 @@ def test_override_errors_are_one_line(overrides: list[str], expected: str) -> No
 
 def test_good_overrides_and_sweeps_pass_the_precheck() -> None:
     assert override_error(CONFIG_DIR, "train", ["model=wide", "optimizer.lr=1e-3,1e-4", "augment=none,light"]) is None
+    # Adding to what the config has, a config group's option, or Hydra's own settings is not refused.
+    assert override_error(CONFIG_DIR, "train", ["++epochs=2", "data=cifake", "++data.root=/x", "+hydra.job.env_set.X=1"]) is None
 
 
 def test_condense_keeps_the_key_of_a_type_error() -> None:

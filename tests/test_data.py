@@ -222,6 +222,24 @@ def test_bad_layout_names_the_path(
     assert str(raised.value) == missing.format(root=cifake)
 
 
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        ("train", " (data.root points inside the dataset; the folder holding train/ and test/ is {root})"),
+        ("train/REAL", " (data.root points inside the dataset; the folder holding train/ and test/ is {root})"),
+        ("..", " (the layout is one folder down: data.root={root})"),
+    ],
+)
+def test_a_root_one_level_off_names_the_root_that_fits(cifake: Path, cache_dir: str, monkeypatch: pytest.MonkeyPatch, given: str, hint: str) -> None:
+    forbid_decoding(monkeypatch)
+    given_root = (cifake / given).resolve()
+
+    with pytest.raises(DataError) as raised:
+        load_cifake(str(given_root), cache_dir=cache_dir)
+
+    assert str(raised.value) == f"CIFAKE split folder not found: {given_root / 'train'}" + hint.format(root=cifake)
+
+
 def test_bad_zip_layout_names_the_path_inside_the_zip(cifake: Path, tmp_path: Path, cache_dir: str) -> None:
     for path in (cifake / "test" / "REAL").iterdir():
         path.unlink()

@@ -114,6 +114,19 @@ def test_folders_are_searched_recursively_and_gradcam_overlays_written(tmp_path:
         assert Image.open(path).size == (256, 256)
 
 
+def test_a_dangling_link_in_a_folder_gets_its_error_line() -> None:
+    import tempfile
+
+    from forgery.predict import image_files
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        save_image(root / "a.png", (32, 32, 3), seed=1)
+        (root / "gone.png").symlink_to(root / "deleted.png")  # its target was moved away
+        (root / "notes.txt").symlink_to(root / "nowhere.txt")  # not an image name: not picked up
+        assert image_files([folder]) == [root / "a.png", root / "gone.png"]
+
+
 def test_a_long_file_name_gets_a_short_overlay_and_an_unwritable_overlay_an_error(tmp_path: Path, model_file: Path) -> None:
     long_name = save_image(tmp_path / ("x" * 240 + ".png"), (32, 32, 3), seed=1)  # 251 bytes: a legal name, too long with -gradcam-...
     blocked = save_image(tmp_path / "blocked.png", (32, 32, 3), seed=2)
@@ -196,7 +209,9 @@ def test_run_id_loads_the_run_model_and_applies_its_temperature(tmp_path: Path) 
     assert abs(expected[1] - raw_probabilities[0, 1]) > 1e-3  # else the comparison below could not tell them apart
     np.testing.assert_allclose([line["probabilities"]["FAKE"], line["probabilities"]["REAL"]], expected, atol=1e-4)
     unknown = run_forgery("predict", str(image), "run_id=0123456789abcdef0123456789abcdef", cwd=tmp_path, timeout=120)
-    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("error: unknown run")
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1] == (
+        f"error: unknown run 0123456789abcdef0123456789abcdef in sqlite:///{tmp_path / 'mlflow.db'} (run predict in the folder the training ran in, or set MLFLOW_TRACKING_URI)"
+    )
     # registered=NAME@ALIAS serves the run its alias points at, temperature included; an unset alias is one line
     unset = run_forgery("predict", str(image), "registered=image-forgery@champion", cwd=tmp_path, timeout=120)
     assert unset.returncode == 2 and unset.stdout == ""

@@ -423,6 +423,20 @@ def test_cli_refuses_a_missing_experiment_with_one_line(experiment: str, make_re
     assert not (tmp_path / DEST).exists() and not (tmp_path / "outputs").exists()
 
 
+def test_a_deleted_experiment_is_named_deleted_with_how_to_restore_it(experiment: str, make_report: Callable[[str], Path], mlflow_store: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
+    client = MlflowClient(mlflow_store)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    client.delete_experiment(experiment_id)
+    with pytest.raises(promote.PromoteError) as refused:
+        promote.choose_run(experiment, "test_roc_auc", "max", None, None)
+    assert str(refused.value) == (
+        f"experiment {experiment!r} is deleted in {mlflow_store}: restore it (mlflow experiments restore --experiment-id {experiment_id}) or name another with experiment="
+    )
+
+
 def test_cli_without_a_store_refuses_and_creates_none(tmp_path: Path) -> None:
     result = run_forgery("promote", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error: no MLflow store here")

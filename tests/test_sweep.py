@@ -149,6 +149,15 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert parent.data.tags["best_run_id"] == by_status["FINISHED"].info.run_id
 
 
+@pytest.mark.parametrize("ranking", [["sweep.mode=min"], ["sweep.metric=test_accuracy"]])
+def test_optuna_refuses_a_ranking_other_than_what_it_maximises(tmp_path: Path, ranking: list[str]) -> None:
+    result = run_forgery("train", "-m", "hparams_search=optuna", *ranking, *TINY, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: hparams_search=optuna maximises evaluated_val_auc (what each job returns), but sweep.metric="), result.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists()  # refused before a parent run or any job
+
+
 @pytest.mark.slow
 def test_optuna_search_runs_trials_on_the_validation_metric(tmp_path: Path) -> None:
     result = run_forgery("train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *TINY, cwd=tmp_path)

@@ -9,6 +9,7 @@ best epoch's checkpoint so far, for early stopping's restore.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ MODEL_FILE = "last.keras"
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
 LOCK_FILE = "run.lock"
+
+log = logging.getLogger(__name__)
 
 
 class FolderBusy(Exception):
@@ -133,6 +136,9 @@ def claim(folder: Path) -> IO[str]:
         holder = handle.read().strip() or "unknown"
         handle.close()
         raise FolderBusy(holder) from None
+    except OSError as error:  # a file system without locks (NFS with nolock, Lustre without flock): train unguarded
+        log.warning("cannot lock %s (%s); nothing stops a second process from training into this folder", folder / LOCK_FILE, error.strerror or error)
+        return handle
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

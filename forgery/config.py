@@ -379,14 +379,17 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
                 return _with_owner(config_dir, problem)
             except ConfigError as error:
                 return str(error)
-        # `+key=value` adds a key; one the config lacks is read by nothing, so a misspelt `+optimizer.lrate` would vanish.
-        added = [item for item in parsed if item.type.name in ("ADD", "FORCE_ADD") and not item.key_or_group.startswith("hydra") and "/" not in item.key_or_group]
-        added = [item for item in added if config_dir is None or not (config_dir / item.key_or_group).is_dir()]  # +group=option adds a read config
+        # `+key=value` adds a key; one the config lacks is read by nothing, so a misspelt `+foo.lrate` would vanish.
+        added = [item.key_or_group for item in parsed if item.type.name in ("ADD", "FORCE_ADD") and not item.key_or_group.startswith("hydra") and "/" not in item.key_or_group]
+        added = [key for key in added if config_dir is None or not (config_dir / key).is_dir()]  # +group=option adds a read config
         if added:
-            plain = compose(config_name=config_name, overrides=[line for line in base if not line.startswith("+")])
-            for item in added:
-                if not _has_key(plain, item.key_or_group):
-                    return f"+{item.key_or_group} adds a key that nothing reads; check the spelling (the same command with --cfg job lists every key)"
+            try:
+                plain = compose(config_name=config_name, overrides=[line for line in base if not line.startswith("+")])
+            except (HydraException, OmegaConfBaseException) as error:
+                return condense_hydra_error(str(error))
+            for key in added:
+                if not _has_key(plain, key) and not _taken_by_target(plain, key):
+                    return f"+{key} adds a key that nothing reads; check the spelling (the same command with --cfg job lists every key)"
     return None
 
 
@@ -394,13 +397,31 @@ _ABSENT = object()
 
 
 def _has_key(cfg: DictConfig, key: str) -> bool:
-    """Whether `key` (dotted) is in `cfg`, set or still ??? (missing)."""
-    from omegaconf.errors import MissingMandatoryValue
+    """Whether `key` (dotted) is in `cfg`, its value unread: set, still ??? (missing), or an interpolation only a run resolves."""
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None, throw_on_resolution_failure=False) if parent else cfg
+    return isinstance(node, DictConfig) and name in node.keys()
+
+
+def _taken_by_target(cfg: DictConfig, key: str) -> bool:
+    """Whether the `_target_` of `key`'s parent node accepts it: `+optimizer.clipnorm` reaches the Keras optimizer."""
+    import inspect
+
+    from hydra.utils import get_method
+
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else None
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if not target:
+        return False  # a plain node: only forgery's own code reads it, and it reads no such key
+    from forgery.runtime import quiet_native_startup
 
     try:
-        return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True) is not _ABSENT
-    except MissingMandatoryValue:
+        with quiet_native_startup():  # the target's module may import Keras, whose start-up is chatty
+            parameters = inspect.signature(get_method(str(target))).parameters
+    except Exception:  # the run itself will say what is wrong with the target
         return True
+    return name in parameters or any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values())
 
 
 def _with_owner(config_dir: Path | None, problem: str) -> str:
@@ -409,7 +430,11 @@ def _with_owner(config_dir: Path | None, problem: str) -> str:
     if config_dir is None or unknown is None or not (config_dir / unknown.group(1)).is_dir():
         return problem
     group, key = unknown.groups()
-    owners = [f"{group}={path.stem}" for path in sorted((config_dir / group).glob("*.yaml")) if _has_key(OmegaConf.load(path), key)]
+    owners = [
+        f"{group}={path.stem}"
+        for path in sorted((config_dir / group).glob("*.yaml"))
+        if not path.read_text().startswith("# @package _global_") and _has_key(OmegaConf.load(path), key)  # a preset sets top-level keys
+    ]
     if not owners:
         return problem
     choice = owners[0] if len(owners) == 1 else f"one of {', '.join(owners)}"

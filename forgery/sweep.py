@@ -22,7 +22,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +135,20 @@ def to_markdown(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sampler_mismatch(sweeper: str, metric: str, mode: str) -> str | None:
+def sampler_mismatch(sweeper: str, direction: str, metric: str, mode: str) -> str | None:
     """Why a searching sweeper and the parent run would disagree on the best job, or None.
 
     Optuna steers its trials by what each job returns, the validation ROC AUC of the evaluated weights,
-    maximised; the parent run ranks by sweep.metric and sweep.mode, so they must say the same.
+    which must be maximised; the parent run ranks by sweep.metric and sweep.mode, so they must say the same.
     """
-    if "optuna" not in sweeper.lower() or (metric, mode) == (METRIC_COLUMNS[0], "max"):
+    if "optuna" not in sweeper.lower():
         return None
-    return (f"hparams_search=optuna maximises {METRIC_COLUMNS[0]} (what each job returns), but sweep.metric={metric} "
-            f"sweep.mode={mode} would rank the jobs another way; leave sweep.metric and sweep.mode at their defaults")
+    if direction != "maximize":
+        return f"hydra.sweeper.direction={direction}: each job returns {METRIC_COLUMNS[0]}, higher is better, so Optuna must maximize"
+    if (metric, mode) != (METRIC_COLUMNS[0], "max"):
+        return (f"hparams_search=optuna maximises {METRIC_COLUMNS[0]} (what each job returns), but sweep.metric={metric} "
+                f"sweep.mode={mode} would rank the jobs another way; leave sweep.metric and sweep.mode at their defaults")
+    return None
 
 
 class MlflowSweepCallback(Callback):
@@ -160,7 +164,8 @@ class MlflowSweepCallback(Callback):
         """Open the parent run and publish its id to the jobs."""
         from forgery import tracking
 
-        problem = sampler_mismatch(str(OmegaConf.select(config, "hydra.sweeper._target_", default="")), self.metric, self.mode)
+        sweeper = config.hydra.sweeper
+        problem = sampler_mismatch(str(sweeper.get("_target_", "")), str(sweeper.get("direction", "maximize")), self.metric, self.mode)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             raise SystemExit(2)

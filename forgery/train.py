@@ -75,10 +75,9 @@ def cli() -> None:
     if printing is not None:  # --cfg: Hydra prints the config; say first what a run with it would refuse
         if any(argument in ("-m", "--multirun") for argument in arguments):
             fail("--cfg prints the config instead of running, so it cannot go with -m; drop one of them")
-        problem = override_error(CONFIG_DIR, "train", printing)
-        if problem:
-            fail(problem)
         problem = override_error(CONFIG_DIR, "train", printing, check=validate_printed)
+        if problem and override_error(CONFIG_DIR, "train", printing):  # Hydra could not compose it: nothing to print
+            fail(problem)
         if problem:
             print(f"warning: a run with this config would stop with: {problem}", file=sys.stderr)
     # Other flags (--help, --config-dir, ...) change what Hydra does; only plain runs are pre-checked.
@@ -141,6 +140,30 @@ def train(cfg: DictConfig) -> float:
         raise ConfigError("resume= needs a run id (resume=<run id>, as the interrupted run printed it)")
     refuse_sweep_without_multirun()
     tracking.check_reachable()  # a dead tracking server stops the run now, not after an hour of training
+    given = cfg
+    cfg, state = starting_point(given, resume_id)
+    output_dir = Path(cfg.output_dir)
+    try:
+        claim = checkpoints.claim(output_dir)
+    except checkpoints.FolderBusy as busy:
+        if resume_id:
+            raise ConfigError(f"resume: run {resume_id} is still running (process {busy.holder} holds {output_dir}); stop it first, or let it finish") from None
+        raise ConfigError(
+            f"output folder {output_dir} is in use by another training (process {busy.holder}); choose a new hydra.run.dir (hydra.sweep.dir in a sweep)"
+        ) from None
+    try:
+        # Checked again now that no other process can change them: a holder that ended between the first
+        # look and the claim may have finished the run or left its checkpoint in this folder.
+        cfg, state = starting_point(given, resume_id)
+        return run_claimed(cfg, state, resume_id)
+    finally:
+        claim.close()
+
+
+def starting_point(cfg: DictConfig, resume_id: str | None) -> tuple[DictConfig, Any]:
+    """The config to run and the checkpoint state to start from, or a one-line ConfigError saying why not."""
+    from forgery import checkpoints, tracking
+
     if resume_id:
         cfg, state = resumable_run(str(resume_id), cfg, command_line_overrides())
     else:
@@ -150,17 +173,7 @@ def train(cfg: DictConfig) -> float:
             raise ConfigError(problem)
         state = checkpoints.CheckpointState()
     tracking.check_experiment(cfg.tracking.experiment)
-    output_dir = Path(cfg.output_dir)
-    try:
-        claim = checkpoints.claim(output_dir)
-    except checkpoints.FolderBusy as busy:
-        if resume_id:
-            raise ConfigError(f"resume: run {resume_id} is still running (process {busy.holder} holds {output_dir}); stop it first, or let it finish") from None
-        raise ConfigError(f"output folder {output_dir} is in use by another training (process {busy.holder}); choose a new hydra.run.dir") from None
-    try:
-        return run_claimed(cfg, state, resume_id)
-    finally:
-        claim.close()
+    return cfg, state
 
 
 def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:

@@ -210,9 +210,11 @@ def test_missing_cifake_root_is_refused(compose_train) -> None:
         (["data.root=/x"], "config key 'data.root' belongs to data=cifake, which this command does not choose; add data=cifake"),
         (["model.squeeze_excite=2"], "belongs to model=highpass_resnet and model=resnet, which this command does not choose; add one of model=highpass_resnet, model=resnet"),
         (["optimizer.lrate=1"], "unknown config key 'optimizer.lrate' (check the spelling"),  # no option has it: a misspelling
-        (["+optimizer.lrate=1e-3"], "+optimizer.lrate adds a key that nothing reads; check the spelling"),
+        (["+augment.flips=true"], "+augment.flips adds a key that nothing reads; check the spelling"),
         (["+foo=1,2"], "+foo adds a key that nothing reads"),
-        (["++epochs=2", "+data.root=/x"], "+data.root adds a key that nothing reads"),  # the demo data has no root
+        (["++epochs=2", "+data.root=/x"], "+data.root adds a key that nothing reads"),  # the demo data's loader takes no root
+        (["+model.depth=3"], "+model.depth adds a key that nothing reads"),  # nor does the model's builder take a depth
+        (["experiment.epochs=3"], "unknown config key 'experiment.epochs' (check the spelling"),  # presets set top-level keys: no owner to name
     ],
 )
 def test_override_errors_are_one_line(overrides: list[str], expected: str) -> None:
@@ -224,6 +226,9 @@ def test_good_overrides_and_sweeps_pass_the_precheck() -> None:
     assert override_error(CONFIG_DIR, "train", ["model=wide", "optimizer.lr=1e-3,1e-4", "augment=none,light"]) is None
     # Adding to what the config has, a config group's option, or Hydra's own settings is not refused.
     assert override_error(CONFIG_DIR, "train", ["++epochs=2", "data=cifake", "++data.root=/x", "+hydra.job.env_set.X=1"]) is None
+    assert override_error(CONFIG_DIR, "train", ["++output_dir=/tmp/out"]) is None  # a key whose value only a run resolves
+    # The optimizer's factory passes any option on to the Keras optimizer, so what is added there is read.
+    assert override_error(CONFIG_DIR, "train", ["optimizer=sgd", "+optimizer.weight_decay=5e-3", "+optimizer.clipnorm=1.0,2.0"]) is None
 
 
 def test_condense_keeps_the_key_of_a_type_error() -> None:

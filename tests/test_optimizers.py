@@ -30,3 +30,11 @@ def test_each_option_builds_its_optimizer(compose_train, option: str, expected_c
 def test_an_unknown_name_lists_the_choices() -> None:
     with pytest.raises(ValueError, match=r"^unknown optimizer 'lamb'; choose from \['adam', 'adamw', 'sgd'\]$"):
         make_optimizer("lamb", 1e-3)
+
+
+def test_an_added_keras_option_reaches_the_optimizer_and_a_misspelt_one_is_one_line() -> None:
+    from forgery.config import ConfigError
+
+    assert make_optimizer("sgd", 1e-3, clipnorm=1.0).clipnorm == pytest.approx(1.0)  # +optimizer.clipnorm=1.0
+    with pytest.raises(ConfigError, match=r"^optimizer\.lrate is not an option of keras\.optimizers\.SGD; it takes .*\bmomentum\b"):
+        make_optimizer("sgd", 1e-3, lrate=1.0)

@@ -176,7 +176,40 @@ def test_a_new_run_refuses_a_folder_another_training_holds(tmp_path: Path) -> No
         result = run_forgery("train", f"hydra.run.dir={folder}", cwd=tmp_path, timeout=120)
     finally:
         holder.close()
-    assert one_line_refusal(result) == f"error: output folder {folder} is in use by another training (process {os.getpid()}); choose a new hydra.run.dir"
+    assert one_line_refusal(result) == f"error: output folder {folder} is in use by another training (process {os.getpid()}); choose a new hydra.run.dir (hydra.sweep.dir in a sweep)"
+
+
+def test_resume_looks_again_once_it_holds_the_folder(tmp_path: Path, compose_train, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forgery import train
+    from forgery.config import ConfigError
+
+    client, run_id, _ = killed_run(tmp_path, compose_train, status="RUNNING")
+    monkeypatch.chdir(tmp_path)  # MLflow's default store, where killed_run made the run
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    claim = checkpoints.claim
+
+    def claim_as_the_holder_finishes(folder: Path):
+        client.set_terminated(run_id, "FINISHED")  # the process that held the folder finished the run a moment before
+        return claim(folder)
+
+    monkeypatch.setattr(checkpoints, "claim", claim_as_the_holder_finishes)
+    with pytest.raises(ConfigError, match=f"^resume: run {run_id} already FINISHED; nothing to resume$"):
+        train.train(compose_train(f"resume={run_id}"))
+    checkpoints.claim(tmp_path / "out").close()  # and the folder was let go
+
+
+def test_a_folder_that_cannot_be_locked_is_trained_unguarded_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")  # NFS mounted with nolock, say
+
+    monkeypatch.setattr(checkpoints.fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING"):
+        checkpoints.claim(tmp_path).close()
+    assert [record.getMessage() for record in caplog.records] == [
+        f"cannot lock {tmp_path / checkpoints.LOCK_FILE} (No locks available); nothing stops a second process from training into this folder"
+    ]
 
 
 def test_resume_names_a_moved_output_folder(tmp_path: Path, compose_train) -> None:

@@ -149,12 +149,19 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert parent.data.tags["best_run_id"] == by_status["FINISHED"].info.run_id
 
 
-@pytest.mark.parametrize("ranking", [["sweep.mode=min"], ["sweep.metric=test_accuracy"]])
-def test_optuna_refuses_a_ranking_other_than_what_it_maximises(tmp_path: Path, ranking: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("ranking", "message"),
+    [
+        (["sweep.mode=min"], "error: hparams_search=optuna maximises evaluated_val_auc (what each job returns), but sweep.metric=evaluated_val_auc sweep.mode=min"),
+        (["sweep.metric=test_accuracy"], "error: hparams_search=optuna maximises evaluated_val_auc (what each job returns), but sweep.metric=test_accuracy sweep.mode=max"),
+        (["hydra.sweeper.direction=minimize"], "error: hydra.sweeper.direction=minimize: each job returns evaluated_val_auc, higher is better, so Optuna must maximize"),
+    ],
+)
+def test_optuna_refuses_a_ranking_other_than_what_it_maximises(tmp_path: Path, ranking: list[str], message: str) -> None:
     result = run_forgery("train", "-m", "hparams_search=optuna", *ranking, *TINY, cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: hparams_search=optuna maximises evaluated_val_auc (what each job returns), but sweep.metric="), result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr[-2000:]
     assert not (tmp_path / "mlflow.db").exists()  # refused before a parent run or any job
 
 

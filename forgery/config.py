@@ -275,6 +275,8 @@ def _check_architecture(cfg: DictConfig) -> None:
             _positive_int(cfg, "model.towers")
         if _present(cfg, "model.squeeze_excite") and _integer(cfg, "model.squeeze_excite") < 0:
             raise ConfigError(f"model.squeeze_excite must be 0 (off) or a reduction ratio of at least 1, got {_value(cfg, 'model.squeeze_excite')}")
+        if _present(cfg, "model.spectrum_units") and _integer(cfg, "model.spectrum_units") < 0:
+            raise ConfigError(f"model.spectrum_units must be 0 (no frequency branch) or more, got {_value(cfg, 'model.spectrum_units')}")
         if _present(cfg, "model.full_resolution_stages"):
             full = _integer(cfg, "model.full_resolution_stages")
             if not 1 <= full <= len(widths):
@@ -438,7 +440,8 @@ def _with_owner(config_dir: Path | None, problem: str) -> str:
     if not owners:
         return problem
     choice = owners[0] if len(owners) == 1 else f"one of {', '.join(owners)}"
-    return f"config key '{group}.{key}' belongs to {' and '.join(owners)}, which this command does not choose; add {choice}"
+    named = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
+    return f"config key '{group}.{key}' belongs to {named}, which this command does not choose; add {choice}"
 
 
 def check_sweep(cfg: DictConfig) -> None:

@@ -1,7 +1,7 @@
 """Grad-CAM (Selvaraju et al. 2017): which regions of an input raise a class's score, as pure functions.
 
-The model is cut at its last convolution into `body` (pixels -> feature maps) and `head` (feature maps
--> classifier input). The class score is the classifier's logit, taken before softmax, because softmax
+The model is cut at its last convolution into `body` (pixels -> feature maps) and `head` (feature maps,
+and the pixels for any branch beside the convolutions -> classifier input). The class score is the classifier's logit, taken before softmax, because softmax
 gradients shrink towards zero for confident predictions and then say nothing about where to look.
 Cutting the functional graph (instead of reaching into nested blocks) keeps this working when the
 augmentation block sits inside the model.
@@ -25,7 +25,7 @@ class GradcamModel:
     """A model cut for Grad-CAM: feature maps, and the logits computed from them."""
 
     body: keras.Model
-    logits_from_maps: Callable[[object], object]
+    logits_from_maps: Callable[[object, object], object]  # (feature maps, the pixels they came from) -> logits
     layer_name: str
 
 
@@ -36,10 +36,12 @@ def cut_model(model: keras.Model, layer_name: str | None = None) -> GradcamModel
     layer = model.get_layer(layer_name) if layer_name else last_conv_layer(model)
     classifier = model.get_layer(CLASSIFIER_LAYER)
     body = keras.Model(model.inputs[0], layer.output)
-    head = keras.Model(layer.output, classifier.input)
+    # The pixels go in too: a branch beside the convolutions (the frequency view) reaches the classifier
+    # without passing through the maps. Gradients are taken with respect to the maps only.
+    head = keras.Model([model.inputs[0], layer.output], classifier.input)
 
-    def logits_from_maps(maps: object) -> object:
-        features = head(maps, training=False)
+    def logits_from_maps(maps: object, pixels: object) -> object:
+        features = head([pixels, maps], training=False)
         return keras.ops.matmul(features, classifier.kernel) + classifier.bias
 
     return GradcamModel(body=body, logits_from_maps=logits_from_maps, layer_name=layer.name)
@@ -47,9 +49,9 @@ def cut_model(model: keras.Model, layer_name: str | None = None) -> GradcamModel
 
 def make_gradcam_heatmap(cut: GradcamModel, image: np.ndarray, class_index: int) -> np.ndarray:
     """Heatmap (h, w) in [0, 1] over the cut layer's grid for one image (32, 32, 3) in 0-255."""
-    batch = np.asarray(image, dtype="float32")[None]
+    batch = keras.ops.convert_to_tensor(np.asarray(image, dtype="float32")[None])
     maps = cut.body(batch, training=False)
-    grads = _logit_gradient(cut, maps, class_index)
+    grads = _logit_gradient(cut, maps, batch, class_index)
     maps_np = keras.ops.convert_to_numpy(maps)[0]
     return heatmap_from_gradients(maps_np, keras.ops.convert_to_numpy(grads)[0])
 
@@ -79,7 +81,7 @@ def upscaled(image: np.ndarray, upscale: int = 8) -> np.ndarray:
     return np.asarray(enlarged)
 
 
-def _logit_gradient(cut: GradcamModel, maps: object, class_index: int) -> object:
+def _logit_gradient(cut: GradcamModel, maps: object, pixels: object, class_index: int) -> object:
     """d logit[class_index] / d maps, with the autodiff of whichever Keras backend is active."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -88,17 +90,17 @@ def _logit_gradient(cut: GradcamModel, maps: object, class_index: int) -> object
         maps_tensor = tf.convert_to_tensor(maps)
         with tf.GradientTape() as tape:
             tape.watch(maps_tensor)
-            score = cut.logits_from_maps(maps_tensor)[:, class_index]
+            score = cut.logits_from_maps(maps_tensor, pixels)[:, class_index]
         return tape.gradient(score, maps_tensor)
     if backend == "jax":
         import jax
 
-        return jax.grad(lambda m: cut.logits_from_maps(m)[:, class_index].sum())(maps)
+        return jax.grad(lambda m: cut.logits_from_maps(m, pixels)[:, class_index].sum())(maps)
     if backend == "torch":
         import torch
 
         maps_tensor = maps.detach().clone().requires_grad_(True)
-        score = cut.logits_from_maps(maps_tensor)[:, class_index].sum()
+        score = cut.logits_from_maps(maps_tensor, pixels)[:, class_index].sum()
         (gradient,) = torch.autograd.grad(score, maps_tensor)
         return gradient
     raise NotImplementedError(f"Grad-CAM has no gradient for Keras backend {backend!r}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from forgery import augment
+from forgery import augment, spectrum
 from forgery.data import CLASS_NAMES, IMAGE_SIZE
 
 # Layer names the rest of the project relies on (Grad-CAM, the model card).
@@ -139,7 +139,12 @@ def load(path: Path | str) -> keras.Model:
     """A `.keras` file in Keras's safe mode (no code from the file runs), forgery's own layers known to Keras."""
     from forgery import metrics  # a checkpoint is compiled with the run's metrics
 
-    return keras.saving.load_model(path, custom_objects={**augment.custom_objects(), **metrics.custom_objects()}, safe_mode=True)
+    return keras.saving.load_model(path, custom_objects={**layer_objects(), **metrics.custom_objects()}, safe_mode=True)
+
+
+def layer_objects() -> dict[str, type]:
+    """forgery's own layers, by the names Keras stores them under: what loading a saved network needs."""
+    return {**augment.custom_objects(), **spectrum.custom_objects()}
 
 
 def architecture_summary(model: keras.Model) -> str:
@@ -171,6 +176,7 @@ def resnet(
     towers: int = 1,
     squeeze_excite: int = 0,
     full_resolution_stages: int = 1,
+    spectrum_units: int = 0,
     augmentation: keras.Layer | None = None,
 ) -> keras.Model:
     """A small pre-activation residual network; with `highpass`, it also sees the image's high frequencies.
@@ -190,7 +196,15 @@ def resnet(
 
     `full_resolution_stages` is how many leading stages keep the full 32x32 grid (1: only the first); each
     later stage halves it. More of them keep more pixel-scale detail for more compute, not more weights.
+
+    `spectrum_units` > 0 adds a frequency branch: the log magnitude of each colour channel's 2-D DCT, each
+    coefficient standardised over the batch (BatchNorm per frequency), read by a dense layer of that many
+    units whose output joins the pooled features before the classifier. It sees energy per frequency over
+    the whole image, which a stack of 3x3 convolutions and a global average does not measure directly.
+    Grad-CAM explains the convolutional features only; the branch's share is not in the heat map.
     """
+    if spectrum_units < 0:
+        raise ValueError(f"spectrum_units must be 0 (no frequency branch) or more, got {spectrum_units}")
     if not 1 <= full_resolution_stages <= len(widths):
         raise ValueError(f"full_resolution_stages must be from 1 to the {len(widths)} stages, got {full_resolution_stages}")
     if towers < 1:
@@ -201,6 +215,7 @@ def resnet(
     x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
     if augmentation is not None:
         x = augmentation(x)
+    pixels = x
     if highpass:
         blurred = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="blur3x3")(x)
         residue = keras.layers.Subtract(name="highpass")([x, blurred])
@@ -212,9 +227,20 @@ def resnet(
         trunks = [_residual_trunk(x, widths, counts, tower_prefix(tower), f"{tower_prefix(tower)}features", squeeze_excite, full_resolution_stages) for tower in range(1, towers + 1)]
         x = keras.layers.Concatenate(name=FEATURES_LAYER)(trunks)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    if spectrum_units:
+        x = keras.layers.Concatenate(name="with_spectrum")([x, _spectrum_branch(pixels, spectrum_units, dropout)])
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name=CLASSIFIER_LAYER, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _spectrum_branch(pixels: keras.KerasTensor, units: int, dropout: float) -> keras.KerasTensor:
+    """Log DCT magnitudes, standardised per frequency and channel, then a dense ReLU layer of `units`."""
+    y = spectrum.LogSpectrum(name="log_spectrum")(pixels)
+    y = keras.layers.Flatten(name="spectrum_flat")(y)
+    y = keras.layers.BatchNormalization(name="spectrum_batchnorm")(y)  # flat first: one mean and scale per coefficient
+    y = keras.layers.Dropout(dropout, name="spectrum_dropout")(y)
+    return keras.layers.Dense(units, activation="relu", name="spectrum_dense")(y)
 
 
 def tower_prefix(tower: int) -> str:

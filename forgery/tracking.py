@@ -547,13 +547,13 @@ def load_run_model(run_id: str) -> Any:
     """The Keras model logged as `runs:/<run_id>/model`, loaded in Keras's safe mode; MLflow errors become RuntimeError."""
     from mlflow.exceptions import MlflowException
 
-    from forgery import augment
+    from forgery import models
 
     # MLflow's download progress bars would bury the lines a caller watches for on stderr.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         # safe_mode=True is Keras's default too; stated so a saved lambda can never run code on load.
-        # A run's model holds Keras's layers only (models.inference_graph); forgery's are known all the same.
-        return mlflow.keras.load_model(f"runs:/{run_id}/model", custom_objects=augment.custom_objects(), load_model_kwargs={"safe_mode": True})
+        # A run's model has no augmentation layers (models.inference_graph) but may hold forgery's LogSpectrum.
+        return mlflow.keras.load_model(f"runs:/{run_id}/model", custom_objects=models.layer_objects(), load_model_kwargs={"safe_mode": True})
     except MlflowException as error:
         raise RuntimeError(f"run {run_id} has no loadable model: {error.message}") from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from hydra.errors import InstantiationException
@@ -61,6 +62,14 @@ def test_every_optimizer_builds_with_the_lr_override(compose_train, optimizer: s
     cfg = compose_train(f"optimizer={optimizer}", "optimizer.lr=0.003")
     built = instantiate(cfg.optimizer)
     assert float(built.learning_rate) == pytest.approx(0.003)
+
+
+@pytest.mark.parametrize("model", GROUPS["model"])
+def test_every_model_option_states_its_parameter_count(compose_train, model: str) -> None:
+    first_line = (CONFIG_DIR / "model" / f"{model}.yaml").read_text().splitlines()[0]
+    stated = re.search(r"([\d,]+) parameters", first_line)
+    assert stated, f"model={model}: its first line must state the parameter count"
+    assert instantiate(compose_train(f"model={model}").model).count_params() == int(stated.group(1).replace(",", ""))
 
 
 def test_demo_data_option_builds(compose_train) -> None:
@@ -132,6 +141,8 @@ def test_every_shipped_augmentation_and_optimizer_is_within_range(compose_train,
         (["model=resnet", "model.full_resolution_stages=0"], "model.full_resolution_stages must be from 1 to the 3 stages of model.widths, got 0"),
         (["model=highpass_resnet", "model.full_resolution_stages=4"], "model.full_resolution_stages must be from 1 to the 3 stages of model.widths, got 4"),
         (["model=resnet", "model.full_resolution_stages=two"], "model.full_resolution_stages must be a whole number, got 'two'"),
+        (["model=resnet", "model.spectrum_units=-8"], "model.spectrum_units must be 0 (no frequency branch) or more, got -8"),
+        (["model=spectral_resnet", "model.spectrum_units=0.5"], "model.spectrum_units must be a whole number, got 0.5"),
         (["augment.zoom=1.5"], "augment.zoom must be in [0, 1), got 1.5"),  # the fused layer would mirror and collapse images
         (["augment.zoom=-0.1"], "augment.zoom must be in [0, 1), got -0.1"),
         (["augment.rotation=abc"], "augment.rotation must be a number, got 'abc'"),
@@ -208,7 +219,7 @@ def test_missing_cifake_root_is_refused(compose_train) -> None:
         (["epochs=[1"], "no viable alternative"),
         (["model="], f"model= needs an option; choose from: {', '.join(GROUPS['model'])}"),
         (["data.root=/x"], "config key 'data.root' belongs to data=cifake, which this command does not choose; add data=cifake"),
-        (["model.squeeze_excite=2"], "belongs to model=highpass_resnet and model=resnet, which this command does not choose; add one of model=highpass_resnet, model=resnet"),
+        (["model.squeeze_excite=2"], "belongs to model=highpass_resnet, model=resnet and model=spectral_resnet, which this command does not choose; add one of model=highpass_resnet, model=resnet, model=spectral_resnet"),
         (["optimizer.lrate=1"], "unknown config key 'optimizer.lrate' (check the spelling"),  # no option has it: a misspelling
         (["+augment.flips=true"], "+augment.flips adds a key that nothing reads; check the spelling"),
         (["+foo=1,2"], "+foo adds a key that nothing reads"),

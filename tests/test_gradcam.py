@@ -8,7 +8,7 @@ import pytest
 
 from forgery.augment import build_augmentation
 from forgery.gradcam import cut_model, heatmap_from_gradients, make_gradcam_heatmap, overlay, pick_examples, upscaled
-from forgery.models import CLASSIFIER_LAYER, cnn
+from forgery.models import CLASSIFIER_LAYER, FEATURES_LAYER, cnn, resnet
 
 
 def conv_gap_dense_model() -> keras.Model:
@@ -71,6 +71,22 @@ def test_works_with_the_augmentation_block_inside_the_model() -> None:
         assert with_block.shape == (4, 4)  # conv3's grid with 'valid' padding: 32 -> 30 -> 15 -> 13 -> 6 -> 4
         assert with_block.min() >= 0.0 and with_block.max() <= 1.0
         np.testing.assert_allclose(with_block, make_gradcam_heatmap(cut_model(plain), image, target), atol=1e-5)
+
+
+@pytest.mark.parametrize("target", [0, 1])
+def test_a_branch_beside_the_convolutions_leaves_the_closed_form_of_the_maps(target: int) -> None:
+    # The frequency branch joins the pooled features; d logit / d maps is still the pooled features'
+    # classifier rows over the grid size, whatever the branch contributes.
+    keras.utils.set_random_seed(11)
+    model = resnet("spectral", [4, 8], 1, highpass=True, spectrum_units=3)
+    image = np.random.default_rng(12).integers(0, 256, (32, 32, 3)).astype("float32")
+    cut = cut_model(model)
+    assert cut.layer_name == FEATURES_LAYER
+    maps = np.asarray(cut.body(image[None], training=False))[0]
+    kernel, _ = model.get_layer(CLASSIFIER_LAYER).get_weights()
+    expected = np.maximum(maps @ (kernel[: maps.shape[-1], target] / (maps.shape[0] * maps.shape[1])), 0.0)
+    expected = expected / expected.max() if expected.max() > 0 else expected
+    np.testing.assert_allclose(make_gradcam_heatmap(cut, image, target), expected, atol=1e-4)
 
 
 def test_no_positive_evidence_gives_an_all_zero_map() -> None:

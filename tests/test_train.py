@@ -80,7 +80,7 @@ def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -
         (["evidence.gradcam_checks_per_class=0"], "evidence.gradcam_checks_per_class must be at least 1"),
         (["-m", "sweep.mode=best"], "sweep.mode must be max or min, got 'best'"),
         (["sweep.mode=maximum"], "sweep.mode must be max or min, got 'maximum'"),  # the callback is built for single runs too
-        (["model=Wide", "--cfg", "job"], "unknown model option 'Wide'; choose from: highpass_resnet, resnet, small, wide"),
+        (["model=Wide", "--cfg", "job"], "unknown model option 'Wide'; choose from: highpass_resnet, resnet, small, spectral_resnet, wide"),
         (["-m", "--cfg", "job", "seed=1,2"], "--cfg prints the config instead of running, so it cannot go with -m; drop one of them"),
         (["model.padding=full"], "model.padding must be valid or same, got 'full'"),
         (["-m", "optimizer.lr=interval(1e-4,1e-3)"], "interval(...) needs a sweeper that samples ranges: add hparams_search=optuna"),

@@ -135,6 +135,16 @@ def to_markdown(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unlogged_metric_warning(children: list[dict[str, Any]], job: str, metric: str) -> str | None:
+    """Why the sweep will rank none of its jobs, when job `job` finished without logging `metric`; else None."""
+    finished = [run for run in children if run["tags"].get("sweep_job") == job and run["status"] == "FINISHED"]
+    if not finished or metric in finished[0]["metrics"]:
+        return None
+    logged = ", ".join(sorted(finished[0]["metrics"]))
+    return (f"sweep.metric {metric!r} is not among the metrics job {job} logged ({logged}), so this sweep will rank none of "
+            f"its jobs best; the jobs go on and their runs are kept: stop it with Ctrl-C and rerun with a sweep.metric they log")
+
+
 def sampler_mismatch(sweeper: str, direction: str, metric: str, mode: str) -> str | None:
     """Why a searching sweeper and the parent run would disagree on the best job, or None.
 
@@ -159,6 +169,7 @@ class MlflowSweepCallback(Callback):
             raise ValueError(f"sweep mode must be max or min, got {mode!r}")
         self.metric, self.mode = metric, mode
         self.parent: str | None = None
+        self.metric_checked = False  # per process: a parallel launcher's workers each check their first job
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Open the parent run and publish its id to the jobs."""
@@ -183,6 +194,25 @@ class MlflowSweepCallback(Callback):
         os.environ[PARENT_ENV] = self.parent
         atexit.register(self._end_if_abandoned)  # Ctrl-C or a crash in the sweeper must not leave it RUNNING
         log.info("sweep parent run %s in experiment %r", self.parent, config.tracking.experiment)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """After the first job that finishes, warn at once if it did not log sweep.metric, not only once every job has run."""
+        from forgery import tracking
+
+        parent = os.environ.get(PARENT_ENV)
+        if self.metric_checked or not parent:
+            return
+        job = str(config.hydra.job.num)
+        try:
+            experiment_id = tracking.experiment_id(config.tracking.experiment)
+            children = [run for run in tracking.search_runs(experiment_id) if run["tags"].get("mlflow.parentRunId") == parent]
+        except Exception:  # a store that went away is reported, in one line, when the sweep ends
+            return
+        if any(run["tags"].get("sweep_job") == job and run["status"] == "FINISHED" for run in children):
+            self.metric_checked = True
+        warning = unlogged_metric_warning(children, job, self.metric)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Summarise the children on the parent run, end it, and exit non-zero if any job failed."""

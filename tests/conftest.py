@@ -52,8 +52,10 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     mlflow.set_tracking_uri(None)
 
 
-def run_forgery(module: str, *arguments: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
-    """Run `python -m forgery.<module> ARGS` in `cwd` with MLflow's default store there; returns CompletedProcess."""
+def run_forgery(module: str, *arguments: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600, merged: bool = False):
+    """Run `python -m forgery.<module> ARGS` in `cwd` with MLflow's default store there; returns CompletedProcess.
+
+    `merged` sends stderr into stdout, so a test can see in which order lines of the two streams came."""
     import subprocess
 
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
@@ -62,7 +64,8 @@ def run_forgery(module: str, *arguments: str, cwd: Path, env: dict[str, str] | N
         [sys.executable, "-m", f"forgery.{module}", *arguments],
         cwd=cwd,
         env=environment,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
         text=True,
         timeout=timeout,
     )

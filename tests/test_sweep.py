@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from forgery.sweep import best_row, summary_columns, summary_rows, to_csv, to_markdown, unranked_error
+from forgery.sweep import best_row, summary_columns, summary_rows, to_csv, to_markdown, unlogged_metric_warning, unranked_error
 from tests.conftest import run_forgery
 
 TINY = ["epochs=1", "data.train_per_class=60", "data.test_per_class=20"]
@@ -65,6 +65,15 @@ def test_a_metric_no_finished_job_logged_is_an_error_that_names_the_logged_ones(
     assert unranked_error(summary_rows(failed_only), failed_only, "val_acc") is None  # the failures are the news
 
 
+def test_a_finished_job_without_the_metric_warns_naming_what_it_logged() -> None:
+    children = [child(0, "FAILED", None), child(1, "FINISHED", 0.9), child(2, "RUNNING", None)]
+    warning = unlogged_metric_warning(children, "1", "val_acc")
+    assert warning is not None and warning.startswith("sweep.metric 'val_acc' is not among the metrics job 1 logged (evaluated_val_auc")
+    assert unlogged_metric_warning(children, "1", "evaluated_val_auc") is None  # it logged it
+    assert unlogged_metric_warning(children, "0", "val_acc") is None  # a failed job says nothing about the metric
+    assert unlogged_metric_warning(children, "2", "val_acc") is None  # nor does one still running
+
+
 def test_a_metric_logged_only_as_nan_is_called_undefined_not_missing() -> None:
     children = [child(0, "FINISHED", float("nan")), child(1, "FINISHED", None), child(2, "FAILED", None, "ValueError: boom")]
     message = unranked_error(summary_rows(children), children, "evaluated_val_auc")
@@ -110,13 +119,18 @@ def test_grid_sweep_groups_children_under_one_parent(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_sweep_ranked_by_a_metric_nobody_logs_fails_loudly_and_keeps_the_runs(tmp_path: Path) -> None:
-    result = run_forgery("train", "-m", "optimizer.lr=1e-3", "sweep.metric=val_acc", *TINY, cwd=tmp_path)
+    result = run_forgery("train", "-m", "optimizer.lr=1e-3,1e-4", "sweep.metric=val_acc", *TINY, cwd=tmp_path, merged=True)
+    output = result.stdout
     assert result.returncode == 1
-    assert "error: sweep.metric 'val_acc' was logged by none of the 1 finished jobs" in result.stderr
-    assert "evaluated_val_auc" in result.stderr.split("they log:")[1]
+    assert "error: sweep.metric 'val_acc' was logged by none of the 2 finished jobs" in output
+    assert "evaluated_val_auc" in output.split("they log:")[1]
+    # said once, as soon as the first job ended, not only after every job had run
+    warning = "warning: sweep.metric 'val_acc' is not among the metrics job 0 logged ("
+    assert output.count("warning: sweep.metric") == 1 and warning in output
+    assert output.index(warning) < output.index("#1 : optimizer.lr=0.0001")
     parent, children = sweep_runs(tmp_path)
     assert parent.info.status == "FAILED" and "val_acc" in parent.data.tags["failure_reason"]
-    assert [run.info.status for run in children] == ["FINISHED"] and "best_run_id" not in parent.data.tags
+    assert [run.info.status for run in children] == ["FINISHED", "FINISHED"] and "best_run_id" not in parent.data.tags
 
 
 @pytest.mark.slow

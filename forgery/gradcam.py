@@ -1,7 +1,7 @@
 """Grad-CAM (Selvaraju et al. 2017): which regions of an input raise a class's score, as pure functions.
 
-The model is cut at its last convolution into `body` (pixels -> feature maps) and `head` (feature maps,
-and the pixels for any branch beside the convolutions -> classifier input). The class score is the classifier's logit, taken before softmax, because softmax
+The model is cut at its last convolution into `body` (pixels -> feature maps, plus the output of any
+branch beside the convolutions) and `head` (those -> classifier input). The class score is the classifier's logit, taken before softmax, because softmax
 gradients shrink towards zero for confident predictions and then say nothing about where to look.
 Cutting the functional graph (instead of reaching into nested blocks) keeps this working when the
 augmentation block sits inside the model.
@@ -17,15 +17,15 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from forgery.models import CLASSIFIER_LAYER, last_conv_layer, single_view
+from forgery.models import CLASSIFIER_LAYER, SIDE_BRANCH_LAYERS, last_conv_layer, single_view
 
 
 @dataclass(frozen=True)
 class GradcamModel:
     """A model cut for Grad-CAM: feature maps, and the logits computed from them."""
 
-    body: keras.Model
-    logits_from_maps: Callable[[object, object], object]  # (feature maps, the pixels they came from) -> logits
+    body: keras.Model  # pixels -> feature maps, or [feature maps, then the outputs of the side branches] where there are any
+    logits_from_maps: Callable[[object, list[object]], object]  # (feature maps, side branch outputs) -> logits
     layer_name: str
 
 
@@ -35,23 +35,29 @@ def cut_model(model: keras.Model, layer_name: str | None = None) -> GradcamModel
     model = single_view(model)
     layer = model.get_layer(layer_name) if layer_name else last_conv_layer(model)
     classifier = model.get_layer(CLASSIFIER_LAYER)
-    body = keras.Model(model.inputs[0], layer.output)
-    # The pixels go in too: a branch beside the convolutions (the frequency view) reaches the classifier
-    # without passing through the maps. Gradients are taken with respect to the maps only.
-    head = keras.Model([model.inputs[0], layer.output], classifier.input)
+    # A branch beside the convolutions (the frequency view) reaches the classifier without passing through
+    # the maps: the body computes its output too and the head takes it as given, so gradients flow to the
+    # maps only. (A head fed the pixels themselves would corrupt a test-time view's graph for saving.)
+    side = [model.get_layer(name).output for name in SIDE_BRANCH_LAYERS if _has_layer(model, name)]
+    body = keras.Model(model.inputs[0], [layer.output, *side] if side else layer.output)
+    head = keras.Model([layer.output, *side] if side else layer.output, classifier.input)
 
-    def logits_from_maps(maps: object, pixels: object) -> object:
-        features = head([pixels, maps], training=False)
+    def logits_from_maps(maps: object, side_outputs: list[object]) -> object:
+        features = head([maps, *side_outputs] if side_outputs else maps, training=False)
         return keras.ops.matmul(features, classifier.kernel) + classifier.bias
 
     return GradcamModel(body=body, logits_from_maps=logits_from_maps, layer_name=layer.name)
 
 
+def _has_layer(model: keras.Model, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
+
+
 def make_gradcam_heatmap(cut: GradcamModel, image: np.ndarray, class_index: int) -> np.ndarray:
     """Heatmap (h, w) in [0, 1] over the cut layer's grid for one image (32, 32, 3) in 0-255."""
-    batch = keras.ops.convert_to_tensor(np.asarray(image, dtype="float32")[None])
-    maps = cut.body(batch, training=False)
-    grads = _logit_gradient(cut, maps, batch, class_index)
+    outputs = cut.body(np.asarray(image, dtype="float32")[None], training=False)
+    maps, side = (outputs[0], list(outputs[1:])) if isinstance(outputs, (list, tuple)) else (outputs, [])
+    grads = _logit_gradient(cut, maps, side, class_index)
     maps_np = keras.ops.convert_to_numpy(maps)[0]
     return heatmap_from_gradients(maps_np, keras.ops.convert_to_numpy(grads)[0])
 
@@ -81,7 +87,7 @@ def upscaled(image: np.ndarray, upscale: int = 8) -> np.ndarray:
     return np.asarray(enlarged)
 
 
-def _logit_gradient(cut: GradcamModel, maps: object, pixels: object, class_index: int) -> object:
+def _logit_gradient(cut: GradcamModel, maps: object, side: list[object], class_index: int) -> object:
     """d logit[class_index] / d maps, with the autodiff of whichever Keras backend is active."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -90,17 +96,17 @@ def _logit_gradient(cut: GradcamModel, maps: object, pixels: object, class_index
         maps_tensor = tf.convert_to_tensor(maps)
         with tf.GradientTape() as tape:
             tape.watch(maps_tensor)
-            score = cut.logits_from_maps(maps_tensor, pixels)[:, class_index]
+            score = cut.logits_from_maps(maps_tensor, side)[:, class_index]
         return tape.gradient(score, maps_tensor)
     if backend == "jax":
         import jax
 
-        return jax.grad(lambda m: cut.logits_from_maps(m, pixels)[:, class_index].sum())(maps)
+        return jax.grad(lambda m: cut.logits_from_maps(m, side)[:, class_index].sum())(maps)
     if backend == "torch":
         import torch
 
         maps_tensor = maps.detach().clone().requires_grad_(True)
-        score = cut.logits_from_maps(maps_tensor, pixels)[:, class_index].sum()
+        score = cut.logits_from_maps(maps_tensor, side)[:, class_index].sum()
         (gradient,) = torch.autograd.grad(score, maps_tensor)
         return gradient
     raise NotImplementedError(f"Grad-CAM has no gradient for Keras backend {backend!r}")

@@ -15,6 +15,8 @@ CLASSIFIER_LAYER = "classifier"
 # A model whose last convolution is not a cut point (a residual shortcut bypasses it) names the feature
 # map Grad-CAM should explain instead.
 FEATURES_LAYER = "features"
+# Branches that reach the classifier beside the convolutional features (Grad-CAM takes them as given).
+SIDE_BRANCH_LAYERS = ("spectrum_dense",)
 # The test-time views: the average of a network's prediction over each image and its mirror image
 # (tta=flip), or over all 8 symmetries of the square (tta=dihedral, for networks trained with them).
 MIRROR_LAYER = "mirror"
@@ -71,7 +73,8 @@ def inference_graph(model: keras.Model) -> keras.Model:
     """The model as it predicts, sharing its weights, with its augmentation block (a no-op at inference) made an identity.
 
     What the harness hands out (MLflow's model, model.keras) holds only Keras's own layers, so it loads
-    wherever Keras does, forgery installed or not, and predicts exactly as the trained model.
+    wherever Keras does, forgery installed or not, and predicts exactly as the trained model; the one
+    exception is a frequency branch (spectrum_units), whose LogSpectrum layer needs forgery.spectrum.
     """
     if any(is_augmentation_block(layer) for layer in model.layers):
 
@@ -240,7 +243,7 @@ def _spectrum_branch(pixels: keras.KerasTensor, units: int, dropout: float) -> k
     y = keras.layers.Flatten(name="spectrum_flat")(y)
     y = keras.layers.BatchNormalization(name="spectrum_batchnorm")(y)  # flat first: one mean and scale per coefficient
     y = keras.layers.Dropout(dropout, name="spectrum_dropout")(y)
-    return keras.layers.Dense(units, activation="relu", name="spectrum_dense")(y)
+    return keras.layers.Dense(units, activation="relu", name=SIDE_BRANCH_LAYERS[0])(y)
 
 
 def tower_prefix(tower: int) -> str:

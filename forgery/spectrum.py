@@ -35,7 +35,9 @@ class LogSpectrum(keras.layers.Layer):
     """
 
     def __init__(self, floor: float = 1e-3, **kwargs: Any) -> None:
-        kwargs.setdefault("dtype", "float32")  # a log of small coefficients: no half precision
+        # The transform and the log run in float32 under mixed precision too; the pixels reach it rounded to
+        # the policy's type, harmless in float16 but about one 8-bit grey level in bfloat16 (README).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if floor <= 0:
             raise ValueError(f"LogSpectrum floor must be above 0, got {floor}")

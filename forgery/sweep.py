@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "FORGERY_SWEEP_PARENT_RUN_ID"
+# A tag on the parent run: whether a finished job logged sweep.metric ("logged" or "missing"), once one has.
+METRIC_CHECKED_TAG = "sweep_metric_checked"
 # The figures a reader compares, of the weights each run tested (the best epoch's when early stopping restores it).
 METRIC_COLUMNS = ("evaluated_val_auc", "evaluated_val_accuracy", "test_roc_auc", "test_accuracy")
 
@@ -141,8 +144,8 @@ def unlogged_metric_warning(children: list[dict[str, Any]], job: str, metric: st
     if not finished or metric in finished[0]["metrics"]:
         return None
     logged = ", ".join(sorted(finished[0]["metrics"]))
-    return (f"sweep.metric {metric!r} is not among the metrics job {job} logged ({logged}), so this sweep will rank none of "
-            f"its jobs best; the jobs go on and their runs are kept: stop it with Ctrl-C and rerun with a sweep.metric they log")
+    return (f"sweep.metric {metric!r} is not among the metrics job {job} logged ({logged}): if it is misspelt, the sweep "
+            f"will rank none of its jobs best; the jobs go on and their runs are kept, so stop it with Ctrl-C and rerun with one of those")
 
 
 def sampler_mismatch(sweeper: str, direction: str, metric: str, mode: str) -> str | None:
@@ -169,7 +172,7 @@ class MlflowSweepCallback(Callback):
             raise ValueError(f"sweep mode must be max or min, got {mode!r}")
         self.metric, self.mode = metric, mode
         self.parent: str | None = None
-        self.metric_checked = False  # per process: a parallel launcher's workers each check their first job
+        self.metric_checked = False  # whether a finished job has shown if sweep.metric is logged
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Open the parent run and publish its id to the jobs."""
@@ -196,21 +199,31 @@ class MlflowSweepCallback(Callback):
         log.info("sweep parent run %s in experiment %r", self.parent, config.tracking.experiment)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        """After the first job that finishes, warn at once if it did not log sweep.metric, not only once every job has run."""
+        """After the first job that finishes, warn at once if it did not log sweep.metric, not only once every job has run.
+
+        The parent run's METRIC_CHECKED_TAG records that a job has checked, so that jobs a parallel launcher
+        runs elsewhere (each with its own copy of this callback) neither query nor warn again.
+        """
         from forgery import tracking
 
         parent = os.environ.get(PARENT_ENV)
-        if self.metric_checked or not parent:
+        job = OmegaConf.select(config, "hydra.job.num")
+        if self.metric_checked or not parent or job is None or getattr(job_return, "status", None) == JobStatus.FAILED:
             return
-        job = str(config.hydra.job.num)
         try:
-            experiment_id = tracking.experiment_id(config.tracking.experiment)
-            children = [run for run in tracking.search_runs(experiment_id) if run["tags"].get("mlflow.parentRunId") == parent]
+            parent_run = tracking.get_run(parent)
+            if parent_run is None or METRIC_CHECKED_TAG in parent_run["tags"]:
+                self.metric_checked = True
+                return
+            experiment_id = parent_run["experiment_id"]
+            runs = tracking.search_runs(experiment_id, f"tags.mlflow.parentRunId = '{parent}' and tags.sweep_job = '{job}'")
+            if not any(run["status"] == "FINISHED" for run in runs):
+                return  # a failed job says nothing about which metrics a run logs
+            warning = unlogged_metric_warning(runs, str(job), self.metric)
+            self.metric_checked = True
+            tracking.set_run_tag(parent, METRIC_CHECKED_TAG, "missing" if warning else "logged")
         except Exception:  # a store that went away is reported, in one line, when the sweep ends
             return
-        if any(run["tags"].get("sweep_job") == job and run["status"] == "FINISHED" for run in children):
-            self.metric_checked = True
-        warning = unlogged_metric_warning(children, job, self.metric)
         if warning:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
 

@@ -410,13 +410,13 @@ def experiment_name(experiment_id: str) -> str:
     return str(mlflow.MlflowClient().get_experiment(experiment_id).name)
 
 
-def search_runs(experiment_id: str) -> list[dict[str, Any]]:
-    """Every active run of an experiment, whatever its status, page by page."""
+def search_runs(experiment_id: str, filter_string: str = "") -> list[dict[str, Any]]:
+    """Every active run of an experiment (those matching MLflow's `filter_string`), whatever its status, page by page."""
     client = mlflow.MlflowClient()
     runs: list[dict[str, Any]] = []
     page_token = None
     while True:
-        page = client.search_runs([experiment_id], max_results=1000, page_token=page_token)
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=page_token)
         runs.extend(_run_summary(run) for run in page)
         page_token = page.token
         if not page_token:
@@ -517,6 +517,11 @@ def finish_parent_run(
     for file_name, text in texts.items():
         client.log_text(run_id, text, file_name)
     client.set_terminated(run_id, status)
+
+
+def set_run_tag(run_id: str, key: str, value: str) -> None:
+    """Tag a run that is not this process's active run (a sweep's parent, from a job)."""
+    mlflow.MlflowClient().set_tag(run_id, key, value)
 
 
 def run_status(run_id: str) -> str | None:

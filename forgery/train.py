@@ -249,7 +249,7 @@ def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
                 tracker.folder(output_dir / folder, folder)
             examples = dataset.test.images[:2]  # the signature: uint8 (N, 32, 32, 3) raw pixels, 0-255
             # The evaluated weights (the best epoch's when early stopping restored them), saved for forgery.upload;
-            # as the inference graph, Keras's own layers only, so it loads without forgery.
+            # as the inference graph, Keras's own layers only (a frequency branch aside), so it loads without forgery.
             served = models.tta_view(models.inference_graph(model), cfg.get("tta", "none"))
             model_path = output_dir / "model" / "model.keras"
             model_path.parent.mkdir(parents=True, exist_ok=True)

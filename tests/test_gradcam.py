@@ -8,7 +8,7 @@ import pytest
 
 from forgery.augment import build_augmentation
 from forgery.gradcam import cut_model, heatmap_from_gradients, make_gradcam_heatmap, overlay, pick_examples, upscaled
-from forgery.models import CLASSIFIER_LAYER, FEATURES_LAYER, cnn, resnet
+from forgery.models import CLASSIFIER_LAYER, FEATURES_LAYER, cnn, inference_graph, load, resnet, tta_view
 
 
 def conv_gap_dense_model() -> keras.Model:
@@ -82,11 +82,21 @@ def test_a_branch_beside_the_convolutions_leaves_the_closed_form_of_the_maps(tar
     image = np.random.default_rng(12).integers(0, 256, (32, 32, 3)).astype("float32")
     cut = cut_model(model)
     assert cut.layer_name == FEATURES_LAYER
-    maps = np.asarray(cut.body(image[None], training=False))[0]
+    maps = np.asarray(cut.body(image[None], training=False)[0])[0]
     kernel, _ = model.get_layer(CLASSIFIER_LAYER).get_weights()
     expected = np.maximum(maps @ (kernel[: maps.shape[-1], target] / (maps.shape[0] * maps.shape[1])), 0.0)
     expected = expected / expected.max() if expected.max() > 0 else expected
     np.testing.assert_allclose(make_gradcam_heatmap(cut, image, target), expected, atol=1e-4)
+
+
+def test_cutting_a_served_view_leaves_it_savable(tmp_path) -> None:
+    # What predict and training do: explain the served view (inference graph, mirror average), then save it.
+    view = tta_view(inference_graph(resnet("spectral", [4, 8], 1, highpass=True, spectrum_units=3)), "flip")
+    image = np.random.default_rng(13).integers(0, 256, (32, 32, 3)).astype("float32")
+    heatmap = make_gradcam_heatmap(cut_model(view), image, 0)
+    assert heatmap.shape == (16, 16)
+    view.save(tmp_path / "view.keras")
+    np.testing.assert_allclose(load(tmp_path / "view.keras").predict(image[None], verbose=0), view.predict(image[None], verbose=0), atol=1e-6)
 
 
 def test_no_positive_evidence_gives_an_all_zero_map() -> None:

@@ -114,6 +114,7 @@ def test_grid_sweep_groups_children_under_one_parent(tmp_path: Path) -> None:
     assert sorted(run.data.params["optimizer.lr"] for run in children) == ["0.0001", "0.001"]
     assert all(run.info.status == "FINISHED" for run in children)
     assert parent.data.params["sweep.overrides"] == " ".join(["optimizer.lr=1e-3,1e-4", *TINY])
+    assert parent.data.tags["sweep_metric_checked"] == "logged"
     check_parent_names_the_best_child(tmp_path, parent, children)
 
 
@@ -130,6 +131,7 @@ def test_a_sweep_ranked_by_a_metric_nobody_logs_fails_loudly_and_keeps_the_runs(
     assert output.index(warning) < output.index("#1 : optimizer.lr=0.0001")
     parent, children = sweep_runs(tmp_path)
     assert parent.info.status == "FAILED" and "val_acc" in parent.data.tags["failure_reason"]
+    assert parent.data.tags["sweep_metric_checked"] == "missing"
     assert [run.info.status for run in children] == ["FINISHED", "FINISHED"] and "best_run_id" not in parent.data.tags
 
 

@@ -277,6 +277,8 @@ def _check_architecture(cfg: DictConfig) -> None:
             raise ConfigError(f"model.squeeze_excite must be 0 (off) or a reduction ratio of at least 1, got {_value(cfg, 'model.squeeze_excite')}")
         if _present(cfg, "model.spectrum_units") and _integer(cfg, "model.spectrum_units") < 0:
             raise ConfigError(f"model.spectrum_units must be 0 (no frequency branch) or more, got {_value(cfg, 'model.spectrum_units')}")
+        if _present(cfg, "model.drop_path") and not 0.0 <= _number(cfg, "model.drop_path") < 1.0:
+            raise ConfigError(f"model.drop_path must be from 0 (off) to below 1, got {_value(cfg, 'model.drop_path')}")
         if _present(cfg, "model.full_resolution_stages"):
             full = _integer(cfg, "model.full_resolution_stages")
             if not 1 <= full <= len(widths):

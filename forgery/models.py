@@ -164,7 +164,8 @@ def architecture_summary(model: keras.Model) -> str:
         elif isinstance(layer, keras.layers.Dense):
             parts.append(f"Dense({layer.units}, {layer.activation.__name__})")
         elif isinstance(layer, keras.layers.Dropout):
-            parts.append(f"Dropout({layer.rate:g})")
+            kind = "Dropout" if layer.noise_shape is None else "DropPath"  # a whole residual branch per image
+            parts.append(f"{kind}({layer.rate:.3g})")
         else:
             parts.append(type(layer).__name__)
     return " -> ".join(parts)
@@ -180,6 +181,7 @@ def resnet(
     squeeze_excite: int = 0,
     full_resolution_stages: int = 1,
     spectrum_units: int = 0,
+    drop_path: float = 0.0,
     augmentation: keras.Layer | None = None,
 ) -> keras.Model:
     """A small pre-activation residual network; with `highpass`, it also sees the image's high frequencies.
@@ -205,7 +207,14 @@ def resnet(
     units whose output joins the pooled features before the classifier. It sees energy per frequency over
     the whole image, which a stack of 3x3 convolutions and a global average does not measure directly.
     Grad-CAM explains the convolutional features only; the branch's share is not in the heat map.
+
+    `drop_path` > 0 is stochastic depth: in training, each residual branch is dropped for a whole image at
+    a time (the block passes its shortcut only) with a probability rising linearly over the blocks to
+    `drop_path` at the last one, so the network cannot lean on any one block. A Dropout layer whose noise
+    covers the whole feature map does it, so the model keeps Keras's own layers and its weight count.
     """
+    if not 0.0 <= drop_path < 1.0:
+        raise ValueError(f"drop_path must be from 0 (off) to below 1, got {drop_path}")
     if spectrum_units < 0:
         raise ValueError(f"spectrum_units must be 0 (no frequency branch) or more, got {spectrum_units}")
     if not 1 <= full_resolution_stages <= len(widths):
@@ -225,9 +234,12 @@ def resnet(
         x = keras.layers.Concatenate(name="with_highpass")([x, keras.layers.Rescaling(4.0, name="highpass_gain")(residue)])
     counts = stage_block_counts(widths, blocks_per_stage)
     if towers == 1:
-        x = _residual_trunk(x, widths, counts, "", FEATURES_LAYER, squeeze_excite, full_resolution_stages)  # the feature map Grad-CAM explains
+        x = _residual_trunk(x, widths, counts, "", FEATURES_LAYER, squeeze_excite, full_resolution_stages, drop_path)  # the feature map Grad-CAM explains
     else:
-        trunks = [_residual_trunk(x, widths, counts, tower_prefix(tower), f"{tower_prefix(tower)}features", squeeze_excite, full_resolution_stages) for tower in range(1, towers + 1)]
+        trunks = [
+            _residual_trunk(x, widths, counts, tower_prefix(tower), f"{tower_prefix(tower)}features", squeeze_excite, full_resolution_stages, drop_path)
+            for tower in range(1, towers + 1)
+        ]
         x = keras.layers.Concatenate(name=FEATURES_LAYER)(trunks)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     if spectrum_units:
@@ -252,14 +264,22 @@ def tower_prefix(tower: int) -> str:
 
 
 def _residual_trunk(
-    x: keras.KerasTensor, widths: list[int], counts: list[int], prefix: str, features_name: str, squeeze_excite: int = 0, full_resolution_stages: int = 1
+    x: keras.KerasTensor,
+    widths: list[int],
+    counts: list[int],
+    prefix: str,
+    features_name: str,
+    squeeze_excite: int = 0,
+    full_resolution_stages: int = 1,
+    drop_path: float = 0.0,
 ) -> keras.KerasTensor:
     """Stem convolution, the residual stages, then BatchNorm-ReLU: the feature map one network classifies."""
     x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name=f"{prefix}stem")(x)
+    rates = iter(drop_path_rates(drop_path, sum(counts)))
     for stage, (width, count) in enumerate(zip(widths, counts, strict=True), start=1):
         for block in range(1, count + 1):
             stride = 2 if stage > full_resolution_stages and block == 1 else 1
-            x = _residual_block(x, width, stride, f"{prefix}stage{stage}_block{block}", squeeze_excite)
+            x = _residual_block(x, width, stride, f"{prefix}stage{stage}_block{block}", squeeze_excite, next(rates))
     x = keras.layers.BatchNormalization(name=f"{prefix}final_batchnorm")(x)
     return keras.layers.Activation("relu", name=features_name)(x)
 
@@ -307,7 +327,12 @@ def stage_block_counts(widths: list[int], blocks_per_stage: int | list[int]) -> 
     return counts
 
 
-def _residual_block(x: keras.KerasTensor, width: int, stride: int, name: str, squeeze_excite: int = 0) -> keras.KerasTensor:
+def drop_path_rates(drop_path: float, blocks: int) -> list[float]:
+    """Each block's stochastic-depth rate: rising linearly to `drop_path` at the last of `blocks`."""
+    return [drop_path * block / blocks for block in range(1, blocks + 1)]
+
+
+def _residual_block(x: keras.KerasTensor, width: int, stride: int, name: str, squeeze_excite: int = 0, drop_rate: float = 0.0) -> keras.KerasTensor:
     """BN-ReLU-Conv twice, plus a shortcut (a strided 1x1 convolution where the shape changes)."""
     shortcut = x
     y = keras.layers.BatchNormalization(name=f"{name}_bn1")(x)
@@ -320,6 +345,9 @@ def _residual_block(x: keras.KerasTensor, width: int, stride: int, name: str, sq
     y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
     if squeeze_excite:
         y = _squeeze_excite(y, width, squeeze_excite, name)
+    if drop_rate:
+        # One draw per image for the whole branch, scaled by 1 / (1 - rate) like any Dropout: stochastic depth.
+        y = keras.layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop_path")(y)
     return keras.layers.Add(name=f"{name}_add")([shortcut, y])
 
 

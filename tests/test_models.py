@@ -67,6 +67,32 @@ def test_squeeze_excite_adds_one_gate_per_block_and_the_gate_scales_the_branch()
         resnet("resnet", widths, squeeze_excite=-1)
 
 
+def test_drop_path_drops_whole_residual_branches_in_training_only_at_rising_rates() -> None:
+    widths = [8, 16, 16]
+    plain = resnet("resnet", widths, blocks_per_stage=2, highpass=True)
+    deep = resnet("resnet", widths, blocks_per_stage=2, highpass=True, drop_path=0.3)
+    assert deep.count_params() == plain.count_params()  # Dropout layers: no weights
+    rates = [layer.rate for layer in deep.layers if layer.name.endswith("_drop_path")]
+    np.testing.assert_allclose(rates, [0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
+    summary = architecture_summary(deep)
+    assert "DropPath(0.05)" in summary and "DropPath(0.3) -> Add" in summary and summary.endswith("Dropout(0.3) -> Dense(2, softmax)")
+    for layer in plain.layers:
+        deep.get_layer(layer.name).set_weights(layer.get_weights())
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype("float32")
+    # at inference it is the same network
+    np.testing.assert_allclose(np.asarray(deep(pixels, training=False)), np.asarray(plain(pixels, training=False)), atol=1e-6)
+    # in training each image's branch is either dropped whole (the block passes its input on) or kept and scaled
+    last = deep.get_layer("stage3_block2_drop_path")
+    probe = keras.Model(deep.inputs, [last.input, last.output])
+    branch, dropped = (np.asarray(tensor) for tensor in probe(pixels, training=True))
+    zeroed = np.all(dropped == 0, axis=(1, 2, 3))
+    assert 0 < zeroed.sum() < len(pixels)
+    np.testing.assert_allclose(dropped[~zeroed], branch[~zeroed] / (1 - 0.3), rtol=1e-5, atol=1e-6)
+    for wrong in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="drop_path must be from 0"):
+            resnet("resnet", widths, drop_path=wrong)
+
+
 def test_model_maps_raw_pixels_to_probabilities() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
     probabilities = seed_model().predict(pixels, verbose=0)

@@ -164,8 +164,10 @@ def architecture_summary(model: keras.Model) -> str:
         elif isinstance(layer, keras.layers.Dense):
             parts.append(f"Dense({layer.units}, {layer.activation.__name__})")
         elif isinstance(layer, keras.layers.Dropout):
-            kind = "Dropout" if layer.noise_shape is None else "DropPath"  # a whole residual branch per image
-            parts.append(f"{kind}({layer.rate:.3g})")
+            if layer.noise_shape is None:
+                parts.append(f"Dropout({layer.rate:g})")
+            else:  # a whole residual branch per image: stochastic depth, its rising rates shortened
+                parts.append(f"DropPath({layer.rate:.3g})")
         else:
             parts.append(type(layer).__name__)
     return " -> ".join(parts)

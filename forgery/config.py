@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -354,7 +355,9 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
 
     Composing here first turns Hydra's multi-line reports (unknown option, unknown key, bad value type)
     into one line. Each value of a sweep (`lr=1e-3,1e-4`) is tried on its own, and `check` (raising
-    ConfigError) runs on each composed config: what Hydra itself reads before any job starts.
+    ConfigError) runs on each composed config: what Hydra itself reads before any job starts. An
+    `interval(a, b)` that a sampling sweeper draws from is tried at both ends (just below b, which a
+    real-valued draw never reaches), so a range with an impossible end is refused before the first trial.
     """
     from hydra import compose, initialize, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -368,9 +371,11 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
     base = [item.input_line for item in parsed if not item.is_sweep_override()]
     variants: list[list[str]] = [base]
     for item in parsed:
-        if item.is_sweep_override() and not item.is_interval_sweep():
-            prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(item.type.name, "")
-            variants.extend([*base, f"{prefix}{item.key_or_group}={value}"] for value in item.sweep_string_iterator())
+        if not item.is_sweep_override():
+            continue
+        prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(item.type.name, "")
+        values = [repr(end) for end in interval_ends(item.value())] if item.is_interval_sweep() else item.sweep_string_iterator()
+        variants.extend([*base, f"{prefix}{item.key_or_group}={value}"] for value in values)
     context = initialize(version_base="1.3", config_path=None) if config_dir is None else initialize_config_dir(version_base="1.3", config_dir=str(config_dir))
     with context:
         for variant in variants:
@@ -382,6 +387,9 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
                 problem = condense_hydra_error(str(error))
                 return _with_owner(config_dir, problem)
             except ConfigError as error:
+                drawn = [item.key_or_group for item in parsed if item.is_interval_sweep() and f"{item.key_or_group} must be a whole number" in str(error)]
+                if drawn:  # Hydra's interval is real-valued whatever its ends look like
+                    return f"{error}: interval(...) draws real numbers; for whole numbers sweep {drawn[0]}=range(start, stop) or choice(...)"
                 return str(error)
         # `+key=value` adds a key; one the config lacks is read by nothing, so a misspelt `+foo.lrate` would vanish.
         added = [item.key_or_group for item in parsed if item.type.name in ("ADD", "FORCE_ADD") and not item.key_or_group.startswith("hydra") and "/" not in item.key_or_group]
@@ -395,6 +403,12 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
                 if not _has_key(plain, key) and not _taken_by_target(plain, key):
                     return f"+{key} adds a key that nothing reads; check the spelling (the same command with --cfg job lists every key)"
     return None
+
+
+def interval_ends(interval: Any) -> list[float]:
+    """The lowest and highest value a sampler may draw from Hydra's `interval(start, end)`: start, and just below end."""
+    start, end = float(interval.start), float(interval.end)
+    return [start, math.nextafter(end, start)] if end > start else [start]
 
 
 _ABSENT = object()

@@ -37,6 +37,9 @@ CUTMIX_STREAM = 1  # keeps CutMix's draws apart from the epoch's permutation, wh
 # What `resume=` lets a command line change: how this machine runs the rest, never what is trained.
 RESUMABLE_OVERRIDES = ("runtime.", "verbose")
 USER_ERRORS = (ConfigError, DataError, TrackingUnavailable)  # the user's to fix: one line, never a traceback
+# What a failed sweep job returns: the worst score for a sweeper that maximises (Optuna's plugin must;
+# a nan makes it raise and end the whole study). MLflow ranks by the logged metric, so nothing else reads it.
+FAILED_JOB_SCORE = float("-inf")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -50,7 +53,7 @@ def main(cfg: DictConfig) -> float:
     except TrackingLost as error:
         print(error, file=sys.stderr)
         if sweep.parent_run_id() is not None:
-            return float("nan")  # the run itself is done and on disk; the sweep's other jobs go on
+            return FAILED_JOB_SCORE  # the run itself is done and on disk; the sweep's other jobs go on
         raise SystemExit(1) from None
     except Exception as error:
         # Hydra's instantiate wraps what a factory raised; a user error inside stays a one-liner.
@@ -60,7 +63,7 @@ def main(cfg: DictConfig) -> float:
             # In a sweep one bad job must not stop the others: record it, report it, move on.
             log.error("job %s failed: %s", HydraConfig.get().job.num, user_error if is_user_error else repr(error))
             sweep.record_job_failure(cfg.tracking.experiment, user_error if is_user_error else error)
-            return float("nan")
+            return FAILED_JOB_SCORE
         if is_user_error:
             fail(str(user_error))
         if isinstance(error, NumericalError):
@@ -84,8 +87,11 @@ def cli() -> None:
     elif all(not argument.startswith("-") or argument in ("-m", "--multirun") for argument in arguments):
         if re.search(r"=\s*(tag\(.*)?interval\(", " ".join(arguments)) and not any(argument.startswith(("hparams_search=", "hydra/sweeper=")) for argument in arguments):
             fail("interval(...) needs a sweeper that samples ranges: add hparams_search=optuna (the default sweeper takes lists such as optimizer.lr=1e-3,3e-4)")
-        # The sweep callback is built for single runs too, so its settings are checked for both.
-        problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")], check=check_sweep)
+        # The sweep callback is built for single runs too, so its settings are checked for both. A sweep's
+        # jobs each get every check their run would make, so a bad value in a list is refused now, not
+        # when its job's turn comes hours later (a single run makes them at once anyway).
+        multirun = any(argument in ("-m", "--multirun") for argument in arguments)
+        problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")], check=validate_printed if multirun else check_sweep)
         if problem:
             fail(problem)
     try:

@@ -245,6 +245,22 @@ def test_good_overrides_and_sweeps_pass_the_precheck() -> None:
     assert override_error(CONFIG_DIR, "train", ["optimizer=sgd", "+optimizer.weight_decay=5e-3", "+optimizer.clipnorm=1.0,2.0"]) is None
 
 
+@pytest.mark.parametrize(
+    ("sweep", "expected"),
+    [
+        ("optimizer.lr=interval(-1,-0.5)", "optimizer.lr must be greater than 0, got -1"),
+        ("model.dropout=interval(0.5,1.5)", "model.dropout must be in [0, 1), got 1.5"),
+        ("epochs=interval(1,5)", "epochs must be a whole number, got 1.0: interval(...) draws real numbers; for whole numbers sweep epochs=range(start, stop) or choice(...)"),
+        ("optimizer.lr=tag(log,interval(1e-4,3e-3))", None),
+        ("model.dropout=interval(0,1)", None),  # a real-valued draw stays below 1, which dropout may not reach
+    ],
+)
+def test_a_sampled_interval_is_checked_at_both_ends(sweep: str, expected: str | None) -> None:
+    from forgery.train import validate_printed
+
+    assert override_error(CONFIG_DIR, "train", ["hparams_search=optuna", sweep], check=validate_printed) == expected
+
+
 def test_condense_keeps_the_key_of_a_type_error() -> None:
     message = "Error merging override epochs=abc\nValue 'abc' could not be converted to Integer\n    full_key: epochs\n    object_type=dict"
     assert condense_hydra_error(message) == "epochs: Error merging override epochs=abc Value 'abc' could not be converted to Integer"

@@ -151,14 +151,14 @@ def test_parallel_joblib_sweep_records_every_job(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
-    # Job 1 fails before it can open its run (a bad value): the sweep still records it as a FAILED child.
-    result = run_forgery("train", "-m", "optimizer.lr=1e-3,-1", *TINY, cwd=tmp_path)
+    # Job 1's learning rate is legal but makes the loss nan in its first batches: it fails, the sweep goes on.
+    result = run_forgery("train", "-m", "optimizer.lr=1e-3,1e30", *TINY, cwd=tmp_path)
     assert result.returncode == 1
     assert "1 of 2 sweep jobs failed" in result.stderr
     parent, children = sweep_runs(tmp_path)
     by_status = {run.info.status: run for run in children}
     assert set(by_status) == {"FINISHED", "FAILED"}
-    assert "optimizer.lr must be greater than 0" in by_status["FAILED"].data.tags["failure_reason"]
+    assert "loss became nan" in by_status["FAILED"].data.tags["failure_reason"]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     table = Path(client.download_artifacts(parent.info.run_id, "sweep_summary.md", str(tmp_path))).read_text()
     assert "FAILED" in table and by_status["FAILED"].info.run_id in table
@@ -193,6 +193,18 @@ def test_optuna_search_runs_trials_on_the_validation_metric(tmp_path: Path) -> N
     best_value = max(run.data.metrics["evaluated_val_auc"] for run in children)
     assert f"Best value: {best_value}"[:17] in result.stdout + result.stderr  # what optuna maximised is val AUC
     check_parent_names_the_best_child(tmp_path, parent, children)
+
+
+@pytest.mark.slow
+def test_an_optuna_trial_that_fails_does_not_end_the_study(tmp_path: Path) -> None:
+    # Every trial's loss turns nan: each is told to Optuna as the worst score, so the study runs them all.
+    result = run_forgery("train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=1e30", *TINY, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: 2 of 2 sweep jobs failed")
+    parent, children = sweep_runs(tmp_path)
+    assert len(children) == 2 and all(run.info.status == "FAILED" for run in children)
+    assert all("loss became nan" in run.data.tags["failure_reason"] for run in children)
 
 
 @pytest.mark.slow

@@ -84,6 +84,8 @@ def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -
         (["-m", "--cfg", "job", "seed=1,2"], "--cfg prints the config instead of running, so it cannot go with -m; drop one of them"),
         (["model.padding=full"], "model.padding must be valid or same, got 'full'"),
         (["-m", "optimizer.lr=interval(1e-4,1e-3)"], "interval(...) needs a sweeper that samples ranges: add hparams_search=optuna"),
+        (["-m", "seed=1,2", "optimizer.lr=1e-3,-1"], "optimizer.lr must be greater than 0, got -1"),  # a sweep's every job is checked before the first
+        (["-m", "hparams_search=optuna", "optimizer.lr=interval(-1,1e-3)"], "optimizer.lr must be greater than 0, got -1"),  # so is a sampled range's each end
         (["experiment=lr_sweep"], "this config sets sweep parameters (optimizer.lr, augment), which only a multirun uses; add -m"),
         (["data=cifake", "data.root=~/cifake"], "data.root: Hydra cannot read '~' in a value; write $HOME instead"),
         (["augment=flip", "augment.flip=horizonal"], "augment.flip must be null, horizontal, vertical, horizontal_and_vertical, got 'horizonal'"),

@@ -33,8 +33,12 @@ class ConfigError(Exception):
 EARLY_STOPPING_METRICS = ("val_auc", "val_accuracy")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first missing, mistyped or impossible value in a training config."""
+def validate(cfg: DictConfig, backend_checks: bool = True) -> None:
+    """Raise ConfigError for the first missing, mistyped or impossible value in a training config.
+
+    `backend_checks` False leaves out what depends on this process's Keras backend: a sweep's jobs may
+    run elsewhere (a cluster node, `hydra.job.env_set`) with another, and each job checks it as it starts.
+    """
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         hint = " (data=cifake reads the Kaggle folder or zip from data.root=/path/to/cifake)" if "data.root" in missing else ""
@@ -120,7 +124,7 @@ def validate(cfg: DictConfig) -> None:
     alpha = _number(cfg, "gradcam.alpha")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"gradcam.alpha must be in [0, 1], got {alpha:g}")
-    validate_runtime(cfg)
+    validate_runtime(cfg, backend_checks)
 
 
 def keras_backend_name() -> str:
@@ -136,7 +140,7 @@ def keras_backend_name() -> str:
         return "tensorflow"
 
 
-def validate_runtime(cfg: DictConfig) -> None:
+def validate_runtime(cfg: DictConfig, backend_checks: bool = True) -> None:
     """The checks on what `resume=` lets a command line change (runtime.* and verbose): how a run executes."""
     _auto_or_int(cfg, "runtime.steps_per_execution", minimum=1)
     _auto_or_int(cfg, "runtime.intra_op_threads", minimum=0)
@@ -144,8 +148,8 @@ def validate_runtime(cfg: DictConfig) -> None:
     loop = OmegaConf.select(cfg, "runtime.loop", default="auto")  # an older run's config has none
     if loop not in RUNTIME_LOOPS:
         raise ConfigError(f"runtime.loop must be one of {', '.join(RUNTIME_LOOPS)}, got {loop!r}")
-    backend = keras_backend_name()  # what forgery.runtime checks again once Keras runs; here before any data loads
-    if loop == "scan" and backend != "jax":
+    backend = keras_backend_name() if backend_checks else None  # forgery.runtime checks again once Keras runs; here before any data loads
+    if loop == "scan" and backend not in ("jax", None):
         raise ConfigError(f"runtime.loop=scan needs the jax backend (KERAS_BACKEND=jax), this run uses {backend}; use auto or fit")
     steps = OmegaConf.select(cfg, "runtime.steps_per_execution")
     if backend == "torch" and steps not in ("auto", 1):

@@ -91,7 +91,7 @@ def cli() -> None:
         # jobs each get every check their run would make, so a bad value in a list is refused now, not
         # when its job's turn comes hours later (a single run makes them at once anyway).
         multirun = any(argument in ("-m", "--multirun") for argument in arguments)
-        problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")], check=validate_printed if multirun else check_sweep)
+        problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")], check=validate_sweep_job if multirun else check_sweep)
         if problem:
             fail(problem)
     try:
@@ -123,12 +123,17 @@ def printed_config_overrides(arguments: list[str]) -> list[str] | None:
     return overrides
 
 
-def validate_printed(cfg: DictConfig) -> None:
+def validate_printed(cfg: DictConfig, backend_checks: bool = True) -> None:
     """`validate` for a config composed outside a run, whose output folder Hydra has not chosen yet."""
     with open_dict(cfg):
         cfg.output_dir = "<hydra's output folder>"
-    validate(cfg)
+    validate(cfg, backend_checks)
     check_sweep(cfg)
+
+
+def validate_sweep_job(cfg: DictConfig) -> None:
+    """`validate_printed` for one job of a sweep: all but the backend's checks, as the job may run elsewhere."""
+    validate_printed(cfg, backend_checks=False)
 
 
 def fail(message: str, status: int = 2) -> None:

@@ -261,6 +261,17 @@ def test_a_sampled_interval_is_checked_at_both_ends(sweep: str, expected: str | 
     assert override_error(CONFIG_DIR, "train", ["hparams_search=optuna", sweep], check=validate_printed) == expected
 
 
+def test_a_sweep_job_is_not_held_to_this_process_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Jobs may run on a cluster node or under hydra.job.env_set with another backend; each checks its own.
+    from forgery.train import validate_printed, validate_sweep_job
+
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    overrides = ["runtime.loop=scan", "seed=1,2"]
+    assert override_error(CONFIG_DIR, "train", overrides, check=validate_sweep_job) is None
+    assert "runtime.loop=scan needs the jax backend" in override_error(CONFIG_DIR, "train", overrides, check=validate_printed)
+    assert "optimizer.lr must be greater than 0" in override_error(CONFIG_DIR, "train", [*overrides, "optimizer.lr=1e-3,-1"], check=validate_sweep_job)
+
+
 def test_condense_keeps_the_key_of_a_type_error() -> None:
     message = "Error merging override epochs=abc\nValue 'abc' could not be converted to Integer\n    full_key: epochs\n    object_type=dict"
     assert condense_hydra_error(message) == "epochs: Error merging override epochs=abc Value 'abc' could not be converted to Integer"

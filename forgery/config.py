@@ -375,13 +375,29 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
     base = [item.input_line for item in parsed if not item.is_sweep_override()]
     variants: list[list[str]] = [base]
     for item in parsed:
-        if not item.is_sweep_override():
-            continue
-        prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(item.type.name, "")
-        values = [repr(end) for end in interval_ends(item.value())] if item.is_interval_sweep() else item.sweep_string_iterator()
-        variants.extend([*base, f"{prefix}{item.key_or_group}={value}"] for value in values)
+        if item.is_sweep_override():
+            prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(item.type.name, "")
+            variants.extend([*base, f"{prefix}{item.key_or_group}={value}"] for value in _sweep_values(item))
     context = initialize(version_base="1.3", config_path=None) if config_dir is None else initialize_config_dir(version_base="1.3", config_dir=str(config_dir))
     with context:
+        # A preset's own sweep (hydra.sweeper.params: experiment=lr_sweep, hparams_search=optuna) is
+        # checked the same way, except for keys the command line sets, which take its place.
+        try:
+            configured = OmegaConf.select(compose(config_name=config_name, overrides=base, return_hydra_config=True), "hydra.sweeper.params") or {}
+        except (HydraException, OmegaConfBaseException):
+            configured = {}  # the first variant below reports why it does not compose
+        given = {item.key_or_group for item in parsed}
+        sampled = [item.key_or_group for item in parsed if item.is_interval_sweep()]  # keys a sampler draws real numbers for
+        for key, value in configured.items():
+            if key in given:
+                continue
+            try:
+                item = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
+            except HydraException as error:
+                return f"hydra.sweeper.params.{key}: {condense_hydra_error(str(error))}"
+            sampled += [key] if item.is_interval_sweep() else []
+            values = _sweep_values(item) if item.is_sweep_override() else [item.get_value_element_as_str()]
+            variants.extend([*base, f"{key}={choice}"] for choice in values)
         for variant in variants:
             try:
                 composed = compose(config_name=config_name, overrides=variant)
@@ -391,7 +407,7 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
                 problem = condense_hydra_error(str(error))
                 return _with_owner(config_dir, problem)
             except ConfigError as error:
-                drawn = [item.key_or_group for item in parsed if item.is_interval_sweep() and f"{item.key_or_group} must be a whole number" in str(error)]
+                drawn = [key for key in sampled if f"{key} must be a whole number" in str(error)]
                 if drawn:  # Hydra's interval is real-valued whatever its ends look like
                     return f"{error}: interval(...) draws real numbers; for whole numbers sweep {drawn[0]}=range(start, stop) or choice(...)"
                 return str(error)
@@ -407,6 +423,13 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
                 if not _has_key(plain, key) and not _taken_by_target(plain, key):
                     return f"+{key} adds a key that nothing reads; check the spelling (the same command with --cfg job lists every key)"
     return None
+
+
+def _sweep_values(item: Any) -> list[str]:
+    """The values to check of one sweep override: each listed value, or a sampled interval's two ends."""
+    if item.is_interval_sweep():
+        return [repr(end) for end in interval_ends(item.value())]
+    return list(item.sweep_string_iterator())
 
 
 def interval_ends(interval: Any) -> list[float]:

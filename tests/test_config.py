@@ -261,6 +261,25 @@ def test_a_sampled_interval_is_checked_at_both_ends(sweep: str, expected: str | 
     assert override_error(CONFIG_DIR, "train", ["hparams_search=optuna", sweep], check=validate_printed) == expected
 
 
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["hparams_search=optuna"], None),
+        (["experiment=lr_sweep"], None),
+        (["hparams_search=optuna", "hydra.sweeper.params.augment='choice(none, heavy)'"], "unknown augment option 'heavy'; choose from: "),
+        (["experiment=lr_sweep", "+hydra.sweeper.params.epochs='0,1'"], "epochs must be at least 1, got 0"),
+        (["hparams_search=optuna", "+hydra.sweeper.params.epochs='interval(1,5)'"], "epochs must be a whole number, got 1.0: interval(...) draws real numbers; for whole numbers sweep epochs=range"),
+        (["hparams_search=optuna", "+hydra.sweeper.params.epochs='interval(1'"], "hydra.sweeper.params.epochs: no viable alternative at input 'interval(1'"),
+        (["hparams_search=optuna", "hydra.sweeper.params.augment='choice(none, heavy)'", "augment=light"], None),  # the command line's value replaces the preset's sweep
+    ],
+)
+def test_a_presets_own_sweep_is_checked_like_the_command_lines(overrides: list[str], expected: str | None) -> None:
+    from forgery.train import validate_sweep_job
+
+    problem = override_error(CONFIG_DIR, "train", overrides, check=validate_sweep_job)
+    assert problem == expected if expected is None else problem is not None and problem.startswith(expected)
+
+
 def test_a_sweep_job_is_not_held_to_this_process_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     # Jobs may run on a cluster node or under hydra.job.env_set with another backend; each checks its own.
     from forgery.train import validate_printed, validate_sweep_job

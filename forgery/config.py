@@ -373,44 +373,25 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
     except HydraException as error:
         return condense_hydra_error(str(error))
     base = [item.input_line for item in parsed if not item.is_sweep_override()]
-    variants: list[list[str]] = [base]
-    for item in parsed:
-        if item.is_sweep_override():
-            prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(item.type.name, "")
-            variants.extend([*base, f"{prefix}{item.key_or_group}={value}"] for value in _sweep_values(item))
     context = initialize(version_base="1.3", config_path=None) if config_dir is None else initialize_config_dir(version_base="1.3", config_dir=str(config_dir))
     with context:
-        # A preset's own sweep (hydra.sweeper.params: experiment=lr_sweep, hparams_search=optuna) is
-        # checked the same way, except for keys the command line sets, which take its place.
         try:
-            configured = OmegaConf.select(compose(config_name=config_name, overrides=base, return_hydra_config=True), "hydra.sweeper.params") or {}
+            sweeper = compose(config_name=config_name, overrides=base, return_hydra_config=True).hydra.sweeper
         except (HydraException, OmegaConfBaseException):
-            configured = {}  # the first variant below reports why it does not compose
-        given = {item.key_or_group for item in parsed}
-        sampled = [item.key_or_group for item in parsed if item.is_interval_sweep()]  # keys a sampler draws real numbers for
-        for key, value in configured.items():
-            if key in given:
-                continue
-            try:
-                item = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
-            except HydraException as error:
-                return f"hydra.sweeper.params.{key}: {condense_hydra_error(str(error))}"
-            sampled += [key] if item.is_interval_sweep() else []
-            values = _sweep_values(item) if item.is_sweep_override() else [item.get_value_element_as_str()]
-            variants.extend([*base, f"{key}={choice}"] for choice in values)
-        for variant in variants:
+            sweeper = OmegaConf.create({})  # the first variant below reports why it does not compose
+        try:
+            variants = [(base, "")] + _sweep_variants(parsed, base, sweeper)
+        except ConfigError as error:
+            return str(error)
+        for variant, origin in variants:
             try:
                 composed = compose(config_name=config_name, overrides=variant)
                 if check is not None:
                     check(composed)
             except (HydraException, OmegaConfBaseException) as error:
-                problem = condense_hydra_error(str(error))
-                return _with_owner(config_dir, problem)
+                return _explained(origin, _with_owner(config_dir, condense_hydra_error(str(error))))
             except ConfigError as error:
-                drawn = [key for key in sampled if f"{key} must be a whole number" in str(error)]
-                if drawn:  # Hydra's interval is real-valued whatever its ends look like
-                    return f"{error}: interval(...) draws real numbers; for whole numbers sweep {drawn[0]}=range(start, stop) or choice(...)"
-                return str(error)
+                return _explained(origin, str(error))
         # `+key=value` adds a key; one the config lacks is read by nothing, so a misspelt `+foo.lrate` would vanish.
         added = [item.key_or_group for item in parsed if item.type.name in ("ADD", "FORCE_ADD") and not item.key_or_group.startswith("hydra") and "/" not in item.key_or_group]
         added = [key for key in added if config_dir is None or not (config_dir / key).is_dir()]  # +group=option adds a read config
@@ -425,15 +406,77 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
     return None
 
 
-def _sweep_values(item: Any) -> list[str]:
-    """The values to check of one sweep override: each listed value, or a sampled interval's two ends."""
+def _sweep_variants(parsed: list[Any], base: list[str], sweeper: DictConfig) -> list[tuple[list[str], str]]:
+    """Each job-defining value of a sweep as the overrides that compose it, with where it came from.
+
+    The command line's sweeps first, then a preset's own (hydra.sweeper.params: experiment=lr_sweep,
+    hparams_search=optuna) except for keys the command line sets, which take their place there.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    optuna = "optuna" in str(OmegaConf.select(sweeper, "_target_", default=""))
+    variants: list[tuple[list[str], str]] = []
+    for item in parsed:
+        if item.is_sweep_override():
+            prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(item.type.name, "")
+            variants += [([*base, f"{prefix}{item.key_or_group}={value}"], _origin(item, "")) for value in _sweep_values(item, optuna)]
+    given = {item.key_or_group for item in parsed}
+    for key, value in (OmegaConf.select(sweeper, "params", default=None) or {}).items():
+        if key in given:
+            continue
+        try:
+            item = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
+        except HydraException as error:
+            raise ConfigError(f"hydra.sweeper.params.{key}: {condense_hydra_error(str(error))}") from None
+        values = _sweep_values(item, optuna) if item.is_sweep_override() else [item.get_value_element_as_str()]
+        variants += [([*base, f"{key}={choice}"], _origin(item, f"the preset's search (hydra.sweeper.params) sweeps {key}={value}, but ")) for choice in values]
+    return variants
+
+
+def _origin(item: Any, preset: str) -> str:
+    """What to say before a sweep value's problem: which preset swept it; an interval of real numbers, for a whole-number key."""
+    value = item.value() if item.is_interval_sweep() else None
+    if value is not None and not (isinstance(value.start, int) and isinstance(value.end, int)):
+        return f"{preset}{REAL_INTERVAL}"
+    return preset
+
+
+# Marks a variant drawn from a real-valued interval; replaced by a hint when a whole number was wanted.
+REAL_INTERVAL = "\x00real-interval\x00"
+
+
+def _explained(origin: str, problem: str) -> str:
+    """`problem` after where its value came from; a real-valued interval for a whole-number key is said to be one."""
+    if REAL_INTERVAL not in origin:
+        return f"{origin}{problem}"
+    hint = ": interval(a, b) draws real numbers; int(interval(a, b)) draws whole ones" if "must be a whole number" in problem else ""
+    return f"{origin.replace(REAL_INTERVAL, '')}{problem}{hint}"
+
+
+def _sweep_values(item: Any, optuna: bool) -> list[str]:
+    """The values to check of one sweep override: each listed value, or a sampled range's lowest and highest.
+
+    Optuna's plugin draws a range's stop too (Hydra's own sweeper stops before it), and a whole-number
+    interval, `int(interval(a, b))`, from a to b inclusive; a real one from a to just below b.
+    """
+    from hydra.core.override_parser.types import Glob
+
+    value = item.value()
+    if isinstance(value, Glob):
+        return []  # the config groups' options it matches: Hydra checks those names itself
     if item.is_interval_sweep():
-        return [repr(end) for end in interval_ends(item.value())]
-    return list(item.sweep_string_iterator())
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return [str(value.start), str(value.end)]
+        return [repr(end) for end in interval_ends(value)]
+    values = list(item.sweep_string_iterator())
+    if optuna and item.is_range_sweep() and (value.stop - value.start) % value.step == 0:
+        values.append(str(value.stop))
+    return values
 
 
 def interval_ends(interval: Any) -> list[float]:
-    """The lowest and highest value a sampler may draw from Hydra's `interval(start, end)`: start, and just below end."""
+    """The lowest and highest value a sampler may draw from Hydra's real-valued `interval(start, end)`: start, and just below end."""
     start, end = float(interval.start), float(interval.end)
     return [start, math.nextafter(end, start)] if end > start else [start]
 

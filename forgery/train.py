@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -49,7 +50,7 @@ def main(cfg: DictConfig) -> float:
 
     try:
         with interrupts.handled():  # from the start: a Ctrl-C that Python drops while the data loads is still acted on
-            return train(cfg)
+            return objective(train(cfg))
     except TrackingLost as error:
         print(error, file=sys.stderr)
         if sweep.parent_run_id() is not None:
@@ -69,6 +70,11 @@ def main(cfg: DictConfig) -> float:
         if isinstance(error, NumericalError):
             fail(str(error), status=1)  # the run is already FAILED in MLflow with this reason
         raise
+
+
+def objective(score: float) -> float:
+    """What a job returns to the sweeper: its score, or FAILED_JOB_SCORE for none (a one-class validation split's AUC)."""
+    return FAILED_JOB_SCORE if math.isnan(score) else score
 
 
 def cli() -> None:

@@ -250,9 +250,13 @@ def test_good_overrides_and_sweeps_pass_the_precheck() -> None:
     [
         ("optimizer.lr=interval(-1,-0.5)", "optimizer.lr must be greater than 0, got -1"),
         ("model.dropout=interval(0.5,1.5)", "model.dropout must be in [0, 1), got 1.5"),
-        ("epochs=interval(1,5)", "epochs must be a whole number, got 1.0: interval(...) draws real numbers; for whole numbers sweep epochs=range(start, stop) or choice(...)"),
+        ("epochs=interval(1,5)", "epochs must be a whole number, got 1.0: interval(a, b) draws real numbers; int(interval(a, b)) draws whole ones"),
+        ("epochs=int(interval(1,5))", None),
+        ("epochs=int(interval(0,5))", "epochs must be at least 1, got 0"),
         ("optimizer.lr=tag(log,interval(1e-4,3e-3))", None),
         ("model.dropout=interval(0,1)", None),  # a real-valued draw stays below 1, which dropout may not reach
+        ("label_smoothing=range(0.0,1.0,0.5)", "label_smoothing must be in [0, 1), got 1"),  # Optuna's plugin draws a range's stop too
+        ("seed=range(1,4)", None),
     ],
 )
 def test_a_sampled_interval_is_checked_at_both_ends(sweep: str, expected: str | None) -> None:
@@ -266,9 +270,12 @@ def test_a_sampled_interval_is_checked_at_both_ends(sweep: str, expected: str | 
     [
         (["hparams_search=optuna"], None),
         (["experiment=lr_sweep"], None),
-        (["hparams_search=optuna", "hydra.sweeper.params.augment='choice(none, heavy)'"], "unknown augment option 'heavy'; choose from: "),
-        (["experiment=lr_sweep", "+hydra.sweeper.params.epochs='0,1'"], "epochs must be at least 1, got 0"),
-        (["hparams_search=optuna", "+hydra.sweeper.params.epochs='interval(1,5)'"], "epochs must be a whole number, got 1.0: interval(...) draws real numbers; for whole numbers sweep epochs=range"),
+        (["hparams_search=optuna", "hydra.sweeper.params.augment='choice(none, heavy)'"], "the preset's search (hydra.sweeper.params) sweeps augment=choice(none, heavy), but unknown augment option 'heavy'; choose from: "),
+        (["experiment=lr_sweep", "+hydra.sweeper.params.epochs='0,1'"], "the preset's search (hydra.sweeper.params) sweeps epochs=0,1, but epochs must be at least 1, got 0"),
+        (["hparams_search=optuna", "+hydra.sweeper.params.epochs='interval(1,5)'"], "the preset's search (hydra.sweeper.params) sweeps epochs=interval(1,5), but epochs must be a whole number, got 1.0: interval(a, b) draws real numbers"),
+        (["hparams_search=optuna", "model=resnet"], "the preset's search (hydra.sweeper.params) sweeps model.width=choice(0.5, 1.0, 1.5, 2.0), but config key 'model.width' belongs to"),
+        (["label_smoothing=range(0.0,1.0,0.5)"], None),  # Hydra's own sweeper stops before a range's stop
+        (["augment=glob(*)"], None),  # options Hydra matches itself
         (["hparams_search=optuna", "+hydra.sweeper.params.epochs='interval(1'"], "hydra.sweeper.params.epochs: no viable alternative at input 'interval(1'"),
         (["hparams_search=optuna", "hydra.sweeper.params.augment='choice(none, heavy)'", "augment=light"], None),  # the command line's value replaces the preset's sweep
     ],

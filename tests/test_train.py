@@ -328,3 +328,11 @@ def test_the_epoch_speed_line_gives_images_per_second_and_the_saving_apart() -> 
 
     assert epoch_timing(2, 18000, 0.5, 0.04) == "epoch 2: 18,000 training images in 0.50 s with validation (36,000 images/s); checkpoint and logging 0.04 s"
     assert "too fast to time" in epoch_timing(1, 8, 0.0, 0.0)
+
+
+def test_a_job_without_a_score_returns_the_failed_jobs_score() -> None:
+    # Optuna's plugin ends the whole study on a nan; a one-class validation split's AUC is one.
+    from forgery.train import FAILED_JOB_SCORE, objective
+
+    assert objective(float("nan")) == FAILED_JOB_SCORE == float("-inf")
+    assert objective(0.97) == 0.97

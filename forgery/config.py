@@ -376,13 +376,20 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
     context = initialize(version_base="1.3", config_path=None) if config_dir is None else initialize_config_dir(version_base="1.3", config_dir=str(config_dir))
     with context:
         try:
-            sweeper = compose(config_name=config_name, overrides=base, return_hydra_config=True).hydra.sweeper
-        except (HydraException, OmegaConfBaseException):
-            sweeper = OmegaConf.create({})  # the first variant below reports why it does not compose
-        try:
-            variants = [(base, "")] + _sweep_variants(parsed, base, sweeper)
+            try:  # the sweeper, and a preset's own search, of the sweep's first job
+                sweeper = compose(config_name=config_name, overrides=_job(base, _command_line_sweeps(parsed)), return_hydra_config=True).hydra.sweeper
+            except (HydraException, OmegaConfBaseException):
+                sweeper = OmegaConf.create({})  # the first variant below reports why it does not compose
+            optuna = "optuna" in str(OmegaConf.select(sweeper, "_target_", default=""))
+            command_line = _command_line_sweeps(parsed, optuna)
+            preset = _preset_sweeps(sweeper, {item.key_or_group for item in parsed}, optuna)
         except ConfigError as error:
             return str(error)
+        # Each checked config is one of the sweep's jobs: one swept value, every other command-line sweep
+        # at its first value; a preset's value with the command line's first job (its other keys at their
+        # defaults, so a refusal names the key at fault).
+        variants = [(_job(base, command_line, (key, value)), origin) for key, (values, origin) in command_line.items() for value in values] or [(base, "")]
+        variants += [([*_job(base, command_line), f"{key}={value}"], origin) for key, (values, origin) in preset.items() for value in values]
         for variant, origin in variants:
             try:
                 composed = compose(config_name=config_name, overrides=variant)
@@ -406,22 +413,26 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
     return None
 
 
-def _sweep_variants(parsed: list[Any], base: list[str], sweeper: DictConfig) -> list[tuple[list[str], str]]:
-    """Each job-defining value of a sweep as the overrides that compose it, with where it came from.
+Sweeps = dict[str, tuple[list[str], str]]  # override key (with any + prefix) -> (values to check, where they came from)
 
-    The command line's sweeps first, then a preset's own (hydra.sweeper.params: experiment=lr_sweep,
-    hparams_search=optuna) except for keys the command line sets, which take their place there.
-    """
+
+def _command_line_sweeps(parsed: list[Any], optuna: bool = False) -> Sweeps:
+    """The command line's sweeps: each key's values to check, first value first."""
+    swept: Sweeps = {}
+    for item in parsed:
+        values = _sweep_values(item, optuna) if item.is_sweep_override() else []
+        if values:
+            prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(item.type.name, "")
+            swept[f"{prefix}{item.key_or_group}"] = (values, _origin(item, ""))
+    return swept
+
+
+def _preset_sweeps(sweeper: DictConfig, given: set[str], optuna: bool) -> Sweeps:
+    """A preset's own search (hydra.sweeper.params: experiment=lr_sweep, hparams_search=optuna), less the keys the command line sets."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    optuna = "optuna" in str(OmegaConf.select(sweeper, "_target_", default=""))
-    variants: list[tuple[list[str], str]] = []
-    for item in parsed:
-        if item.is_sweep_override():
-            prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(item.type.name, "")
-            variants += [([*base, f"{prefix}{item.key_or_group}={value}"], _origin(item, "")) for value in _sweep_values(item, optuna)]
-    given = {item.key_or_group for item in parsed}
+    swept: Sweeps = {}
     for key, value in (OmegaConf.select(sweeper, "params", default=None) or {}).items():
         if key in given:
             continue
@@ -430,8 +441,17 @@ def _sweep_variants(parsed: list[Any], base: list[str], sweeper: DictConfig) -> 
         except HydraException as error:
             raise ConfigError(f"hydra.sweeper.params.{key}: {condense_hydra_error(str(error))}") from None
         values = _sweep_values(item, optuna) if item.is_sweep_override() else [item.get_value_element_as_str()]
-        variants += [([*base, f"{key}={choice}"], _origin(item, f"the preset's search (hydra.sweeper.params) sweeps {key}={value}, but ")) for choice in values]
-    return variants
+        if values:
+            swept[key] = (values, _origin(item, f"the preset's search (hydra.sweeper.params) sweeps {key}={value}, but "))
+    return swept
+
+
+def _job(base: list[str], swept: Sweeps, chosen: tuple[str, str] | None = None) -> list[str]:
+    """The overrides of one job: `base`, each sweep at its first value, except `chosen` (key, value)."""
+    picks = {key: values[0] for key, (values, _) in swept.items()}
+    if chosen is not None:
+        picks[chosen[0]] = chosen[1]
+    return [*base, *(f"{key}={value}" for key, value in picks.items())]
 
 
 def _origin(item: Any, preset: str) -> str:

@@ -276,6 +276,8 @@ def test_a_sampled_interval_is_checked_at_both_ends(sweep: str, expected: str | 
         (["hparams_search=optuna", "model=resnet"], "the preset's search (hydra.sweeper.params) sweeps model.width=choice(0.5, 1.0, 1.5, 2.0), but config key 'model.width' belongs to"),
         (["label_smoothing=range(0.0,1.0,0.5)"], None),  # Hydra's own sweeper stops before a range's stop
         (["augment=glob(*)"], None),  # options Hydra matches itself
+        (["model=resnet,highpass_resnet", "model.drop_path=0.1"], None),  # each job has a model that takes it
+        (["model=small,resnet", "model.drop_path=0.1"], "config key 'model.drop_path' belongs to"),  # the small job cannot
         (["hparams_search=optuna", "+hydra.sweeper.params.epochs='interval(1'"], "hydra.sweeper.params.epochs: no viable alternative at input 'interval(1'"),
         (["hparams_search=optuna", "hydra.sweeper.params.augment='choice(none, heavy)'", "augment=light"], None),  # the command line's value replaces the preset's sweep
     ],

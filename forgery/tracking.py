@@ -39,7 +39,15 @@ class TrackingUnavailable(Exception):
 
 
 class TrackingLost(Exception):
-    """A run finished offline after an MLflow call failed; the message says where its outputs are and how to upload them."""
+    """A run finished offline after an MLflow call failed; the message says where its outputs are and how to upload them.
+
+    `score` is the finished run's own score (its evaluated validation AUC): only the store's copy is incomplete,
+    so a sweeper still ranks the job by what it reached.
+    """
+
+    def __init__(self, message: str, score: float) -> None:
+        super().__init__(message)
+        self.score = score
 
 
 def check_reachable(timeout: float = 5.0) -> None:

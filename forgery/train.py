@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> float:
     except TrackingLost as error:
         print(error, file=sys.stderr)
         if sweep.parent_run_id() is not None:
-            return FAILED_JOB_SCORE  # the run itself is done and on disk; the sweep's other jobs go on
+            return objective(error.score)  # the run itself is done and on disk: the sweeper gets what it reached
         raise SystemExit(1) from None
     except Exception as error:
         # Hydra's instantiate wraps what a factory raised; a user error inside stays a one-liner.
@@ -286,7 +286,8 @@ def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
         raise TrackingLost(
             f"error: an MLflow call failed during the run ({tracker.lost}); the store's copy of run {run_id} is incomplete\n"
             f"the run's outputs are in {output_dir}; when the store is back or fixed, upload them with:\n"
-            f"  python -m forgery.upload {output_dir}"
+            f"  python -m forgery.upload {output_dir}",
+            score=float(result["headline"]["evaluated_val_auc"]),
         )
     return float(result["headline"]["evaluated_val_auc"])
 

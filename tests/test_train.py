@@ -336,3 +336,27 @@ def test_a_job_without_a_score_returns_the_failed_jobs_score() -> None:
 
     assert objective(float("nan")) == FAILED_JOB_SCORE == float("-inf")
     assert objective(0.97) == 0.97
+
+
+@pytest.mark.parametrize("in_sweep", [True, False])
+def test_a_run_that_lost_its_store_still_scores_what_it_reached(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], in_sweep: bool) -> None:
+    # The run trained and evaluated offline; only the store's copy is incomplete, so a sweeper (Optuna)
+    # must rank the job by its real score, not as a failed one.
+    from omegaconf import OmegaConf
+
+    from forgery import sweep, train
+    from forgery.tracking import TrackingLost
+
+    def lost(cfg: object) -> float:
+        raise TrackingLost("error: an MLflow call failed during the run (...)", score=0.9731)
+
+    monkeypatch.setattr(train, "train", lost)
+    monkeypatch.setattr(sweep, "parent_run_id", lambda: "parent" if in_sweep else None)
+    entrypoint = train.main.__wrapped__  # the function under Hydra's decorator
+    if in_sweep:
+        assert entrypoint(OmegaConf.create({})) == 0.9731
+    else:
+        with pytest.raises(SystemExit) as stopped:
+            entrypoint(OmegaConf.create({}))
+        assert stopped.value.code == 1
+    assert capsys.readouterr().err == "error: an MLflow call failed during the run (...)\n"

@@ -84,8 +84,8 @@ def main(cfg: DictConfig) -> None:
             run_id=_optional_text(cfg.run_id),
             parent_run_id=_optional_text(cfg.parent_run_id),
             dest=Path(str(cfg.dest)),
-            dry_run=bool(cfg.dry_run),
-            register=bool(cfg.register),
+            dry_run=_flag(cfg.dry_run, "dry_run"),
+            register=_flag(cfg.register, "register"),
             model_name=str(cfg.model_name),
         )
     except PromoteError as error:
@@ -151,6 +151,16 @@ def check_dest(dest: Path, working_folder: Path) -> None:
 
 def choose_run(experiment: str, metric: str, mode: str, run_id: str | None, parent_run_id: str | None) -> Choice:
     """The named run when `run_id` is set, else the best FINISHED run of the experiment (or of one sweep)."""
+    if run_id is not None and parent_run_id is not None:
+        raise PromoteError("run_id and parent_run_id both pick the run; give one of them")
+    if parent_run_id is not None:
+        # A sweep logs to its own tracking.experiment: search where its parent run is, whatever experiment= says.
+        parent = tracking.get_run(parent_run_id)
+        if parent is None:
+            raise PromoteError(f"parent run {parent_run_id} does not exist")
+        if parent["tags"].get("sweep") != "parent":
+            raise PromoteError(f"run {parent_run_id} is not a sweep's parent run (promote it with run_id={parent_run_id})")
+        experiment = tracking.experiment_name(parent["experiment_id"])
     if run_id is not None:
         run = tracking.get_run(run_id)
         if run is None:
@@ -377,6 +387,13 @@ def summary(record: dict[str, Any], dest: Path, dry_run: bool, register: bool, m
 def _optional_text(value: Any) -> str | None:
     """A config value as text, with null and '' meaning not set (Hydra reads an all-digit id as a number)."""
     return None if value is None or str(value) == "" else str(value)
+
+
+def _flag(value: Any, key: str) -> bool:
+    """A true/false option; any other text (`register=no`, which Python's bool() reads as true) is refused."""
+    if not isinstance(value, bool):
+        raise PromoteError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def _known_metrics(runs: list[dict[str, Any]]) -> str:

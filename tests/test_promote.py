@@ -186,16 +186,39 @@ def test_run_id_promotes_that_run_even_when_another_is_better(experiment: str, m
     assert json.loads((dest / "model_card.json").read_text())["model"] == "a"
 
 
+def start_sweep(experiment: str) -> str:
+    """A sweep's parent run, as forgery.sweep opens it; returns its id."""
+    return tracking.start_parent_run(experiment, None, {"sweep": "parent"}, {"sweep.metric": "val_auc", "sweep.mode": "max"})
+
+
 def test_parent_run_id_limits_the_choice_to_one_sweep(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
-    sweep_a, sweep_b = "a" * 32, "b" * 32
+    sweep_a, sweep_b = start_sweep(experiment), start_sweep(experiment)
     best_of_a = log_run(make_report("a1"), experiment, {"test_roc_auc": 0.7}, tags={"mlflow.parentRunId": sweep_a})
     log_run(make_report("a2"), experiment, {"test_roc_auc": 0.6}, tags={"mlflow.parentRunId": sweep_a})
     best_of_b = log_run(make_report("b1"), experiment, {"test_roc_auc": 0.95}, tags={"mlflow.parentRunId": sweep_b})
-    log_run(make_report("loose"), experiment, {"test_roc_auc": 0.99})
+    loose = log_run(make_report("loose"), experiment, {"test_roc_auc": 0.99})
     assert run_promote(experiment, tmp_path / "a", parent_run_id=sweep_a)["run_id"] == best_of_a
     assert run_promote(experiment, tmp_path / "b", parent_run_id=sweep_b)["run_id"] == best_of_b
-    with pytest.raises(promote.PromoteError, match="no FINISHED run .* under parent run c{32}"):
+    empty = start_sweep(experiment)
+    with pytest.raises(promote.PromoteError, match=f"no FINISHED run in experiment 'unit-promote' under parent run {empty} \\(0 runs in all\\)"):
+        run_promote(experiment, tmp_path / "c", parent_run_id=empty)
+    with pytest.raises(promote.PromoteError, match="^parent run c{32} does not exist$"):
         run_promote(experiment, tmp_path / "c", parent_run_id="c" * 32)
+    with pytest.raises(promote.PromoteError, match=f"^run {loose} is not a sweep's parent run \\(promote it with run_id={loose}\\)$"):
+        run_promote(experiment, tmp_path / "c", parent_run_id=loose)
+    with pytest.raises(promote.PromoteError, match="^run_id and parent_run_id both pick the run; give one of them$"):
+        run_promote(experiment, tmp_path / "c", run_id=best_of_a, parent_run_id=sweep_a)
+    assert not (tmp_path / "c").exists()
+
+
+def test_parent_run_id_finds_a_sweep_logged_to_another_experiment(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    # A sweep run with tracking.experiment=other: its parent says where to look, not promote's experiment= default.
+    sweep = start_sweep("other")
+    child = log_run(make_report("child"), "other", {"test_roc_auc": 0.7}, tags={"mlflow.parentRunId": sweep})
+    log_run(make_report("here"), experiment, {"test_roc_auc": 0.9})
+    record = run_promote(experiment, tmp_path / DEST, parent_run_id=sweep)
+    assert record["run_id"] == child and record["experiment"] == "other"
+    assert promoted_run(tmp_path / DEST) == child
 
 
 def test_parent_run_id_publishes_the_child_the_sweep_recorded_on_a_tie(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
@@ -542,3 +565,13 @@ def test_cli_refuses_a_misspelt_key_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: unknown config key 'dryrun' (check the spelling; the same command with --cfg job lists every key)"]
     assert sorted(os.listdir(tmp_path)) == []  # nothing written, not even a store
+
+
+@pytest.mark.parametrize("option", ["register=no", "dry_run=off"])
+def test_cli_refuses_a_flag_that_is_not_true_or_false(option: str, tmp_path: Path) -> None:
+    # Python's bool("no") is True: register=no used to register the model and move the champion alias.
+    result = run_forgery("promote", option, cwd=tmp_path, timeout=120)
+    key, value = option.split("=")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {key} must be true or false, got '{value}'"]
+    assert sorted(os.listdir(tmp_path)) == []

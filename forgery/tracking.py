@@ -28,6 +28,8 @@ _MAX_PARAM_LENGTH = 6000
 # loses its tracking server can be uploaded later with `python -m forgery.upload <output folder>`.
 JOURNAL_FILE = "tracking_journal.jsonl"
 FAILURE_TAG = "failure_reason"  # why a run ended FAILED or KILLED; only such runs have it
+JOURNALLED_NOTE = "the whole run is journalled"  # in the failure_reason of a run whose store copy is incomplete
+UPLOADED_AS_TAG = "uploaded_as"  # on an incomplete original: the run forgery.upload made of its journal
 UPLOAD_COMPLETE_TAG = "upload_complete"  # on a run forgery.upload replayed to the end; a partial replay lacks it
 # MLflow's HTTP defaults (7 retries, doubling back-off, 120 s timeout) would stall a run for minutes per
 # call once a server is gone; these apply unless the user set their own.
@@ -163,7 +165,7 @@ class Tracker:
         artefacts or model would pass for complete (forgery.promote picks among FINISHED runs).
         """
         folder = self.journal.parent if self.journal is not None else "its output folder"
-        reason = f"an MLflow call failed mid-run ({self.lost}); the whole run is journalled: python -m forgery.upload {folder}"
+        reason = f"an MLflow call failed mid-run ({self.lost}); {JOURNALLED_NOTE}: python -m forgery.upload {folder}"
         try:
             with interrupts.deferred():
                 mlflow.set_tag("failure_reason", reason[:5000])
@@ -278,6 +280,11 @@ def replay_journal(entries: list[dict[str, Any]], origin: Path) -> str:
     return str(run.info.run_id)
 
 
+def complete_in_store(run: dict[str, Any]) -> bool:
+    """Whether the store holds `run` whole: it ended, and not as the incomplete copy of a run that went offline."""
+    return run["status"] != "RUNNING" and JOURNALLED_NOTE not in run["tags"].get(FAILURE_TAG, "") and UPLOADED_AS_TAG not in run["tags"]
+
+
 def uploads_of(experiment: str, original_run_id: str) -> list[str]:
     """Ids of the runs `forgery.upload` already made, to the end, from the journal of `original_run_id`."""
     found = experiment_id(experiment)
@@ -291,7 +298,7 @@ def mark_uploaded(original_run_id: str, uploaded_run_id: str) -> None:
     if original is None:  # uploaded to another store, or deleted: nothing to point from
         return
     client = mlflow.MlflowClient()
-    client.set_tag(original_run_id, "uploaded_as", uploaded_run_id)
+    client.set_tag(original_run_id, UPLOADED_AS_TAG, uploaded_run_id)
     if original["status"] == "RUNNING":
         end_run_by_id(original_run_id, "FAILED", f"incomplete: the tracking store was lost mid-run; the whole run is {uploaded_run_id}")
 

@@ -4,7 +4,8 @@ A training run journals every tracking call in `OUTPUT_DIR/tracking_journal.json
 When the server goes away mid-run, training finishes offline and prints this command; run it once the
 server (MLFLOW_TRACKING_URI) is back. It replays the journal into a new run (params, every metric at its
 step, artefacts, the model, the end status), tagged with `original_run_id` and `uploaded_from`; the
-original, incomplete run is ended FAILED if still open and tagged `uploaded_as`. A journal is uploaded once.
+original, incomplete run is ended FAILED if still open and tagged `uploaded_as`. A journal is uploaded once,
+and never when the store already holds its run whole (a copy would rank twice).
 The folder may have moved since the run: the journal names its files relative to itself. An upload that
 fails part-way (the server lost again) leaves its partial run FAILED, without `upload_complete`, and is
 reported in one line; the journal is untouched, so the command can simply be run again.
@@ -22,8 +23,12 @@ def main(arguments: list[str]) -> int:
     from forgery import tracking
     from forgery.runtime import quiet_native_startup
 
-    if len(arguments) != 1:
-        print("error: usage: python -m forgery.upload OUTPUT_DIR (the run's Hydra output folder)", file=sys.stderr)
+    usage = "usage: python -m forgery.upload OUTPUT_DIR (the run's Hydra output folder)"
+    if arguments in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if len(arguments) != 1 or arguments[0].startswith("-"):
+        print(f"error: {usage}", file=sys.stderr)
         return 2
     folder = Path(arguments[0]).expanduser()
     journal = folder / tracking.JOURNAL_FILE
@@ -47,6 +52,10 @@ def main(arguments: list[str]) -> int:
     earlier = tracking.uploads_of(start["experiment"], start["run_id"])
     if earlier:  # a second upload would add an identical run that a ranking could count twice
         print(f"error: run {start['run_id']} was already uploaded as run {earlier[0]}; delete that run to upload it again", file=sys.stderr)
+        return 2
+    original = tracking.get_run(start["run_id"])
+    if original is not None and tracking.complete_in_store(original):  # its calls all reached this store: a copy would rank twice
+        print(f"error: run {start['run_id']} is already complete in {tracking.tracking_uri()} ({original['status']}); there is nothing to upload", file=sys.stderr)
         return 2
     try:
         with quiet_native_startup():  # logging the model starts TensorFlow, whose C++ start-up prints several lines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -102,9 +104,16 @@ def test_seeded_runs_still_get_different_names(mlflow_store: str) -> None:
 MLFLOW_LOG_PREFIX = "20"  # MLflow's own INFO lines (creating the database) start with the date
 
 
-def journalled_run(tmp_path, experiment: str = "unit") -> tuple:
-    """A finished run journalled in tmp_path/out: params, a metric, a report folder and a model; (folder, original run id)."""
+def journalled_run(tmp_path, experiment: str = "unit", lost: bool = True) -> tuple:
+    """A finished run journalled in tmp_path/out: params, a metric, a report folder and a model; (folder, original run id).
+
+    With `lost`, the store refuses the run's first artefact upload (as a server that went away would),
+    so the store's copy is incomplete and only the journal has the whole run.
+    """
+    from unittest import mock
+
     import keras
+    import mlflow
     import numpy as np
 
     out = tmp_path / "out"
@@ -119,9 +128,52 @@ def journalled_run(tmp_path, experiment: str = "unit") -> tuple:
     with tracker.run(experiment, "journalled", {}) as run_id:
         tracker.params({"epochs": "1"})
         tracker.metrics({"val_auc": 0.9}, step=1)
-        tracker.folder(out / "report", "report")
+        with mock.patch.object(mlflow, "log_artifacts", side_effect=ConnectionError("the server went away")) if lost else nullcontext():
+            tracker.folder(out / "report", "report")
         tracker.model(model, out / "model" / "model.keras", example, model.predict(example, verbose=0))
+    assert (tracker.lost is not None) == lost
     return out, run_id
+
+
+def test_an_upload_of_a_run_the_store_has_whole_is_refused(mlflow_store: str, tmp_path, capsys) -> None:
+    # Every call of this run reached the store: an upload would add a second FINISHED copy that a ranking counts twice.
+    from forgery import upload
+
+    out, original = journalled_run(tmp_path, lost=False)
+    client = MlflowClient(mlflow_store)
+    experiment_id = client.get_experiment_by_name("unit").experiment_id
+    assert upload.main([str(out)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(MLFLOW_LOG_PREFIX)]
+    assert lines == [f"error: run {original} is already complete in {mlflow_store} (FINISHED); there is nothing to upload"]
+    assert len(client.search_runs([experiment_id])) == 1
+
+
+def test_a_deleted_upload_can_be_made_again(mlflow_store: str, tmp_path, capsys) -> None:
+    # The refusal of a second upload says to delete the first; the original, now tagged uploaded_as, stays uploadable.
+    from forgery import upload
+
+    out, original = journalled_run(tmp_path)
+    # As a server that died for good leaves it: the store's copy still RUNNING, no reason (the upload then ends it FAILED).
+    client = MlflowClient(mlflow_store)
+    client.delete_tag(original, tracking.FAILURE_TAG)
+    client.update_run(original, status="RUNNING")
+    assert upload.main([str(out)]) == 0
+    assert client.get_run(original).info.status == "FAILED"
+    (first,) = tracking.uploads_of("unit", original)
+    client.delete_run(first)
+    assert upload.main([str(out)]) == 0, capsys.readouterr().err
+    (second,) = tracking.uploads_of("unit", original)
+    assert second != first
+
+
+@pytest.mark.parametrize(("arguments", "code"), [(["--help"], 0), (["-h"], 0), (["--force"], 2), ([], 2), (["a", "b"], 2)])
+def test_upload_usage(arguments: list[str], code: int, capsys) -> None:
+    from forgery import upload
+
+    assert upload.main(arguments) == code
+    captured = capsys.readouterr()
+    usage = "usage: python -m forgery.upload OUTPUT_DIR (the run's Hydra output folder)"
+    assert (captured.out.strip(), captured.err.strip()) == ((usage, "") if code == 0 else ("", f"error: {usage}"))
 
 
 def test_an_upload_reads_a_moved_folder_and_one_that_fails_part_way_can_run_again(mlflow_store: str, tmp_path, monkeypatch, capsys) -> None:

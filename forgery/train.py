@@ -604,12 +604,15 @@ def stop_on_non_finite_loss(epoch: int, checkpoint_dir: Path) -> Any:
             if not np.isfinite(loss):
                 self.model.stop_training = True
                 span = int(getattr(self.model, "steps_per_execution", 1) or 1)
-                raise NumericalError(
-                    f"loss became {loss} at epoch {epoch}, {batch_span(batch, span, self.params.get('steps'))}; "
-                    f"the last good checkpoint (epochs before this one) is kept in {checkpoint_dir}"
-                )
+                raise NumericalError(non_finite_loss_message(loss, epoch, batch_span(batch, span, self.params.get("steps")), checkpoint_dir))
 
     return _Stop()
+
+
+def non_finite_loss_message(loss: float, epoch: int, batches: str, checkpoint_dir: Path) -> str:
+    """Why training stopped, and what of the run is kept: the previous epoch's checkpoint, if one had ended."""
+    kept = f"the checkpoint of epoch {epoch - 1}, the last good one, is kept in {checkpoint_dir}" if epoch > 1 else "no epoch had completed, so no checkpoint was kept"
+    return f"loss became {loss} at epoch {epoch}, {batches}; {kept}"
 
 
 def batch_span(batch: int, steps_per_execution: int, steps: int | None) -> str:

@@ -99,6 +99,7 @@ def test_nan_loss_stops_within_the_epoch_and_fails_the_run(tmp_path: Path) -> No
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "loss became nan at epoch 1" in errors[0], result.stderr[-2000:]
+    assert errors[0].endswith("no epoch had completed, so no checkpoint was kept")  # none is on disk to point to
     client, run = only_run(tmp_path)
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"].startswith("NumericalError: loss became nan at epoch 1")

@@ -330,6 +330,13 @@ def test_the_epoch_speed_line_gives_images_per_second_and_the_saving_apart() -> 
     assert "too fast to time" in epoch_timing(1, 8, 0.0, 0.0)
 
 
+def test_a_non_finite_loss_names_the_checkpoint_kept_only_when_one_is(tmp_path: Path) -> None:
+    from forgery.train import non_finite_loss_message
+
+    assert non_finite_loss_message(float("nan"), 1, "batch 3", tmp_path) == "loss became nan at epoch 1, batch 3; no epoch had completed, so no checkpoint was kept"
+    assert non_finite_loss_message(float("inf"), 4, "batches 1-32", tmp_path) == f"loss became inf at epoch 4, batches 1-32; the checkpoint of epoch 3, the last good one, is kept in {tmp_path}"
+
+
 def test_a_job_without_a_score_returns_the_failed_jobs_score() -> None:
     # Optuna's plugin ends the whole study on a nan; a one-class validation split's AUC is one.
     from forgery.train import FAILED_JOB_SCORE, objective

@@ -75,19 +75,26 @@ def write_state(folder: Path, state: CheckpointState) -> None:
     os.replace(partial, folder / STATE_FILE)
 
 
+class DamagedCheckpoint(Exception):
+    """A checkpoint's state file exists but cannot be read; the message is one line."""
+
+
 def load_state(folder: Path) -> CheckpointState | None:
-    """The saved state, or None when there is no complete checkpoint in `folder`."""
+    """The saved state, or None when there is no complete checkpoint in `folder`; DamagedCheckpoint when unreadable."""
     state_path, model_path = folder / STATE_FILE, folder / MODEL_FILE
     if not state_path.is_file() or not model_path.is_file():
         return None
-    payload = json.loads(state_path.read_text())
-    return CheckpointState(
-        epoch=int(payload["epoch"]),
-        logged_epoch=int(payload["logged_epoch"]),
-        history=payload["history"],
-        best_epoch=int(payload.get("best_epoch", 0)),
-        best_value=payload.get("best_value"),
-    )
+    try:  # written atomically, so damage means something else touched it
+        payload = json.loads(state_path.read_text())
+        return CheckpointState(
+            epoch=int(payload["epoch"]),
+            logged_epoch=int(payload["logged_epoch"]),
+            history=dict(payload["history"]),
+            best_epoch=int(payload.get("best_epoch", 0)),
+            best_value=payload.get("best_value"),
+        )
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise DamagedCheckpoint(f"{state_path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
 
 def save_best(folder: Path) -> None:

@@ -386,9 +386,14 @@ def resumable_run(run_id: str, current: DictConfig, overrides: list[str]) -> tup
     if not output_dir.is_dir():
         raise ConfigError(f"resume: run {run_id}'s output folder {output_dir} is gone (moved or deleted?); its checkpoint is read from there, so put the folder back")
     config_path = output_dir / "config" / "resolved.yaml"
-    state = checkpoints.load_state(output_dir / "checkpoints")
-    if not config_path.is_file() or state is None:
+    try:
+        state = checkpoints.load_state(output_dir / "checkpoints")
+    except checkpoints.DamagedCheckpoint as error:
+        raise ConfigError(f"resume: run {run_id}'s checkpoint state {error}; it cannot resume (start a new run)") from None
+    if state is None:
         raise ConfigError(f"resume: run {run_id} left no checkpoint in {output_dir / 'checkpoints'} (it stopped before its first epoch ended)")
+    if not config_path.is_file():
+        raise ConfigError(f"resume: run {run_id}'s saved config {config_path} is gone; resume trains with the run's own config, so put the file back")
     cfg = OmegaConf.load(config_path)
     cfg.resume = run_id
     for key in keys:

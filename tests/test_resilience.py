@@ -222,6 +222,30 @@ def test_resume_names_a_moved_output_folder(tmp_path: Path, compose_train) -> No
     )
 
 
+def test_resume_names_a_damaged_checkpoint_state_or_a_missing_config(tmp_path: Path, compose_train) -> None:
+    client, run_id, output_dir = killed_run(tmp_path, compose_train)
+    state_path = output_dir / "checkpoints" / checkpoints.STATE_FILE
+    state_path.write_text(state_path.read_text()[:20])  # cut short, as a full disk or a hand edit leaves it
+    result = run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result).startswith(f"error: resume: run {run_id}'s checkpoint state {state_path} cannot be read (JSONDecodeError: ")
+    assert result.stderr.rstrip().endswith("; it cannot resume (start a new run)")
+    state_path.unlink()
+    checkpoints.write_state(output_dir / "checkpoints", checkpoints.CheckpointState(epoch=1, logged_epoch=1, history={"val_auc": [0.5]}))
+    (output_dir / "config" / "resolved.yaml").unlink()
+    result = run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == (
+        f"error: resume: run {run_id}'s saved config {output_dir / 'config' / 'resolved.yaml'} is gone; resume trains with the run's own config, so put the file back"
+    )
+
+
+@pytest.mark.parametrize("text", ["", "[1, 2]", '{"epoch": 1}', '{"epoch": "x", "logged_epoch": 1, "history": {}}', '{"epoch": 1, "logged_epoch": 1, "history": 3}'])
+def test_a_damaged_state_file_is_one_error(tmp_path: Path, text: str) -> None:
+    (tmp_path / checkpoints.MODEL_FILE).write_bytes(b"weights")
+    (tmp_path / checkpoints.STATE_FILE).write_text(text)
+    with pytest.raises(checkpoints.DamagedCheckpoint, match=f"^{re.escape(str(tmp_path / checkpoints.STATE_FILE))} cannot be read \\("):
+        checkpoints.load_state(tmp_path)
+
+
 def test_an_empty_resume_is_refused_not_taken_for_a_new_run(tmp_path: Path) -> None:
     result = run_forgery("train", "resume=", cwd=tmp_path, timeout=120)
     assert one_line_refusal(result) == "error: resume= needs a run id (resume=<run id>, as the interrupted run printed it)"

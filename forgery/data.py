@@ -133,7 +133,7 @@ def keep_fraction(split: Split, fraction: float) -> Split:
 # ----- CIFAKE: Kaggle layout (folder or zip) -> decoded uint8 arrays, cached on disk -----
 
 SPLIT_NAMES: tuple[str, str] = ("train", "test")  # split folders of the Kaggle layout
-CACHE_FORMAT_VERSION = 3  # bump when decoding or the cache layout changes, so old entries are never reused
+CACHE_FORMAT_VERSION = 4  # bump when decoding or the cache layout changes, so old entries are never reused
 # A CIFAKE image is 32x32. 64 megapixels is an 8000x8000 photo, whose RGB pixels alone take 192 MB: more
 # than that is no photo worth shrinking to 32x32 but a decompression bomb (a few KB on disk, gigabytes
 # once decoded), so it is skipped on its header's word, before any pixel is decoded.
@@ -145,7 +145,7 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 DRAFT_SIZE = 4 * IMAGE_SIZE
 # Every key is always in Dataset.issues (0 when none) and becomes the MLflow metric data_<key>.
 ISSUE_DESCRIPTIONS: dict[str, str] = {
-    "skipped_files": "unreadable files skipped (empty, truncated, corrupt or not an image)",
+    "skipped_files": "unreadable files skipped (empty, truncated, corrupt, not an image, or pixels with no known scale)",
     "converted_images": "images converted to RGB (grayscale, alpha, palette or 16-bit)",
     "resized_images": f"images resized to {IMAGE_SIZE}x{IMAGE_SIZE}",
     "oversized_images": (
@@ -207,6 +207,13 @@ class SkippedFile(Exception):
         self.kind = kind
         # True when the cause is outside the cache key (a permission, a failed read): the next run may read the file.
         self.transient = transient
+
+
+class UnscaledPixels(ValueError):
+    """An image whose pixel values have no known scale to 8 bits (floating point, or 32-bit integers)."""
+
+
+SAVE_AS_8_OR_16_BITS = "save the image with 8 or 16 bits per channel"
 
 
 class ImageTooLarge(ValueError):
@@ -579,10 +586,18 @@ def decode_opened(image: Image.Image) -> DecodedImage:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit RGB; alpha is dropped, 16-bit values are scaled down to 8 bits."""
+    """Any PIL image as 8-bit RGB; alpha is dropped, 16-bit values are scaled down to 8 bits.
+
+    Pixels with no fixed scale (floating point, or 32-bit integers beyond 0-65535) raise UnscaledPixels:
+    PIL's convert would clip them to a blank image that still gets a confident label.
+    """
+    if image.mode == "F":
+        raise UnscaledPixels(f"floating-point pixels have no fixed scale (0-1? 0-255?); {SAVE_AS_8_OR_16_BITS}")
     if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise UnscaledPixels(f"32-bit integer pixels from {values.min()} to {values.max()}, beyond 16 bits, have no known scale; {SAVE_AS_8_OR_16_BITS}")
         # PIL's own convert clips 16-bit values at 255, which turns almost every pixel white.
-        values = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
         gray = ((values * 255 + 32767) // 65535).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     return image.convert("RGB")

@@ -17,7 +17,8 @@ one JSON line per image and nothing else, so it can be piped into `jq` or a scri
   version that alias names, as `run_id=` would, temperature included.
 - `gradcam_dir=` also writes a Grad-CAM overlay PNG of the predicted class per image and adds its
   path to the line as `gradcam`; an overlay that cannot be written gets `gradcam_error` instead.
-- A file that cannot be read (missing, corrupt, not an image) gets `{"path", "error"}` and the rest go on.
+- A file that cannot be read (missing, corrupt, not an image, over MAX_FILE_BYTES, a pipe, or pixels with no
+  known scale such as floats), or whose probabilities come out NaN, gets `{"path", "error"}` and the rest go on.
 Exit status: 0 when every image was classified (and its overlay written), 1 when any failed, 2 for a usage
 error (one `error:` line on stderr). Arguments are plain tokens rather than Hydra overrides: a token
 `key=value` whose key is one of the options above sets it, every other token is a path.
@@ -32,7 +33,9 @@ import logging
 import math
 import os
 import re
+import stat
 import sys
+import zipfile
 from pathlib import Path
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -150,6 +153,8 @@ def check_model_file(path: Path) -> None:
         raise UsageError(f"model file not found: {path}")
     if path.suffix != ".keras":
         raise UsageError(f"model_path must be a .keras file: {path}")
+    if not zipfile.is_zipfile(path):  # else Keras says "File not found" of a file that is there
+        raise UsageError(f"cannot load model {path}: not a .keras file (a .keras file is a zip archive; this one is damaged or something else)")
 
 
 def _load_model_file(path: Path) -> keras.Model:
@@ -253,11 +258,16 @@ def read_input(item: Path | tuple[Path, str]) -> InputImage:
     """Decode one file to (32, 32, 3) uint8 RGB as the CIFAKE loader does, or say why it cannot be."""
     from PIL import Image, UnidentifiedImageError
 
-    from forgery.data import IMAGE_SIZE, UNREADABLE_FILE_ERRORS, decode_image
+    from forgery.data import IMAGE_SIZE, MAX_FILE_BYTES, UNREADABLE_FILE_ERRORS, decode_image
 
     if isinstance(item, tuple):
         return InputImage(item[0], None, None, item[1])
     try:
+        status = item.stat()
+        if not stat.S_ISREG(status.st_mode):  # a FIFO or device would block the read forever
+            return InputImage(item, None, None, "not a regular file")
+        if status.st_size > MAX_FILE_BYTES:  # as the CIFAKE loader: no sane image is this big, and it would be read whole
+            return InputImage(item, None, None, f"file of {status.st_size:,} bytes, over the {MAX_FILE_BYTES // 2**20} MiB an image may take; not read")
         data = item.read_bytes()
         decoded = decode_image(data)
         with Image.open(io.BytesIO(data)) as image:  # the header only: what the file was before decoding
@@ -297,6 +307,8 @@ def classify(
                 probabilities = apply_temperature(probabilities, temperature)
             rows = dict(zip(readable, probabilities))
         for position, entry in enumerate(batch):
+            if entry.error is None and not np.all(np.isfinite(rows[position])):  # no label from a broken model's output
+                entry = entry._replace(error=f"the model gave non-finite probabilities {rows[position].tolist()}; its weights are broken")
             if entry.error is not None:
                 yield {"path": str(entry.path), "error": entry.error}
                 continue

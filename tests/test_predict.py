@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from pathlib import Path
 
@@ -267,3 +268,61 @@ def test_a_view_run_evaluates_serves_and_explains_the_same_average(tmp_path: Pat
     pixels = np.asarray(Image.open(image))[None]
     np.testing.assert_allclose([line["probabilities"]["FAKE"], line["probabilities"]["REAL"]], served.predict(pixels, verbose=0)[0], atol=1e-4)
     assert Path(line["gradcam"]).is_file()
+
+
+def test_pixels_without_a_known_scale_are_refused_not_blanked(tmp_path: Path) -> None:
+    # PIL's convert clips 32-bit and float pixels to a blank picture, which would still get a confident label.
+    from forgery.predict import read_input
+
+    grey = np.random.default_rng(0).integers(0, 65536, (32, 32))
+    Image.fromarray(grey.astype(np.int32), mode="I").save(tmp_path / "sixteen in I.tif")
+    Image.fromarray((grey * 1000).astype(np.int32), mode="I").save(tmp_path / "thirty-two.tif")
+    Image.fromarray((grey / 65535).astype(np.float32), mode="F").save(tmp_path / "float.tif")
+    scaled = read_input(tmp_path / "sixteen in I.tif")
+    assert scaled.error is None and scaled.note == "converted from I to RGB"
+    np.testing.assert_array_equal(scaled.pixels[..., 0], (grey * 255 + 32767) // 65535)
+    wide = read_input(tmp_path / "thirty-two.tif")
+    assert wide.pixels is None and wide.error == (
+        f"unreadable image: 32-bit integer pixels from {grey.min() * 1000} to {grey.max() * 1000}, beyond 16 bits, have no known scale; "
+        "save the image with 8 or 16 bits per channel"
+    )
+    floating = read_input(tmp_path / "float.tif")
+    assert floating.pixels is None and floating.error == "unreadable image: floating-point pixels have no fixed scale (0-1? 0-255?); save the image with 8 or 16 bits per channel"
+
+
+def test_a_file_too_big_or_not_regular_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from forgery import data
+    from forgery.predict import read_input
+
+    image = save_image(tmp_path / "a.png", (32, 32, 3), seed=0)
+    monkeypatch.setattr(data, "MAX_FILE_BYTES", image.stat().st_size - 1)
+    assert read_input(image).error == f"file of {image.stat().st_size:,} bytes, over the 0 MiB an image may take; not read"
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would wait for a writer forever
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(read_input, tmp_path / "pipe.png")
+        try:
+            assert answer.result(timeout=20).error == "not a regular file"
+        finally:
+            if not answer.done():  # the read blocks: open the writer end so the thread can end
+                with open(tmp_path / "pipe.png", "wb"):
+                    pass
+
+
+def test_a_damaged_model_file_is_named_damaged_not_missing(tmp_path: Path) -> None:
+    from forgery.predict import check_model_file
+
+    (tmp_path / "bad.keras").write_text("garbage")
+    with pytest.raises(UsageError, match=r"^cannot load model .*bad\.keras: not a \.keras file \(a \.keras file is a zip archive"):
+        check_model_file(tmp_path / "bad.keras")
+
+
+def test_an_image_a_broken_model_scores_nan_gets_an_error_line(tmp_path: Path, model_file: Path) -> None:
+    from forgery.predict import classify
+
+    model = keras.saving.load_model(model_file)
+    model.set_weights([np.full_like(weights, np.nan) for weights in model.get_weights()])
+    image = save_image(tmp_path / "a.png", (32, 32, 3), seed=0)
+    (line,) = classify(model, None, [image], None, None)
+    assert set(line) == {"path", "error"} and line["error"] == "the model gave non-finite probabilities [nan, nan]; its weights are broken"

@@ -98,6 +98,7 @@ def cli() -> None:
         # when its job's turn comes hours later (a single run makes them at once anyway).
         multirun = any(argument in ("-m", "--multirun") for argument in arguments)
         problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")], check=validate_sweep_job if multirun else check_sweep)
+        problem = problem or output_folder_error(arguments)
         if problem:
             fail(problem)
     try:
@@ -105,6 +106,27 @@ def cli() -> None:
     except KeyboardInterrupt:  # before a run opened (checking overrides, loading data, starting Keras); after, train() handles it
         print("interrupted: stopped before the run started; nothing was recorded", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def output_folder_error(arguments: list[str]) -> str | None:
+    """Why the output folder a command line names (hydra.run.dir= / hydra.sweep.dir=) cannot be made, or None.
+
+    Made here, as Hydra would a moment later (all other checks have passed), so a path that is a file or
+    lies where nothing can be written is one line instead of Hydra's traceback. Values with `${...}`
+    are left to Hydra.
+    """
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key.lstrip("+") not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+            continue
+        folder = Path(value)
+        if folder.exists() and not folder.is_dir():
+            return f"{key}={value} names a file, not a folder"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            return f"{key}={value}: the folder cannot be made ({error.strerror or error})"
+    return None
 
 
 # Hydra's flags for printing the config instead of running, and whether each takes a value.

@@ -126,6 +126,31 @@ def test_printed_config_overrides_are_told_from_hydras_flags() -> None:
     assert printed_config_overrides(["--cfg", "job", "--config-dir", "/x"]) is None  # another config folder: Hydra's to read
 
 
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["hydra.run.dir=afile"], "hydra.run.dir=afile names a file, not a folder"),
+        (["hydra.run.dir=afile/run"], "hydra.run.dir=afile/run: the folder cannot be made (Not a directory)"),
+        (["-m", "seed=1,2", "hydra.sweep.dir=afile"], "hydra.sweep.dir=afile names a file, not a folder"),
+    ],
+)
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path: Path, arguments: list[str], expected: str) -> None:
+    (tmp_path / "afile").write_text("mine")
+    result = run_forgery("train", *arguments, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {expected}"]  # was Hydra's FileExistsError traceback
+    assert (tmp_path / "afile").read_text() == "mine" and not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_output_folder_named_on_the_command_line_is_made_before_hydra_needs_it(tmp_path: Path) -> None:
+    from forgery.train import output_folder_error
+
+    assert output_folder_error(["epochs=1", f"hydra.run.dir={tmp_path / 'a' / 'b'}"]) is None
+    assert (tmp_path / "a" / "b").is_dir()
+    assert output_folder_error([f"hydra.run.dir={tmp_path}/${{now:%H}}"]) is None  # interpolations are Hydra's
+    assert not (tmp_path / "${now:%H}").exists()
+
+
 @pytest.mark.parametrize("left", ["checkpoints/state.json", "tracking_journal.jsonl"])
 def test_a_new_run_refuses_a_folder_holding_another_runs_files(tmp_path: Path, left: str) -> None:
     (tmp_path / "used" / left).parent.mkdir(parents=True, exist_ok=True)

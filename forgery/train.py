@@ -87,8 +87,9 @@ def cli() -> None:
         problem = override_error(CONFIG_DIR, "train", printing, check=validate_printed)
         if problem and override_error(CONFIG_DIR, "train", printing):  # Hydra could not compose it: nothing to print
             fail(problem)
-        if problem:
-            print(f"warning: a run with this config would stop with: {problem}", file=sys.stderr)
+        warning = f"a run with this config would stop with: {problem}" if problem else printed_resume_warning(printing)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     # Other flags (--help, --config-dir, ...) change what Hydra does; only plain runs are pre-checked.
     elif all(not argument.startswith("-") or argument in ("-m", "--multirun") for argument in arguments):
         if re.search(r"=\s*(tag\(.*)?interval\(", " ".join(arguments)) and not any(argument.startswith(("hparams_search=", "hydra/sweeper=")) for argument in arguments):
@@ -106,6 +107,25 @@ def cli() -> None:
     except KeyboardInterrupt:  # before a run opened (checking overrides, loading data, starting Keras); after, train() handles it
         print("interrupted: stopped before the run started; nothing was recorded", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def printed_resume_warning(overrides: list[str]) -> str | None:
+    """What `--cfg` with resume= must add: why a run would refuse it, or that it runs the saved config instead."""
+    from hydra import compose, initialize_config_dir
+
+    resumes = [value for key, _, value in (override.partition("=") for override in overrides) if key == "resume"]
+    if not resumes:
+        return None
+    run_id = resumes[-1].strip()
+    try:
+        if not run_id:
+            raise ConfigError("resume= needs a run id (resume=<run id>, as the interrupted run printed it)")
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+            current = compose(config_name="train", overrides=overrides)
+        cfg, _ = resumable_run(run_id, current, overrides)
+    except ConfigError as error:
+        return f"a run with this config would stop with: {error}"
+    return f"resume={run_id} goes on with the run's own saved config, not the one printed: {Path(cfg.output_dir) / 'config' / 'resolved.yaml'}"
 
 
 def output_folder_error(arguments: list[str]) -> str | None:

@@ -246,6 +246,21 @@ def test_a_damaged_state_file_is_one_error(tmp_path: Path, text: str) -> None:
         checkpoints.load_state(tmp_path)
 
 
+def test_a_printed_config_with_resume_says_what_the_run_would_do(tmp_path: Path, compose_train) -> None:
+    # --cfg job prints the composed defaults, but a resumed run goes on with its own saved config.
+    _, run_id, output_dir = killed_run(tmp_path, compose_train)
+    cases = {
+        (f"resume={run_id}",): f"resume={run_id} goes on with the run's own saved config, not the one printed: {output_dir / 'config' / 'resolved.yaml'}",
+        (f"resume={run_id}", "epochs=9"): "a run with this config would stop with: resume: a run goes on with its own saved config, so 'epochs=9' cannot change it; beside resume= only runtime.* and verbose may be set",
+        ("resume=0123456789abcdef",): f"a run with this config would stop with: resume: no MLflow run with id '0123456789abcdef' in sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    for arguments, expected in cases.items():
+        result = run_forgery("train", *arguments, "--cfg", "job", cwd=tmp_path, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.strip().splitlines() == [f"warning: {expected}"]
+        assert "optimizer:" in result.stdout
+
+
 def test_an_empty_resume_is_refused_not_taken_for_a_new_run(tmp_path: Path) -> None:
     result = run_forgery("train", "resume=", cwd=tmp_path, timeout=120)
     assert one_line_refusal(result) == "error: resume= needs a run id (resume=<run id>, as the interrupted run printed it)"

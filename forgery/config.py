@@ -80,6 +80,8 @@ def validate(cfg: DictConfig, backend_checks: bool = True) -> None:
         if not 0.0 <= momentum < 1.0:
             raise ConfigError(f"optimizer.ema_momentum must be in [0, 1), got {momentum:g}")
     experiment = OmegaConf.select(cfg, "tracking.experiment")
+    if isinstance(experiment, (int, float)) and not isinstance(experiment, bool):  # Hydra reads tracking.experiment=2024 as a number
+        raise ConfigError(f"tracking.experiment must be a name, and Hydra read {experiment!r} as a number; quote it: tracking.experiment=\"'{experiment}'\"")
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError(f"tracking.experiment must be a non-empty name, got {experiment!r}")
     smoothing = _number(cfg, "label_smoothing")

@@ -91,6 +91,7 @@ def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -
         (["augment=flip", "augment.flip=horizonal"], "augment.flip must be null, horizontal, vertical, horizontal_and_vertical, got 'horizonal'"),
         (["early_stopping.restore_best=no"], "early_stopping.restore_best must be true or false, got 'no'"),
         (["data.seed=-1"], "data.seed must be a whole number from 0 to 2**32 - 1, got -1"),
+        (["tracking.experiment=2024"], "tracking.experiment must be a name, and Hydra read 2024 as a number; quote it: tracking.experiment=\"'2024'\""),
     ],
 )
 def test_bad_input_fails_before_training_with_one_line(tmp_path: Path, arguments: list[str], expected: str) -> None:

@@ -97,8 +97,17 @@ def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
     # NLL is smooth and unimodal in log T on any real data, so a bounded 1-D search finds the minimum.
     low, high = np.log(TEMPERATURE_BOUNDS)
     found = minimize_scalar(nll, bounds=(low, high), method="bounded", options={"xatol": 1e-5})
+    if found.x - low < 1e-3:  # still falling at the smallest T: no image is wrong enough to stop sharpening
+        return 1.0  # the fit is not identifiable, and T at its bound would make every call near certain
     # T = 1 is "no scaling": keep it unless the search really improved on it, so fitting never hurts NLL.
     return float(np.exp(found.x)) if found.fun < nll(0.0) else 1.0
+
+
+def unidentified_fit(labels: np.ndarray, probabilities: np.ndarray, temperature: float) -> str | None:
+    """Why `temperature` stayed 1 on a validation split that calls for unlimited sharpening, or None."""
+    if temperature != 1.0 or not np.all(np.asarray(probabilities).argmax(axis=1) == labels):
+        return None
+    return "no validation image is misclassified, so any sharpening lowers the NLL without limit; the temperature stays 1 (no scaling)"
 
 
 def calibration_report(
@@ -112,6 +121,7 @@ def calibration_report(
     return {
         "temperature": temperature,
         "fitted_on": "validation",
+        "fit_note": unidentified_fit(val_labels, val_probabilities, temperature),
         "bins": BINS,
         "definitions": {
             "ece": f"sum over {BINS} equal-width confidence bins of (share of images in the bin) * "

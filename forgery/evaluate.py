@@ -9,9 +9,11 @@ from sklearn import metrics
 
 from forgery.data import CLASS_NAMES
 
-# The ROC/PR positive class is REAL (label 1), scikit-learn's default; ROC AUC is the same either way.
+# The ROC/PR positive class is REAL (label 1), scikit-learn's default; ROC AUC is the same either way
+# (the ranking score below is antisymmetric in the two classes).
 POSITIVE_CLASS = 1
 _EPSILON = 1e-7  # Keras clips probabilities by the same amount inside its cross-entropy
+_TINY = float(np.finfo(np.float32).smallest_subnormal)  # below any probability a float32 softmax gives but 0
 REPORT_ROWS = (*CLASS_NAMES, "macro avg", "weighted avg")
 REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
 
@@ -19,7 +21,7 @@ REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
 def headline_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     """test_loss (cross-entropy), test_accuracy, test_roc_auc and test_pr_auc."""
     picked = np.clip(probabilities[np.arange(len(labels)), labels], _EPSILON, 1.0)
-    scores = probabilities[:, POSITIVE_CLASS]
+    scores = ranking_scores(probabilities)
     return {
         "test_loss": float(-np.mean(np.log(picked))),
         "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
@@ -28,15 +30,27 @@ def headline_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str,
     }
 
 
+def ranking_scores(probabilities: np.ndarray) -> np.ndarray:
+    """The positive class's score for ROC and PR: log p(REAL) - log p(FAKE), in float64 from both columns.
+
+    A float32 softmax rounds p(REAL) to exactly 1.0 once the logit margin passes about 16.6, so ranking
+    by that column ties every confident REAL call, and a confidently wrong FAKE image among them counts
+    half right; p(FAKE) still resolves down to about 1e-38 there, so the difference keeps them apart.
+    It is monotone in p(REAL) wherever the columns sum to 1, so it changes no curve except by breaking such ties.
+    """
+    p = np.maximum(np.asarray(probabilities, dtype=np.float64), _TINY)
+    return np.log(p[:, POSITIVE_CLASS]) - np.log(p[:, 1 - POSITIVE_CLASS])
+
+
 def roc_points(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, list[float]]:
     """ROC curve points (false and true positive rates) for the positive class."""
-    fpr, tpr, _ = metrics.roc_curve(labels == POSITIVE_CLASS, probabilities[:, POSITIVE_CLASS])
+    fpr, tpr, _ = metrics.roc_curve(labels == POSITIVE_CLASS, ranking_scores(probabilities))
     return {"fpr": _rounded(fpr), "tpr": _rounded(tpr)}
 
 
 def pr_points(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, list[float]]:
     """Precision-recall curve points for the positive class, recall increasing."""
-    precision, recall, _ = metrics.precision_recall_curve(labels == POSITIVE_CLASS, probabilities[:, POSITIVE_CLASS])
+    precision, recall, _ = metrics.precision_recall_curve(labels == POSITIVE_CLASS, ranking_scores(probabilities))
     return {"recall": _rounded(recall[::-1]), "precision": _rounded(precision[::-1])}
 
 

@@ -9,9 +9,12 @@ import keras
 PACKAGE = "forgery"
 
 
-# Scores are compared on their logit, clipped to this range: float32 resolves probabilities to about 1e-7
-# from 0 or 1, where the logit is about 16, so nothing finer is lost.
-LOGIT_RANGE = 16.0
+# Scores are compared on each class's logit against the other (log p_c - log p_other), clipped to this
+# range: a float32 softmax gives probabilities down to about 1e-38, so margins up to about 87 resolve.
+LOGIT_RANGE = 88.0
+# Cut-offs over [-LOGIT_RANGE, LOGIT_RANGE]: 0.064 apart in logit, the spacing that agrees with the exact ROC
+# AUC to about 1e-4 (the fast path for even cut-offs costs the same at any count).
+LOGIT_THRESHOLDS = 2751
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -21,12 +24,15 @@ class LabelAUC(keras.metrics.AUC):
     A distilled target (forgery.distill) is soft, such as [0.62, 0.38]; Keras's own AUC counts every
     non-zero share as a positive, so it would score that image as both classes.
 
-    With `logit_spaced`, each score is mapped to its logit, scaled from [-16, 16] onto [0, 1], before
-    Keras's evenly spaced cut-offs see it: the cut-offs are then evenly spaced in logit. Keras's own
-    spacing (500 cut-offs, 0.002 apart) puts every score above 0.998 in one bucket, and a confident
-    network scores most images there: on such outputs it read 0.9949 where the exact ROC AUC is 0.9973.
-    The ROC AUC is unchanged by a monotone map of the scores, so only the bucketing improves (to within
-    about 1e-4 of the exact value), and Keras keeps its fast path for evenly spaced cut-offs.
+    With `logit_spaced`, each class's score is mapped to its logit against the other class, log p_c -
+    log p_other from both softmax columns, scaled from [-88, 88] onto [0, 1], before Keras's evenly spaced
+    cut-offs see it: the cut-offs are then evenly spaced in logit. Keras's own spacing (500 cut-offs,
+    0.002 apart) puts every score above 0.998 in one bucket, and a confident network scores most images
+    there: on such outputs it read 0.9949 where the exact ROC AUC is 0.9973. Both columns are needed
+    because float32 rounds a probability near 1 to exactly 1 (a logit margin past about 16.6), while its
+    partner near 0 still resolves. The ROC AUC is unchanged by a monotone map of the scores, so only the
+    bucketing improves (to within about 1e-4 of the exact value), and Keras keeps its fast path for
+    evenly spaced cut-offs; give it LOGIT_THRESHOLDS cut-offs.
     """
 
     def __init__(self, *arguments: Any, logit_spaced: bool = False, **keywords: Any) -> None:
@@ -45,9 +51,9 @@ class LabelAUC(keras.metrics.AUC):
 
 
 def logit_position(probabilities: Any) -> Any:
-    """Each probability's logit, clipped to [-LOGIT_RANGE, LOGIT_RANGE] and scaled onto [0, 1]; monotone."""
-    p = keras.ops.cast(probabilities, "float32")
-    logits = keras.ops.log(keras.ops.maximum(p, 1e-30)) - keras.ops.log(keras.ops.maximum(1.0 - p, 1e-30))
+    """Each of two columns' logit against the other, clipped to [-LOGIT_RANGE, LOGIT_RANGE] and scaled onto [0, 1]; monotone."""
+    logs = keras.ops.log(keras.ops.maximum(keras.ops.cast(probabilities, "float32"), 1e-45))  # float32's smallest above 0
+    logits = logs - keras.ops.flip(logs, axis=-1)
     return (keras.ops.clip(logits, -LOGIT_RANGE, LOGIT_RANGE) + LOGIT_RANGE) / (2.0 * LOGIT_RANGE)
 
 

@@ -380,11 +380,11 @@ def sharpness_aware(model: Any, cfg: DictConfig) -> None:
 
 def run_metrics() -> list[Any]:
     """Accuracy and ROC AUC, the metrics a run tracks each epoch."""
-    from forgery.metrics import LabelAUC
+    from forgery.metrics import LOGIT_THRESHOLDS, LabelAUC
 
     # Per-column AUC, averaged: with two softmax columns, FAKE's AUC equals REAL's, so this is the binary ROC AUC.
     # Scored against each target's label, so a distilled (soft) training target is still read as its label.
-    return ["accuracy", LabelAUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=500, logit_spaced=True)]
+    return ["accuracy", LabelAUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES), num_thresholds=LOGIT_THRESHOLDS, logit_spaced=True)]
 
 
 def refuse_sweep_without_multirun() -> None:

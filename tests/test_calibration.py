@@ -18,6 +18,7 @@ from forgery.calibration import (
     fit_temperature,
     negative_log_likelihood,
     reliability_bins,
+    unidentified_fit,
 )
 from forgery.plots import reliability_figure
 
@@ -144,3 +145,19 @@ def test_reliability_figure_shows_the_filled_bins_before_and_after() -> None:
     assert [patch.get_height() for patch in left.patches] == [row["accuracy"] for row in before if row["count"]]
     assert "2" in right.get_title()
     plt.close(figure)
+
+
+def test_a_validation_split_without_errors_keeps_the_temperature_at_one() -> None:
+    # Every call right: the NLL keeps falling as T shrinks, and T at its bound would turn a 0.55 into 0.98.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    confidence = rng.uniform(0.6, 0.99, 200)
+    probabilities = np.where(labels[:, None] == 1, np.stack([1 - confidence, confidence], 1), np.stack([confidence, 1 - confidence], 1))
+    assert fit_temperature(labels, probabilities) == 1.0
+    report = calibration_report(labels, probabilities, labels, probabilities)
+    assert report["temperature"] == 1.0 and report["fit_note"].startswith("no validation image is misclassified")
+    # one confident mistake makes the fit identifiable again: a real temperature, and no note
+    labels[0] = 1 - probabilities[0].argmax()
+    report = calibration_report(labels, probabilities, labels, probabilities)
+    assert report["temperature"] != 1.0 and report["fit_note"] is None
+    assert unidentified_fit(labels, probabilities, 1.0) is None  # T = 1 because no T did better: nothing to explain

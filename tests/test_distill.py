@@ -166,16 +166,21 @@ def test_student_learns_from_a_teacher_run_and_refuses_another_split(tmp_path: P
 
 
 def test_the_tracked_auc_matches_the_exact_roc_auc_on_confident_scores() -> None:
-    from scipy.special import expit
     from sklearn.metrics import roc_auc_score
 
     from forgery.train import run_metrics
 
+    import keras
+
     labels = np.repeat([0, 1], 1000)
-    # a confident network: most scores within 0.002 of 0 or 1, where evenly spaced cut-offs see one bucket
-    scores = expit(np.where(labels == 1, 20.0, -20.0) + np.random.default_rng(0).normal(0, 10, 2000)).astype("float32")
-    predictions, targets = np.stack([1 - scores, scores], axis=1), np.eye(2, dtype="float32")[labels]
-    exact = roc_auc_score(labels, scores)
+    # a confident network: most scores within 0.002 of 0 or 1, where evenly spaced cut-offs see one bucket,
+    # and many REAL margins past 16.6, where a float32 softmax rounds p(REAL) to exactly 1
+    wrong = np.arange(2000) % 20 == 0  # one FAKE image in twenty confidently called REAL
+    margins = np.where(labels == 1, 22.0, np.where(wrong, 20.0, -22.0)) + np.random.default_rng(0).normal(0, 4, 2000)
+    predictions = keras.ops.convert_to_numpy(keras.ops.softmax(np.stack([np.zeros(2000), margins], axis=1).astype("float32")))
+    targets = np.eye(2, dtype="float32")[labels]
+    exact = roc_auc_score(labels, margins)  # on the float64 margins: no ties
+    assert abs(roc_auc_score(labels, predictions[:, 1]) - exact) > 1e-3  # one float32 column ties the confident calls
     tracked = run_metrics()[1]
     tracked.update_state(targets, predictions)
     assert float(tracked.result()) == pytest.approx(exact, abs=1e-4)
@@ -183,8 +188,6 @@ def test_the_tracked_auc_matches_the_exact_roc_auc_on_confident_scores() -> None
     evenly_spaced.update_state(targets, predictions)
     assert abs(float(evenly_spaced.result()) - exact) > 1e-3  # what the spacing fixes
     # and it compiles into a training step whose batches are all full (a fixed batch shape)
-    import keras
-
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=run_metrics())

@@ -77,3 +77,24 @@ def test_report_json_writes_undefined_metrics_as_null() -> None:
     assert written["rows"][0]["test_roc_auc"] is None
     assert written["rows"][0]["test_accuracy"] == pytest.approx(1.0)
     assert written["inf"] == [None, 0.5] and written["n"] == 3
+
+
+def test_confident_calls_are_ranked_by_both_columns_not_tied() -> None:
+    # A float32 softmax gives p(REAL) == 1.0 exactly past a logit margin of about 16.6, yet p(FAKE) still
+    # tells those images apart: a confidently wrong FAKE (margin 18) ranks below the REAL ones (margin 30).
+    import keras
+    from sklearn.metrics import roc_auc_score
+
+    margins = np.array([-5.0, -30.0, 18.0, 30.0, 30.0, 25.0])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(np.stack([np.zeros(6), margins], axis=1).astype("float32")))
+    assert np.all(probabilities[2:, 1] == 1.0)  # the tie a single column sees
+    exact = roc_auc_score(labels, margins)  # 1.0: every REAL above every FAKE
+    assert headline_metrics(labels, probabilities)["test_roc_auc"] == pytest.approx(exact)
+    assert roc_auc_score(labels, probabilities[:, 1]) < exact
+    assert headline_metrics(labels, probabilities)["test_pr_auc"] == pytest.approx(1.0)
+    curve = roc_points(labels, probabilities)
+    assert (0.0, 1.0) in set(zip(curve["fpr"], curve["tpr"]))  # the curve climbs to 1 before any false positive
+    # the same ranking from FAKE's side
+    swapped = headline_metrics(1 - labels, probabilities[:, ::-1])
+    assert swapped["test_roc_auc"] == pytest.approx(exact)

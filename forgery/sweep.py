@@ -73,9 +73,12 @@ def metric_columns(metric: str) -> tuple[str, ...]:
     return METRIC_COLUMNS if metric in METRIC_COLUMNS else (metric, *METRIC_COLUMNS)
 
 
+TEXT_COLUMNS = ("job", "run_id", "status", "overrides", "failure_reason")  # the summary's columns that are not metrics
+
+
 def summary_columns(metric: str) -> tuple[str, ...]:
     """Every column of the summary table, in order."""
-    return ("job", "run_id", "status", "overrides", *metric_columns(metric), "failure_reason")
+    return (*TEXT_COLUMNS[:4], *metric_columns(metric), TEXT_COLUMNS[4])
 
 
 def summary_rows(children: list[dict[str, Any]], metric: str = METRIC_COLUMNS[0]) -> list[dict[str, str]]:
@@ -95,7 +98,7 @@ def summary_rows(children: list[dict[str, Any]], metric: str = METRIC_COLUMNS[0]
             "failure_reason": run["tags"].get("failure_reason", ""),
         }
         for name in metric_columns(metric):
-            row[name] = f"{metrics[name]:.6f}" if name in metrics else ""
+            row[name] = repr(float(metrics[name])) if name in metrics else ""  # in full: the ranking reads it; the markdown rounds
         rows.append(row)
     return rows
 
@@ -134,8 +137,14 @@ def to_markdown(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
     """The summary as a markdown table (pipes in values escaped, line breaks, as in a multi-line failure reason, made spaces)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(" ".join(row[column].split()).replace("|", "\\|") for column in columns) + " |")
+        cells = (_shown(row[column]) if column not in TEXT_COLUMNS else row[column] for column in columns)
+        lines.append("| " + " | ".join(" ".join(cell.split()).replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _shown(value: str) -> str:
+    """A metric cell for reading: 6 decimals (the CSV keeps every digit)."""
+    return f"{float(value):.6f}" if value else value
 
 
 def unlogged_metric_warning(children: list[dict[str, Any]], job: str, metric: str) -> str | None:

@@ -72,6 +72,17 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
     metrics["history"].update(accuracy=[0.5], val_accuracy=[0.5])
     (one_class / "training_metrics.json").write_text(json.dumps(metrics))
 
+    # Losses of exactly 1 point / 0.01 ROC AUC, as Python's subtraction stores them (0.57 - 0.56 = 0.00999...98),
+    # and one just short of it.
+    exact = root / "projects" / "exact-points"
+    shutil.copytree(root / PAGE, exact)
+    robustness = json.loads((exact / "robustness.json").read_text())
+    clean, *damaged = robustness["corruptions"]
+    clean.update(accuracy=0.57, roc_auc=0.57)
+    for row, value in zip(damaged, [0.56, 0.5601] + [0.57] * len(damaged)):
+        row.update(accuracy=value, accuracy_drop=0.57 - value, roc_auc=value, roc_auc_drop=0.57 - value)
+    (exact / "robustness.json").write_text(json.dumps(robustness))
+
     broken_robustness = root / "projects" / "broken-robustness"
     shutil.copytree(root / PAGE, broken_robustness)
     (broken_robustness / "robustness.json").write_text("{not json")
@@ -307,3 +318,16 @@ def test_undefined_roc_auc_and_narrow_axes_read_right(browser: Any, server: str,
     values = [float(label.rstrip("%")) for label in labels]
     steps = {round(b - a, 6) for a, b in zip(values, values[1:])}
     assert len(values) >= 3 and len(steps) == 1 and min(steps) > 0, labels
+
+
+def test_a_loss_of_exactly_the_notable_size_is_marked(browser: Any, server: str, public: Path) -> None:
+    # The legend says red marks a loss of 1 point or more; float subtraction stores exactly 1 point a hair below.
+    robustness = json.loads((public / "projects" / "exact-points" / "robustness.json").read_text())
+    assert 0.0 < robustness["corruptions"][1]["accuracy_drop"] < 0.01  # the float the page meets
+    page, problems = open_page(browser, f"{server}projects/exact-points/", 1280)
+    assert problems == []
+    one_point, short = (f'#robustness tr[data-row="{row["name"]}"]' for row in robustness["corruptions"][1:3])
+    for column in ("accuracy_change", "roc_auc_change"):
+        assert page.get_attribute(f"{one_point} td[data-column={column}]", "class") == "worse"
+        assert page.get_attribute(f"{short} td[data-column={column}]", "class") == ""
+    assert f"1 of {len(robustness['corruptions']) - 1} corruptions cost 0.01 ROC AUC or more" in shown(page, "#robustness .insight")

@@ -47,10 +47,20 @@ def test_summary_tables() -> None:
     assert len(markdown) == 4 and markdown[3].endswith("| ResourceExhaustedError: in Conv2D.call(). OOM when allocating |")
 
 
+def test_jobs_closer_than_the_shown_decimals_are_still_ranked_apart() -> None:
+    # Rounded to the table's 6 decimals these tie, and a tie would keep the earlier (worse) job.
+    close = [child(0, "FINISHED", 0.98765412), child(1, "FINISHED", 0.98765448)]
+    assert best_row(summary_rows(close), "evaluated_val_auc", "max")["run_id"] == "run1"
+    losses = [{**child(0, "FINISHED", 0.9), "metrics": {"test_loss": 4e-7}}, {**child(1, "FINISHED", 0.9), "metrics": {"test_loss": 1e-9}}]
+    best = best_row(summary_rows(losses, "test_loss"), "test_loss", "min")
+    assert best["run_id"] == "run1" and float(best["test_loss"]) == 1e-9  # the value the parent run logs as best_test_loss
+
+
 def test_a_ranking_metric_outside_the_usual_columns_gets_its_own() -> None:
     rows = summary_rows([child(0, "FINISHED", 0.9), child(1, "FINISHED", 0.7)], "test_pr_auc")
     columns = summary_columns("test_pr_auc")
-    assert columns[4] == "test_pr_auc" and to_csv(rows, columns).splitlines()[1].split(",")[4] == "0.100000"
+    assert columns[4] == "test_pr_auc" and float(to_csv(rows, columns).splitlines()[1].split(",")[4]) == 1 - 0.9  # every digit
+    assert to_markdown(rows, columns).splitlines()[2].split(" | ")[4] == "0.100000"  # rounded for reading
     assert best_row(rows, "test_pr_auc", "max")["run_id"] == "run1"
     assert summary_columns("test_accuracy").count("test_accuracy") == 1
 

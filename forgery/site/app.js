@@ -769,6 +769,9 @@ function perturbationFigures(perturbation, file) {
 
 // A change against clean this large (1 accuracy point, 0.01 ROC AUC) is coloured and counted as a loss or gain.
 const NOTABLE_CHANGE = 0.01;
+// The file's drops are float differences: a loss of exactly 1 point (0.57 - 0.56) is stored as 0.00999...98.
+const notableLoss = (change) => change <= -NOTABLE_CHANGE + 1e-9;
+const notableGain = (change) => change >= NOTABLE_CHANGE - 1e-9;
 
 /** Accuracy and ROC AUC on clean and corrupted test images, with the change against clean. */
 async function renderRobustness() {
@@ -788,7 +791,7 @@ async function renderRobustness() {
   // data-label names each cell, for the phone layout where every row becomes a small card.
   const changeCell = (column, clean, change, format) => el("td", {
     "data-column": column, "data-label": "change",
-    className: clean ? "reference-cell" : change === null ? "" : change <= -NOTABLE_CHANGE ? "worse" : change >= NOTABLE_CHANGE ? "better" : "",
+    className: clean ? "reference-cell" : change === null ? "" : notableLoss(change) ? "worse" : notableGain(change) ? "better" : "",
   }, clean ? "reference" : change === null ? "–" : format(change));
   // A paragraph, not a caption: on a phone the table becomes cards, and a caption would squeeze into one column.
   const legend = el("p", { className: "note table-note" },
@@ -813,7 +816,7 @@ function robustnessInsight(rows) {
   const ranked = damaged.filter((row) => row.rocAucChange !== null);
   if (!ranked.length || (clean && clean.rocAuc === null)) return "ROC AUC is undefined on these images: they hold one class only, so only accuracy is compared.";
   const worst = ranked.reduce((a, b) => (b.rocAucChange < a.rocAucChange ? b : a));
-  const costly = ranked.filter((row) => row.rocAucChange <= -NOTABLE_CHANGE).length;
+  const costly = ranked.filter((row) => notableLoss(row.rocAucChange)).length;
   const from = clean ? `${fixed(clean.rocAuc)} → ` : "";
   return `Largest ROC AUC change: ${worst.description} (${worst.name}), ${from}${fixed(worst.rocAuc)} (${signed(worst.rocAucChange)}). ` +
     `${costly} of ${plural(damaged.length, "corruption")} cost ${NOTABLE_CHANGE} ROC AUC or more.`;

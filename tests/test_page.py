@@ -82,6 +82,8 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for row, value in zip(damaged, [0.56, 0.5601] + [0.57] * len(damaged)):
         row.update(accuracy=value, accuracy_drop=0.57 - value, roc_auc=value, roc_auc_drop=0.57 - value)
     (exact / "robustness.json").write_text(json.dumps(robustness))
+    calibration = json.loads((exact / "calibration.json").read_text())
+    (exact / "calibration.json").write_text(json.dumps({**calibration, "temperature": 1.0, "fit_note": "no validation image is misclassified, so ..."}))
 
     broken_robustness = root / "projects" / "broken-robustness"
     shutil.copytree(root / PAGE, broken_robustness)
@@ -331,3 +333,11 @@ def test_a_loss_of_exactly_the_notable_size_is_marked(browser: Any, server: str,
         assert page.get_attribute(f"{one_point} td[data-column={column}]", "class") == "worse"
         assert page.get_attribute(f"{short} td[data-column={column}]", "class") == ""
     assert f"1 of {len(robustness['corruptions']) - 1} corruptions cost 0.01 ROC AUC or more" in shown(page, "#robustness .insight")
+    # and a temperature the fit could not pin down says why it is 1
+    assert shown(page, "#calibration .stat[data-key=temperature] .stat-note").endswith("; no validation image is misclassified, so ...")
+
+
+def test_a_fitted_temperature_comes_without_a_note(browser: Any, server: str, public: Path) -> None:
+    assert json.loads((public / PAGE / "calibration.json").read_text())["fit_note"] is None  # a real run's file
+    page, _ = open_page(browser, f"{server}{PAGE}/", 1280)
+    assert "misclassified" not in shown(page, "#calibration .stat[data-key=temperature] .stat-note")

@@ -593,7 +593,9 @@ async function renderCalibration() {
   const definitions = calibration.definitions && typeof calibration.definitions === "object" ? calibration.definitions : {};
   const names = { temperature: "Temperature T", ece: "ECE", brier: "Brier score", nll: "NLL" };
   const numbersPart = el("div", { className: "calibration-numbers" },
-    el("div", { className: "stats" }, stat("temperature", "Temperature T", fixed(temperature, 3), fitted)),
+    // Why T stayed 1 when the fit could not be pinned down (a validation split without a single error).
+    el("div", { className: "stats" }, stat("temperature", "Temperature T", fixed(temperature, 3),
+      typeof calibration.fit_note === "string" ? `${fitted}; ${calibration.fit_note}` : fitted)),
     el("div", { className: "table-scroll" }, table),
     el("dl", { className: "definitions" }, Object.entries(definitions).map(([key, definition]) =>
       el("div", { "data-key": key }, el("dt", {}, names[key] || key), el("dd", {}, String(definition))))));

@@ -44,9 +44,15 @@ def raise_if_requested() -> None:
         raise KeyboardInterrupt
 
 
+def exit_status() -> int:
+    """The exit status for the last interrupt: 128 + its signal, as a shell reports it (130 Ctrl-C, 143 SIGTERM)."""
+    return 128 + int(getattr(_state, "signum", signal.SIGINT))
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     """Signal handler: raise now, or mark the interrupt pending inside a deferred block."""
     _state.requested = True  # kept even if the raise below lands where Python drops it
+    _state.signum = signum  # kept after the block ends: the caller's exit status names the signal
     if _depth() > 0:
         _state.pending = True
         return
@@ -68,7 +74,7 @@ def handled() -> Iterator[None]:
     except ValueError:  # not the main thread (some launchers): leave signals alone
         yield
         return
-    _state.requested, _state.handling = False, True
+    _state.requested, _state.handling, _state.signum = False, True, signal.SIGINT
     try:
         yield
     finally:

@@ -105,8 +105,10 @@ def cli() -> None:
     try:
         main()
     except KeyboardInterrupt:  # before a run opened (checking overrides, loading data, starting Keras); after, train() handles it
+        from forgery import interrupts
+
         print("interrupted: stopped before the run started; nothing was recorded", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(interrupts.exit_status()) from None
 
 
 def printed_resume_warning(overrides: list[str]) -> str | None:
@@ -323,7 +325,7 @@ def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
         print(f"interrupted: run {run_id} ended KILLED; {kept}", file=sys.stderr)
         if saved and run_id:
             print(f"resume with: python -m forgery.train resume={run_id}", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(interrupts.exit_status()) from None
     if tracker.lost:
         raise TrackingLost(
             f"error: an MLflow call failed during the run ({tracker.lost}); the store's copy of run {run_id} is incomplete\n"

@@ -151,3 +151,15 @@ def test_an_interrupt_dropped_after_training_still_ends_the_run_killed(
     client = MlflowClient(mlflow_store)
     (run,) = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
     assert run.info.status == "KILLED"
+
+
+def test_the_exit_status_names_the_signal() -> None:
+    with interrupts.handled():
+        assert interrupts.exit_status() == 130  # nothing arrived yet: Ctrl-C's
+        try:
+            interrupts._interrupt(signal.SIGTERM, None)
+        except KeyboardInterrupt:
+            pass
+    assert interrupts.exit_status() == 143  # still known once the block has ended, where train() exits
+    with interrupts.handled():  # a new block starts clean
+        assert interrupts.exit_status() == 130

@@ -200,7 +200,7 @@ def _load_run_model(run_id: str) -> tuple[keras.Model, float | None]:
     _check_store(f"unknown run {run_id}")
     run = tracking.get_run(run_id)
     if run is None:  # another folder's store, most often: name the one searched
-        raise UsageError(f"unknown run {run_id} in {tracking.tracking_uri()} (run predict in the folder the training ran in, or set MLFLOW_TRACKING_URI)")
+        raise UsageError(tracking.deleted_run(run_id, "name another run") or f"unknown run {run_id} in {tracking.tracking_uri()} (run predict in the folder the training ran in, or set MLFLOW_TRACKING_URI)")
     try:
         model = tracking.load_run_model(run_id)
     except (RuntimeError, OSError) as error:

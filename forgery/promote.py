@@ -164,7 +164,7 @@ def choose_run(experiment: str, metric: str, mode: str, run_id: str | None, pare
     if run_id is not None:
         run = tracking.get_run(run_id)
         if run is None:
-            raise PromoteError(f"run {run_id} does not exist")
+            raise PromoteError(tracking.deleted_run(run_id, "promote another run") or f"run {run_id} does not exist")
         return to_choice(check_named_run(run, metric), tracking.experiment_name(run["experiment_id"]), metric)
     found = tracking.experiment_id(experiment)
     if found is None:

@@ -412,6 +412,24 @@ def _deleted_experiment(name: str, experiment_id: str, other: str = "choose anot
     return f"experiment {name!r} is deleted in {tracking_uri()}: restore it (mlflow experiments restore --experiment-id {experiment_id}) or {other}"
 
 
+def deleted_run(run_id: str, other: str) -> str | None:
+    """Why `run_id` is not active when it is only deleted (itself or with its experiment), with how to restore it; else None.
+    `other` ends the message: what else the command can do."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None  # no such run at all
+    if run.info.lifecycle_stage != "deleted":
+        return None
+    experiment = client.get_experiment(run.info.experiment_id)
+    if experiment.lifecycle_stage == "deleted":
+        return f"run {run_id} was deleted with its experiment {experiment.name!r} in {tracking_uri()}: restore that (mlflow experiments restore --experiment-id {experiment.experiment_id}) or {other}"
+    return f"run {run_id} is deleted in {tracking_uri()}: restore it (mlflow runs restore --run-id {run_id}) or {other}"
+
+
 def experiment_id(name: str) -> str | None:
     """Id of the active experiment called `name`, or None when there is none (deleted counts as none)."""
     experiment = mlflow.MlflowClient().get_experiment_by_name(name)

@@ -326,3 +326,16 @@ def test_an_image_a_broken_model_scores_nan_gets_an_error_line(tmp_path: Path, m
     image = save_image(tmp_path / "a.png", (32, 32, 3), seed=0)
     (line,) = classify(model, None, [image], None, None)
     assert set(line) == {"path", "error"} and line["error"] == "the model gave non-finite probabilities [nan, nan]; its weights are broken"
+
+
+def test_a_deleted_run_is_named_deleted_not_unknown(mlflow_store: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from forgery import tracking
+    from forgery.predict import _load_run_model
+
+    with tracking.Tracker(None).run("unit", None, {}) as run_id:
+        pass
+    MlflowClient(mlflow_store).delete_run(run_id)
+    with pytest.raises(UsageError, match=f"^run {run_id} is deleted in {mlflow_store}: restore it \\(mlflow runs restore --run-id {run_id}\\) or name another run$"):
+        _load_run_model(run_id)

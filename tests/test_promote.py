@@ -449,7 +449,7 @@ def test_cli_refuses_a_missing_experiment_with_one_line(experiment: str, make_re
 def test_a_deleted_experiment_is_named_deleted_with_how_to_restore_it(experiment: str, make_report: Callable[[str], Path], mlflow_store: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
+    run_id = log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
     client = MlflowClient(mlflow_store)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     client.delete_experiment(experiment_id)
@@ -458,6 +458,25 @@ def test_a_deleted_experiment_is_named_deleted_with_how_to_restore_it(experiment
     assert str(refused.value) == (
         f"experiment {experiment!r} is deleted in {mlflow_store}: restore it (mlflow experiments restore --experiment-id {experiment_id}) or name another with experiment="
     )
+    with pytest.raises(promote.PromoteError) as refused:  # named by its id, the run went with its experiment
+        promote.choose_run(experiment, "test_roc_auc", "max", run_id, None)
+    assert str(refused.value) == (
+        f"run {run_id} was deleted with its experiment {experiment!r} in {mlflow_store}: "
+        f"restore that (mlflow experiments restore --experiment-id {experiment_id}) or promote another run"
+    )
+
+
+def test_a_deleted_run_is_named_deleted_with_how_to_restore_it(experiment: str, make_report: Callable[[str], Path], mlflow_store: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_store)
+    alone = log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
+    client.delete_run(alone)
+    with pytest.raises(promote.PromoteError) as refused:
+        promote.choose_run(experiment, "test_roc_auc", "max", alone, None)
+    assert str(refused.value) == f"run {alone} is deleted in {mlflow_store}: restore it (mlflow runs restore --run-id {alone}) or promote another run"
+    with pytest.raises(promote.PromoteError, match="^run 0123456789abcdef does not exist$"):
+        promote.choose_run(experiment, "test_roc_auc", "max", "0123456789abcdef", None)
 
 
 def test_cli_without_a_store_refuses_and_creates_none(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ high frequencies of generated images. A colour grating with a 4-8 px period adds
 that shows up as peaks in generated images' spectra; it is stronger than in real generators because
 the seed model, trained 5 epochs under rotation and zoom augmentation, cannot learn faint ones. Both
 classes then get the same faint noise and the same rounding to uint8, so neither is a cue. Strengths
-are calibrated so the seed model reaches about 87-92% test accuracy: learnable, not perfectly. Train
-and test crops come from disjoint tiles of each photo, so no test image repeats a training one.
+are calibrated so the seed model reaches about 85-93% test accuracy: learnable, not perfectly. Train,
+validation and test crops come from disjoint tiles of each photo, so no validation or test image
+repeats (or overlaps) a training one, and validation figures are as honest as test ones.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import numpy as np
 import sklearn
 from PIL import Image
 
-from forgery.data import CLASS_NAMES, IMAGE_SIZE, Dataset, DataError, Split, split_validation
+from forgery.data import CLASS_NAMES, IMAGE_SIZE, Dataset, DataError, Split, check_val_fraction
 
 FAKE_LABEL, REAL_LABEL = CLASS_NAMES.index("FAKE"), CLASS_NAMES.index("REAL")
 CROP_SIZES = (32, 128)  # smallest and largest crop side in source pixels: close-ups to wide views
 TEST_EVERY = 4  # one photo tile in this many holds test crops only: about a 25% test share of each photo
+VAL_EVERY = 8  # one tile in this many, of those left, holds validation crops only: about 13% of each photo
+PARTS = ("train", "val", "test")
 MIN_DETAIL = 6.0  # grey levels of Laplacian below which a crop counts as flat and is redrawn
 LOW_SIZE = IMAGE_SIZE // 2  # FAKE content resolution before the 2x upsampling trace
 UPSAMPLED_SHARES = (0.5, 1.0)  # how much of the upsampled render replaces the clean one; higher is easier
@@ -62,18 +65,28 @@ def load_photos() -> list[Image.Image]:
     return photos
 
 
+def tile_part(column: int, row: int) -> str:
+    """Which split a tile's crops go to: "test", "val" or "train"."""
+    # Staggered row to row, so each part's tiles spread over the photo and all parts see similar content.
+    position = column + 2 * row
+    if position % TEST_EVERY == 1:
+        return "test"
+    return "val" if position % VAL_EVERY == 3 else "train"
+
+
 def photo_tiles(photo: Image.Image, part: str) -> list[tuple[int, int, int, int]]:
-    """(left, top, right, bottom) boxes of the photo's train or test tiles, each at least a crop wide."""
+    """(left, top, right, bottom) boxes of the photo's train, val or test tiles, each at least a crop wide."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     width, height = photo.size
     columns, rows = width // CROP_SIZES[1], height // CROP_SIZES[1]
     x_edges = np.linspace(0, width, columns + 1).astype(int)
     y_edges = np.linspace(0, height, rows + 1).astype(int)
-    # Every fourth tile, staggered row to row, is test: spread over the photo, both parts see similar content.
     return [
         (int(x_edges[column]), int(y_edges[row]), int(x_edges[column + 1]), int(y_edges[row + 1]))
         for row in range(rows)
         for column in range(columns)
-        if ((column + 2 * row) % TEST_EVERY == 1) == (part == "test")
+        if tile_part(column, row) == part
     ]
 
 
@@ -239,23 +252,38 @@ def finish(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_split(photos: list[Image.Image], part: str, per_class: int, rng: np.random.Generator) -> Split:
-    """`per_class` REAL and `per_class` FAKE images from the photos' `part` tiles, REAL first."""
+    """`per_class` REAL and `per_class` FAKE images from the photos' `part` tiles, in a shuffled order."""
     _, real = detailed_crops(photos, part, per_class, rng)
     # Each FAKE crop is rendered at 32 px (its clean look) and at 16 px (what the "generator" upsamples).
     fake_crops, fake_clean = detailed_crops(photos, part, per_class, rng)
     fake = add_generator_traces(fake_clean, render_crops(photos, fake_crops, LOW_SIZE), rng)
     images = finish(np.concatenate([real, fake]), rng)
     labels = np.concatenate([np.full(per_class, REAL_LABEL), np.full(per_class, FAKE_LABEL)]).astype(np.int64)
-    return Split(images, labels)
+    # Shuffled once so batches mix classes even without fit's own shuffling (as CIFAKE's splits are).
+    order = rng.permutation(len(labels))
+    return Split(images[order], labels[order])
+
+
+def val_per_class(train_per_class: int, val_fraction: float) -> int:
+    """Validation images per class held out of `train_per_class`: at least one, leaving at least one to train on."""
+    check_val_fraction(val_fraction)
+    if train_per_class < 2:
+        raise DataError(f"data.train_per_class is {train_per_class}; the validation split needs at least 2 per class")
+    return min(max(int(round(train_per_class * val_fraction)), 1), train_per_class - 1)
 
 
 def load_demo(
     seed: int = 0, val_fraction: float = 0.1, train_per_class: int = 1200, test_per_class: int = 300
 ) -> Dataset:
-    """The demo dataset, built in memory from the seed: same seed, same images."""
+    """The demo dataset, built in memory from the seed: same seed, same images.
+
+    `val_fraction` of `train_per_class` is drawn from the validation tiles instead of the training ones.
+    """
+    val_count = val_per_class(train_per_class, val_fraction)  # fail before seconds of rendering
     photos = load_photos()
-    train_rng, test_rng = (np.random.default_rng(stream) for stream in np.random.SeedSequence(seed).spawn(2))
-    train_and_val = make_split(photos, "train", train_per_class, train_rng)
+    # Train and test keep the first two streams they always had; validation draws from a third.
+    train_rng, test_rng, val_rng = (np.random.default_rng(stream) for stream in np.random.SeedSequence(seed).spawn(3))
+    train = make_split(photos, "train", train_per_class - val_count, train_rng)
     test = make_split(photos, "test", test_per_class, test_rng)
-    train, val = split_validation(train_and_val.images, train_and_val.labels, val_fraction, seed)
+    val = make_split(photos, "val", val_count, val_rng)
     return Dataset(name="demo", train=train, val=val, test=test, issues={})

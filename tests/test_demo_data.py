@@ -64,15 +64,70 @@ def test_different_seeds_give_different_images() -> None:
 def test_no_test_image_repeats_a_training_image(demo: Dataset) -> None:
     seen = {image.tobytes() for image in np.concatenate([demo.train.images, demo.val.images])}
     assert not any(image.tobytes() in seen for image in demo.test.images)
+    training = {image.tobytes() for image in demo.train.images}
+    assert not any(image.tobytes() in training for image in demo.val.images)
 
 
-def test_train_and_test_tiles_never_overlap() -> None:
+def boxes_overlap(first: tuple[int, int, int, int], second: tuple[int, int, int, int]) -> bool:
+    """Whether two (left, top, right, bottom) boxes share any area."""
+    left, top, right, bottom = first
+    other_left, other_top, other_right, other_bottom = second
+    return not (right <= other_left or other_right <= left or bottom <= other_top or other_bottom <= top)
+
+
+def test_train_val_and_test_tiles_never_overlap() -> None:
     for photo in demo_data.load_photos():
-        train_tiles, test_tiles = demo_data.photo_tiles(photo, "train"), demo_data.photo_tiles(photo, "test")
-        assert train_tiles and test_tiles
-        for left, top, right, bottom in test_tiles:
-            for other_left, other_top, other_right, other_bottom in train_tiles:
-                assert right <= other_left or other_right <= left or bottom <= other_top or other_bottom <= top
+        tiles = {part: demo_data.photo_tiles(photo, part) for part in ("train", "val", "test")}
+        assert all(tiles.values()), {part: len(boxes) for part, boxes in tiles.items()}
+        for part, other in (("train", "val"), ("train", "test"), ("val", "test")):
+            assert not any(boxes_overlap(box, other_box) for box in tiles[part] for other_box in tiles[other])
+
+
+def test_each_split_draws_its_crops_only_from_its_own_tiles() -> None:
+    photos = demo_data.load_photos()
+    for part in ("train", "val", "test"):
+        crops = demo_data.sample_crops(photos, part, 300, np.random.default_rng(0))
+        for photo_index, x, y, side, _ in crops:
+            inside = [
+                left <= x and top <= y and x + side <= right and y + side <= bottom
+                for left, top, right, bottom in demo_data.photo_tiles(photos[photo_index], part)
+            ]
+            assert any(inside), (part, photo_index, x, y, side)
+
+
+def test_each_split_is_rendered_from_its_own_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    requested: list[tuple[str, int]] = []
+    make_split = demo_data.make_split
+
+    def recording_make_split(photos, part: str, per_class: int, rng: np.random.Generator):
+        requested.append((part, per_class))
+        return make_split(photos, part, per_class, rng)
+
+    monkeypatch.setattr(demo_data, "make_split", recording_make_split)
+    dataset = load_demo(seed=0, val_fraction=0.25, **SMALL)
+    assert sorted(requested) == [("test", 10), ("train", 30), ("val", 10)]
+    assert dataset.val.class_counts() == {"FAKE": 10, "REAL": 10}
+
+
+def test_unknown_tile_part_is_refused() -> None:
+    with pytest.raises(ValueError, match="part must be one of"):
+        demo_data.photo_tiles(demo_data.load_photos()[0], "validation")
+
+
+def test_too_few_training_images_for_a_validation_split_is_a_data_error() -> None:
+    with pytest.raises(DataError, match="train_per_class is 1; the validation split needs at least 2 per class"):
+        load_demo(seed=0, train_per_class=1, test_per_class=10)
+    with pytest.raises(DataError, match="val_fraction must be between 0 and 1"):
+        load_demo(seed=0, val_fraction=1.0, **SMALL)
+    # The smallest valid request keeps one image per class on each side.
+    smallest = load_demo(seed=0, train_per_class=2, test_per_class=2)
+    assert smallest.train.class_counts() == smallest.val.class_counts() == {"FAKE": 1, "REAL": 1}
+
+
+def test_splits_mix_the_classes_in_their_order(demo: Dataset) -> None:
+    # Neither class comes as one block: the first 20 images of each split hold both.
+    for split in (demo.train, demo.val, demo.test):
+        assert set(split.labels[:20].tolist()) == {FAKE, REAL}
 
 
 def test_fake_images_have_less_fine_detail_than_real(demo: Dataset) -> None:

@@ -86,28 +86,47 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return softmax(logits / temperature, axis=1)
 
 
-def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """The T > 0 that minimises the NLL of softmax(log(p) / T) on these (validation) images; 1.0 unless better."""
+NO_ERROR_NOTE = (
+    "no validation image is misclassified, so any sharpening lowers the NLL without limit; "
+    "the temperature stays 1 (no scaling)"
+)
+
+
+def bound_note(temperature: float) -> str:
+    """Why the fitted temperature sits at one end of TEMPERATURE_BOUNDS."""
+    side = "smallest" if temperature == TEMPERATURE_BOUNDS[0] else "largest"
+    return f"the validation NLL is lowest beyond the {side} temperature searched, so the temperature is held at that bound ({temperature:g})"
+
+
+def temperature_fit(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, str | None]:
+    """The T > 0 that minimises the NLL of softmax(log(p) / T) on these (validation) images, and a note when
+    T is not the plain minimum: 1.0 when no image is misclassified (the NLL falls without limit as T
+    shrinks), or a bound of TEMPERATURE_BOUNDS when the minimum lies beyond it."""
     logits = np.log(np.maximum(np.asarray(probabilities, dtype="float64"), _SMALLEST_PROBABILITY))
     rows = np.arange(len(labels))
+    # Decided from the data, not from where a search stops: once every margin / T passes about 37, the
+    # float64 NLL is exactly 0 and flat, and a search can stop anywhere in that flat region.
+    if np.all(logits[rows, labels] >= logits.max(axis=1)):
+        return 1.0, NO_ERROR_NOTE
 
     def nll(log_temperature: float) -> float:
         return float(-np.mean(log_softmax(logits / np.exp(log_temperature), axis=1)[rows, labels]))
 
-    # NLL is smooth and unimodal in log T on any real data, so a bounded 1-D search finds the minimum.
+    # With an image misclassified the NLL grows without limit as T shrinks: smooth, with one minimum in log T.
     low, high = np.log(TEMPERATURE_BOUNDS)
     found = minimize_scalar(nll, bounds=(low, high), method="bounded", options={"xatol": 1e-5})
-    if found.x - low < 1e-3:  # still falling at the smallest T: no image is wrong enough to stop sharpening
-        return 1.0  # the fit is not identifiable, and T at its bound would make every call near certain
     # T = 1 is "no scaling": keep it unless the search really improved on it, so fitting never hurts NLL.
-    return float(np.exp(found.x)) if found.fun < nll(0.0) else 1.0
+    if not found.fun < nll(0.0):
+        return 1.0, None
+    for bound, log_bound in zip(TEMPERATURE_BOUNDS, (low, high)):
+        if abs(found.x - log_bound) < 1e-3 and nll(log_bound) <= found.fun:  # still falling at the bound
+            return bound, bound_note(bound)
+    return float(np.exp(found.x)), None
 
 
-def unidentified_fit(labels: np.ndarray, probabilities: np.ndarray, temperature: float) -> str | None:
-    """Why `temperature` stayed 1 on a validation split that calls for unlimited sharpening, or None."""
-    if temperature != 1.0 or not np.all(np.asarray(probabilities).argmax(axis=1) == labels):
-        return None
-    return "no validation image is misclassified, so any sharpening lowers the NLL without limit; the temperature stays 1 (no scaling)"
+def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The fitted temperature of `temperature_fit`, without its note."""
+    return temperature_fit(labels, probabilities)[0]
 
 
 def calibration_report(
@@ -117,11 +136,11 @@ def calibration_report(
     test_probabilities: np.ndarray,
 ) -> dict[str, Any]:
     """Temperature fitted on validation; test-split ECE, Brier, NLL and reliability bins before and after."""
-    temperature = fit_temperature(val_labels, val_probabilities)
+    temperature, note = temperature_fit(val_labels, val_probabilities)
     return {
         "temperature": temperature,
         "fitted_on": "validation",
-        "fit_note": unidentified_fit(val_labels, val_probabilities, temperature),
+        "fit_note": note,
         "bins": BINS,
         "definitions": {
             "ece": f"sum over {BINS} equal-width confidence bins of (share of images in the bin) * "

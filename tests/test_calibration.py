@@ -10,6 +10,8 @@ from scipy.special import softmax
 
 from forgery.calibration import (
     BINS,
+    NO_ERROR_NOTE,
+    TEMPERATURE_BOUNDS,
     apply_temperature,
     brier_score,
     calibration_metrics,
@@ -18,7 +20,7 @@ from forgery.calibration import (
     fit_temperature,
     negative_log_likelihood,
     reliability_bins,
-    unidentified_fit,
+    temperature_fit,
 )
 from forgery.plots import reliability_figure
 
@@ -153,11 +155,50 @@ def test_a_validation_split_without_errors_keeps_the_temperature_at_one() -> Non
     labels = rng.integers(0, 2, 200)
     confidence = rng.uniform(0.6, 0.99, 200)
     probabilities = np.where(labels[:, None] == 1, np.stack([1 - confidence, confidence], 1), np.stack([confidence, 1 - confidence], 1))
-    assert fit_temperature(labels, probabilities) == 1.0
+    assert temperature_fit(labels, probabilities) == (1.0, NO_ERROR_NOTE)
     report = calibration_report(labels, probabilities, labels, probabilities)
     assert report["temperature"] == 1.0 and report["fit_note"].startswith("no validation image is misclassified")
     # one confident mistake makes the fit identifiable again: a real temperature, and no note
     labels[0] = 1 - probabilities[0].argmax()
     report = calibration_report(labels, probabilities, labels, probabilities)
     assert report["temperature"] != 1.0 and report["fit_note"] is None
-    assert unidentified_fit(labels, probabilities, 1.0) is None  # T = 1 because no T did better: nothing to explain
+
+
+@pytest.mark.parametrize("wrong_probability", [1e-2, 1e-6, 1e-12, 0.0])
+def test_a_confident_validation_split_without_errors_keeps_the_temperature_at_one(wrong_probability: float) -> None:
+    # Margins so wide that the float64 NLL is exactly 0 for any T below about 0.2: a search stopped in that
+    # flat region, far from its bound, once returned a sharpening T that doubled the test Brier score.
+    labels = np.random.default_rng(0).integers(0, 2, 200)
+    probabilities = np.full((200, 2), wrong_probability, dtype="float32")
+    probabilities[np.arange(200), labels] = 1 - wrong_probability
+    assert temperature_fit(labels, probabilities) == (1.0, NO_ERROR_NOTE)
+
+
+def test_a_minimum_below_the_smallest_temperature_is_held_at_that_bound_with_a_note() -> None:
+    # 99 timid right calls at 0.55 and one barely wrong at 0.499: the NLL is lowest near T = 0.02, below
+    # the bound; T = 1 (what the fit once returned, with no note) is the worst choice in range.
+    labels = np.ones(100, dtype="int64")
+    probabilities = np.tile([0.45, 0.55], (100, 1))
+    probabilities[0] = [0.501, 0.499]
+    temperature, note = temperature_fit(labels, probabilities)
+    assert temperature == TEMPERATURE_BOUNDS[0]
+    assert note == "the validation NLL is lowest beyond the smallest temperature searched, so the temperature is held at that bound (0.05)"
+    assert negative_log_likelihood(labels, apply_temperature(probabilities, temperature)) < negative_log_likelihood(labels, probabilities) / 10
+
+
+def test_a_minimum_above_the_largest_temperature_is_held_at_that_bound_with_a_note() -> None:
+    # Confident calls that are right barely more than half the time: only near-total softening helps.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 2000)
+    calls = np.where(rng.random(2000) < 0.51, labels, 1 - labels)
+    probabilities = np.where(calls[:, None] == 1, [0.001, 0.999], [0.999, 0.001])
+    temperature, note = temperature_fit(labels, probabilities)
+    assert temperature == TEMPERATURE_BOUNDS[1] and "beyond the largest temperature searched" in note
+    report = calibration_report(labels, probabilities, labels, probabilities)
+    assert report["temperature"] == TEMPERATURE_BOUNDS[1] and report["fit_note"] == note
+
+
+def test_an_interior_minimum_has_no_note() -> None:
+    labels, probabilities = overconfident_model(2.5, 5000, seed=7)
+    temperature, note = temperature_fit(labels, probabilities)
+    assert TEMPERATURE_BOUNDS[0] < temperature < TEMPERATURE_BOUNDS[1] and note is None

@@ -3,9 +3,11 @@
 A detector should learn what generators do to images, not how the dataset was stored. For a CIFAKE
 folder this measures, per class, the JPEG file size, whether the JPEG quantisation tables differ, and
 colour statistics (per-channel mean and spread), then fits a logistic regression on those
-non-content features alone (train split) and scores it on the test split. An accuracy near 50% means
-the container and global colour give the class away no better than a coin; a high one means a model
-could cheat with them and its accuracy would not be evidence of anything.
+non-content features alone (train split) and scores it on the test split. Both the fit and the score
+weigh the classes equally (balanced accuracy: the mean of the per-class hit rates), so folders of
+unequal size cannot pass for a cue. A score near 50% means the container and global colour give the
+class away no better than a coin; a high one means a model could cheat with them and its accuracy
+would not be evidence of anything.
 """
 
 from __future__ import annotations
@@ -88,8 +90,9 @@ def split_features(root: Path, split: str, limit: int) -> tuple[np.ndarray, np.n
 
 
 def shortcut_report(root: Path, limit: int = 2000) -> dict[str, object]:
-    """Per-class statistics and the test accuracy of a classifier that sees no image content."""
+    """Per-class statistics and the balanced test accuracy of a classifier that sees no image content."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -102,9 +105,11 @@ def shortcut_report(root: Path, limit: int = 2000) -> dict[str, object]:
     }
     accuracy = {}
     for group, columns in (("file size", [0]), ("colour statistics", list(range(1, 7))), ("all of these", list(range(7)))):
-        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        # Balanced weights: with unequal folders an unweighted fit learns the majority class and plain
+        # accuracy then reads the class ratio as a cue.
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced"))
         classifier.fit(train_x[:, columns], train_y)
-        accuracy[group] = round(float(classifier.score(test_x[:, columns], test_y)), 4)
+        accuracy[group] = round(float(balanced_accuracy_score(test_y, classifier.predict(test_x[:, columns]))), 4)
     return {
         "files_per_class_and_split": limit,
         "files_read": {
@@ -114,7 +119,7 @@ def shortcut_report(root: Path, limit: int = 2000) -> dict[str, object]:
         "class_means": per_class,
         "jpeg_quantisation_tables": {name: sorted(tables[label]) for label, name in enumerate(CLASS_NAMES)},
         "same_jpeg_tables": tables[0] == tables[1],
-        "test_accuracy_without_content": accuracy,
+        "test_balanced_accuracy_without_content": accuracy,
     }
 
 

@@ -16,14 +16,15 @@ from forgery.data import ISSUE_DESCRIPTIONS
 from forgery.shortcuts import shortcut_report
 
 
-def make_dataset(root: Path, fake_quality: int) -> None:
-    """Same kind of noise images in both classes; FAKE saved at `fake_quality`, REAL at 75."""
+def make_dataset(root: Path, fake_quality: int, fake_share: float = 1.0) -> None:
+    """Same kind of noise images in both classes; FAKE saved at `fake_quality`, REAL at 75; FAKE folders
+    hold `fake_share` as many files as REAL ones."""
     rng = np.random.default_rng(0)
     for split, count in (("train", 40), ("test", 20)):
         for name, quality in (("FAKE", fake_quality), ("REAL", 75)):
             folder = root / split / name
             folder.mkdir(parents=True)
-            for index in range(count):
+            for index in range(round(count * fake_share) if name == "FAKE" else count):
                 pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{index} ({index}).jpg", quality=quality)
 
@@ -32,14 +33,24 @@ def test_a_planted_container_shortcut_is_found(tmp_path: Path) -> None:
     make_dataset(tmp_path, fake_quality=30)  # FAKE files: other tables, much smaller files
     report = shortcut_report(tmp_path, limit=40)
     assert report["same_jpeg_tables"] is False
-    assert report["test_accuracy_without_content"]["file size"] > 0.9
+    assert report["test_balanced_accuracy_without_content"]["file size"] > 0.9
 
 
 def test_no_shortcut_when_the_classes_are_stored_alike(tmp_path: Path) -> None:
     make_dataset(tmp_path, fake_quality=75)
     report = shortcut_report(tmp_path, limit=40)
     assert report["same_jpeg_tables"] is True
-    assert report["test_accuracy_without_content"]["all of these"] < 0.75
+    assert report["test_balanced_accuracy_without_content"]["all of these"] < 0.75
+
+
+def test_unequal_folders_are_no_cue(tmp_path: Path) -> None:
+    # Five REAL files for each FAKE one, stored alike: an unweighted fit calls everything REAL and plain
+    # accuracy (83%) would read the class ratio as a shortcut.
+    make_dataset(tmp_path, fake_quality=75, fake_share=0.2)
+    report = shortcut_report(tmp_path, limit=40)
+    assert report["files_read"]["test"] == {"FAKE": 4, "REAL": 20}
+    for score in report["test_balanced_accuracy_without_content"].values():
+        assert score < 0.75
 
 
 def test_missing_folder_is_one_line(tmp_path: Path) -> None:

@@ -16,10 +16,12 @@ _EPSILON = 1e-7  # Keras clips probabilities by the same amount inside its cross
 _TINY = float(np.finfo(np.float32).smallest_subnormal)  # below any probability a float32 softmax gives but 0
 REPORT_ROWS = (*CLASS_NAMES, "macro avg", "weighted avg")
 REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
+# test_pr_auc is average precision: the standard, unbiased summary of the PR curve.
+PR_AUC_METHOD = "average precision: sum over thresholds of (recall step) * precision, scikit-learn's average_precision_score (not the trapezoid between PR points, which can read higher or lower)"
 
 
 def headline_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    """test_loss (cross-entropy), test_accuracy, test_roc_auc and test_pr_auc."""
+    """test_loss (cross-entropy), test_accuracy, test_roc_auc and test_pr_auc (average precision: PR_AUC_METHOD)."""
     picked = np.clip(probabilities[np.arange(len(labels)), labels], _EPSILON, 1.0)
     scores = ranking_scores(probabilities)
     return {

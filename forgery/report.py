@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from forgery.data import CLASS_NAMES
-from forgery.evaluate import POSITIVE_CLASS
+from forgery.evaluate import POSITIVE_CLASS, PR_AUC_METHOD
 
 # The six Grad-CAM files of the report: <sample>-input.png and <sample>-gradcam-<target>.png.
 GRADCAM_SAMPLES: tuple[str, ...] = tuple(name.lower() for name in CLASS_NAMES)
@@ -70,7 +70,9 @@ def training_metrics(
         "epochs": list(range(1, epochs + 1)),
         "history": per_epoch,
         "roc_curve": {**roc, "auc": headline["test_roc_auc"]},
-        "pr_curve": {**pr, "auc": headline["test_pr_auc"]},
+        # "auc" is average precision, the step-wise area (what test_pr_auc holds), not the trapezoid over
+        # these points: straight lines between PR points are not reachable operating points.
+        "pr_curve": {**pr, "auc": headline["test_pr_auc"], "auc_method": PR_AUC_METHOD},
         "confusion_matrix": {"labels": list(CLASS_NAMES), "rows": "true", "columns": "predicted", "matrix": confusion_matrix},
         "headline": headline,
     }

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from sklearn import metrics as sklearn_metrics
 
 from forgery.evaluate import classification_report, confusion, format_report_tsv, headline_metrics, pr_points, roc_points
 from forgery.report import to_json, training_metrics
@@ -63,6 +64,18 @@ def test_training_metrics_payload() -> None:
     assert payload["roc_curve"]["auc"] == headline["test_roc_auc"]
     assert payload["confusion_matrix"]["matrix"] == [[2, 1], [0, 3]]
     assert payload["class_names"] == ["FAKE", "REAL"]
+    assert payload["pr_curve"]["auc"] == headline["test_pr_auc"] and payload["pr_curve"]["auc_method"].startswith("average precision")
+
+
+def test_pr_auc_is_the_step_wise_average_precision_not_the_trapezoid() -> None:
+    # REAL at ranks 1, 3 and 6 of 8: precision 1/1, 2/3 and 3/6 at the recall steps, so AP = (1 + 2/3 + 1/2) / 3.
+    labels = np.array([1, 0, 1, 0, 0, 1, 0, 0])
+    real = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    probabilities = np.stack([1 - real, real], axis=1)
+    assert headline_metrics(labels, probabilities)["test_pr_auc"] == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
+    pr = pr_points(labels, probabilities)
+    # The trapezoid over the same points (0.678 here) is another number: the step-wise area is what is logged.
+    assert abs(sklearn_metrics.auc(pr["recall"], pr["precision"]) - headline_metrics(labels, probabilities)["test_pr_auc"]) > 0.04
 
 
 def test_report_json_writes_undefined_metrics_as_null() -> None:

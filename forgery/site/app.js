@@ -274,7 +274,7 @@ async function renderHeadline() {
       `validation ${percent(number(headline, "final_val_accuracy", file))}`),
     stat("test_roc_auc", "Test ROC AUC", fixed(number(headline, "test_roc_auc", file)), "0.5 is chance, 1 is perfect"),
     stat("test_accuracy", "Test accuracy", percent(number(headline, "test_accuracy", file)),
-      `PR AUC ${fixed(number(headline, "test_pr_auc", file))}`),
+      `average precision ${fixed(number(headline, "test_pr_auc", file))}`),
     stat("gradcam_overlays", "Grad-CAM overlays", count(overlays), "heatmaps of where the model looks"));
 }
 
@@ -371,7 +371,7 @@ function prFigure(metrics, file, positive) {
   const auc = number(pr, "auc", file);
   const share = positiveShare(metrics);
   const plot = lineChart({
-    label: `Precision-recall curve, AUC ${fixed(auc)}`, series: [{ name: `precision-recall (AUC ${fixed(auc)})`, kind: "val", points: recall.map((x, i) => [x, precision[i]]) }],
+    label: `Precision-recall curve, average precision ${fixed(auc)}`, series: [{ name: `precision-recall (AP ${fixed(auc)})`, kind: "val", points: recall.map((x, i) => [x, precision[i]]) }],
     xDomain: [0, 1], yDomain: [0, 1], xLabel: "recall", yLabel: "precision",
     xFormat: axisFixed(1), yFormat: axisFixed(1), baseline: share,
   });

@@ -121,8 +121,9 @@ def validate(cfg: DictConfig, backend_checks: bool = True) -> None:
     check_sweep(cfg)
     for key in ("gradcam.upscale", "evidence.gradcam_checks_per_class"):
         _positive_int(cfg, key)
-    if _integer(cfg, "evidence.robustness_images") < 0:
-        raise ConfigError(f"evidence.robustness_images must be 0 (all of the test split) or more, got {_integer(cfg, 'evidence.robustness_images')}")
+    if _integer(cfg, "evidence.robustness_images") < 0 or _integer(cfg, "evidence.robustness_images") == 1:
+        # One image holds one class only: its ROC AUC, the robustness table's second column, is undefined.
+        raise ConfigError(f"evidence.robustness_images must be 0 (all of the test split) or at least 2 (an image per class), got {_integer(cfg, 'evidence.robustness_images')}")
     alpha = _number(cfg, "gradcam.alpha")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"gradcam.alpha must be in [0, 1], got {alpha:g}")

@@ -807,8 +807,12 @@ def evidence_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
         return np.arange(count)
     rng = np.random.default_rng([seed, 7])
     classes = [np.flatnonzero(labels == label) for label in np.unique(labels)]
-    sizes = [max(1, round(limit * len(members) / count)) for members in classes]
-    while sum(sizes) > limit:  # rounding up the small classes may overshoot by an image or two
+    quotas = [limit * len(members) / count for members in classes]
+    sizes = [max(1, int(quota)) for quota in quotas]
+    # Largest remainders first, so the subset holds exactly `limit` images (rounding each class could drop one).
+    while sum(sizes) < limit:
+        sizes[int(np.argmax([quota - size for quota, size in zip(quotas, sizes)]))] += 1
+    while sum(sizes) > limit:  # one image for each small class may overshoot by an image or two
         sizes[int(np.argmax(sizes))] -= 1
     return np.sort(np.concatenate([rng.choice(members, size=size, replace=False) for members, size in zip(classes, sizes) if size]))
 

@@ -73,6 +73,7 @@ def test_residual_models_stay_under_a_million_parameters_and_explain(highpass: b
         ("gradcam.alpha=1.5", "gradcam.alpha"),
         ("evidence.gradcam_checks_per_class=0", "evidence.gradcam_checks_per_class"),
         ("evidence.robustness_images=-1", "evidence.robustness_images"),
+        ("evidence.robustness_images=1", "evidence.robustness_images"),
     ],
 )
 def test_recipe_values_are_checked(compose_train, override: str, key: str) -> None:
@@ -255,11 +256,16 @@ def test_each_epoch_draws_new_random_numbers_whatever_the_seed() -> None:
     assert states and all(0 <= int(state[0]) < 2**32 and int(state[1]) == 0 for state in states)
 
 
-@pytest.mark.parametrize(("limit", "expected"), [(1, None), (2, [1, 1]), (10, [7, 3]), (0, [70, 30]), (500, [70, 30])])
-def test_the_robustness_subset_keeps_both_classes(limit: int, expected: list[int] | None) -> None:
+@pytest.mark.parametrize(
+    ("limit", "expected", "shares"),
+    [(1, None, (70, 30)), (2, [1, 1], (70, 30)), (10, [7, 3], (70, 30)), (0, [70, 30], (70, 30)), (500, [70, 30], (70, 30)),
+     (5, [3, 2], (50, 50)), (7, [4, 3], (50, 50)), (3, [2, 1], (98, 2))],
+)
+def test_the_robustness_subset_keeps_both_classes(limit: int, expected: list[int] | None, shares: tuple[int, int]) -> None:
+    # Exactly `limit` images: rounding each class's share half to even once gave 2 + 2 for a limit of 5.
     from forgery.train import evidence_subset
 
-    labels = np.array([0] * 70 + [1] * 30)
+    labels = np.array([0] * shares[0] + [1] * shares[1])
     subset = evidence_subset(labels, limit, seed=3)
     assert len(subset) == min(limit or 100, 100) and len(set(subset.tolist())) == len(subset) and list(subset) == sorted(subset)
     if expected is not None:

@@ -11,7 +11,11 @@ def constant(lr: float, steps_per_epoch: int, epochs: int) -> float:
 
 
 def cosine(lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float = 1.0, final_fraction: float = 0.0) -> keras.optimizers.schedules.LearningRateSchedule:
-    """Linear warm-up from 0 to `lr` over `warmup_epochs`, then cosine decay to `final_fraction * lr` at the last step."""
+    """Linear warm-up from 0 to `lr` over `warmup_epochs`, then cosine decay to `final_fraction * lr` at the last step.
+
+    Steps are the optimizer's: under mixed_float16 a step skipped for overflowing gradients does not count,
+    so the decay then ends that many steps short of its last value.
+    """
     total = max(1, steps_per_epoch * epochs)
     warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1)
     return keras.optimizers.schedules.CosineDecay(

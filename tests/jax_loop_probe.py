@@ -39,6 +39,13 @@ def trained(loop: str, variant: str, checkpoints: Path) -> tuple[list[np.ndarray
     return model.get_weights(), history
 
 
+def built_model():
+    """The probe's model, untrained: for the names of its weights, in get_weights() order."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(train.CONFIG_DIR)):
+        cfg = compose("train", OVERRIDES)
+    return train.build_model(cfg, 72, steps_per_execution=4)
+
+
 def nan_message(checkpoints: Path) -> str:
     import keras
 
@@ -65,7 +72,8 @@ def main() -> None:
         for loop in ("fit", "scan"):
             weights, histories[f"{variant}_{loop}"] = trained(loop, variant, checkpoints)
             arrays.update({f"{variant}_{loop}_{index}": value for index, value in enumerate(weights)})
-    np.savez(out, backend=keras.backend.backend(), histories=json.dumps(histories), nan_message=nan_message(checkpoints), **arrays)
+    names = [variable.path for variable in built_model().weights]
+    np.savez(out, backend=keras.backend.backend(), histories=json.dumps(histories), names=json.dumps(names), nan_message=nan_message(checkpoints), **arrays)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from forgery.jax_loop import batch_plan
 from tests.conftest import PROJECT_ROOT
 
 PROBE = Path(__file__).with_name("jax_loop_probe.py")
+ADAM_RATE, STEPS = 1.0e-4, 2 * 11  # the probe's: the seed's Adam rate; 2 epochs of 72 images at batch 7
 
 
 def test_full_batches_go_steps_per_execution_to_a_call_and_a_partial_batch_gets_its_own() -> None:
@@ -90,6 +92,9 @@ def test_an_epoch_through_the_scan_trains_as_fit_does(tmp_path: Path) -> None:
     probe = np.load(out)
     assert str(probe["backend"]) == "jax"
     histories = json.loads(str(probe["histories"]))
+    names = json.loads(str(probe["names"]))
+    batchnorm_fed = {index for index, name in enumerate(names) if re.fullmatch(r"conv\d+/bias", name) and name.replace("conv", "batchnorm").replace("bias", "gamma") in names}
+    assert batchnorm_fed == {1, 7, 13}, names  # the seed model's three convolutions
     for variant in ("plain", "ema", "cutmix", "sam"):
         fit, scan = histories[f"{variant}_fit"], histories[f"{variant}_scan"]
         assert set(scan) == set(fit) == {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"}
@@ -100,6 +105,10 @@ def test_an_epoch_through_the_scan_trains_as_fit_does(tmp_path: Path) -> None:
         for index in range(count):
             # SAM divides by the gradient's norm, which magnifies the two compilations' rounding: a weight near 0 moved 2e-4.
             tolerance = 1e-3 if variant == "sam" else 2e-4
+            if index in batchnorm_fed:
+                # A convolution's bias feeding BatchNorm has a gradient of exactly 0 (the batch mean cancels it), so it
+                # moves by rounding noise alone, which Adam scales up to a step of up to the rate each: bound the drift.
+                tolerance = 2 * ADAM_RATE * STEPS
             np.testing.assert_allclose(probe[f"{variant}_scan_{index}"], probe[f"{variant}_fit_{index}"], rtol=1e-3, atol=tolerance, err_msg=f"{variant} weight {index}")
     # The two recipes trained different weights: each comparison above was of real, distinct training.
     assert not np.allclose(probe["plain_fit_0"], probe["ema_fit_0"]) and not np.allclose(probe["plain_fit_0"], probe["cutmix_fit_0"])

@@ -89,6 +89,10 @@ def test_presets_compose_and_validate(compose_train, preset: str) -> None:
         assert instantiate(cfg.model).count_params() < 1_000_000
     if preset == "small_fast":
         assert instantiate(cfg.model).count_params() == 94_402 and cfg.epochs == 5
+    if preset == "seed_repro":  # the notebook: its model, Adam 1e-4, batch 8, 5 epochs, Keras's separate augmentation layers
+        assert instantiate(cfg.model).count_params() == 94_402 and cfg.model.padding == "valid"
+        assert (cfg.optimizer.lr, cfg.batch_size, cfg.epochs) == (1.0e-4, 8, 5)
+        assert [type(layer).__name__ for layer in instantiate(cfg.augment).layers] == ["RandomFlip", "RandomRotation", "RandomZoom"]
 
 
 @pytest.mark.parametrize(

@@ -74,21 +74,31 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     # Losses of exactly 1 point / 0.01 ROC AUC, as Python's subtraction stores them (0.57 - 0.56 = 0.00999...98),
     # and one just short of it.
-    exact = root / "projects" / "exact-points"
-    shutil.copytree(root / PAGE, exact)
-    robustness = json.loads((exact / "robustness.json").read_text())
-    clean, *damaged = robustness["corruptions"]
-    clean.update(accuracy=0.57, roc_auc=0.57)
-    for row, value in zip(damaged, [0.56, 0.5601] + [0.57] * len(damaged)):
-        row.update(accuracy=value, accuracy_drop=0.57 - value, roc_auc=value, roc_auc_drop=0.57 - value)
-    (exact / "robustness.json").write_text(json.dumps(robustness))
+    exact = scored_copy(root, "exact-points", 0.57, [0.56, 0.5601])
     calibration = json.loads((exact / "calibration.json").read_text())
     (exact / "calibration.json").write_text(json.dumps({**calibration, "temperature": 1.0, "fit_note": "no validation image is misclassified, so ..."}))
+
+    # Gains of exactly 1 point / 0.01 ROC AUC (0.56 - 0.57 = -0.00999...99: a hair short of it), and one just short.
+    scored_copy(root, "exact-gain", 0.56, [0.57, 0.5699])
 
     broken_robustness = root / "projects" / "broken-robustness"
     shutil.copytree(root / PAGE, broken_robustness)
     (broken_robustness / "robustness.json").write_text("{not json")
     return root
+
+
+def scored_copy(root: Path, name: str, clean_score: float, scores: list[float]) -> Path:
+    """A copy of the page's project whose robustness rows score `scores` (the rest as clean) on both metrics."""
+    project = root / "projects" / name
+    shutil.copytree(root / PAGE, project)
+    robustness = json.loads((project / "robustness.json").read_text())
+    clean, *damaged = robustness["corruptions"]
+    clean.update(accuracy=clean_score, roc_auc=clean_score)
+    for row, value in zip(damaged, scores + [clean_score] * len(damaged)):
+        # The drops as Python's subtraction stores them, as evaluation writes them.
+        row.update(accuracy=value, accuracy_drop=clean_score - value, roc_auc=value, roc_auc_drop=clean_score - value)
+    (project / "robustness.json").write_text(json.dumps(robustness))
+    return project
 
 
 @pytest.fixture(scope="module")
@@ -322,18 +332,23 @@ def test_undefined_roc_auc_and_narrow_axes_read_right(browser: Any, server: str,
     assert len(values) >= 3 and len(steps) == 1 and min(steps) > 0, labels
 
 
-def test_a_loss_of_exactly_the_notable_size_is_marked(browser: Any, server: str, public: Path) -> None:
-    # The legend says red marks a loss of 1 point or more; float subtraction stores exactly 1 point a hair below.
-    robustness = json.loads((public / "projects" / "exact-points" / "robustness.json").read_text())
-    assert 0.0 < robustness["corruptions"][1]["accuracy_drop"] < 0.01  # the float the page meets
-    page, problems = open_page(browser, f"{server}projects/exact-points/", 1280)
+@pytest.mark.parametrize(("project", "marked", "costly"), [("exact-points", "worse", 1), ("exact-gain", "better", 0)])
+def test_a_change_of_exactly_the_notable_size_is_marked(browser: Any, server: str, public: Path, project: str, marked: str, costly: int) -> None:
+    # The legend says red marks a loss of 1 point or more, green a gain as large; float subtraction stores exactly
+    # 1 point a hair short of it on either side (0.57 - 0.56 = 0.00999...98, 0.56 - 0.57 = -0.00999...99).
+    robustness = json.loads((public / "projects" / project / "robustness.json").read_text())
+    assert 0.0 < abs(robustness["corruptions"][1]["accuracy_drop"]) < 0.01  # the float the page meets
+    page, problems = open_page(browser, f"{server}projects/{project}/", 1280)
     assert problems == []
     one_point, short = (f'#robustness tr[data-row="{row["name"]}"]' for row in robustness["corruptions"][1:3])
     for column in ("accuracy_change", "roc_auc_change"):
-        assert page.get_attribute(f"{one_point} td[data-column={column}]", "class") == "worse"
+        assert page.get_attribute(f"{one_point} td[data-column={column}]", "class") == marked
         assert page.get_attribute(f"{short} td[data-column={column}]", "class") == ""
-    assert f"1 of {len(robustness['corruptions']) - 1} corruptions cost 0.01 ROC AUC or more" in shown(page, "#robustness .insight")
-    # and a temperature the fit could not pin down says why it is 1
+    assert f"{costly} of {len(robustness['corruptions']) - 1} corruptions cost 0.01 ROC AUC or more" in shown(page, "#robustness .insight")
+
+
+def test_a_temperature_the_fit_could_not_pin_down_says_why(browser: Any, server: str) -> None:
+    page, _ = open_page(browser, f"{server}projects/exact-points/", 1280)
     assert shown(page, "#calibration .stat[data-key=temperature] .stat-note").endswith("; no validation image is misclassified, so ...")
 
 

@@ -76,6 +76,7 @@ log = logging.getLogger("forgery.bench")
 PARTS = ("loading", "training", "overhead")
 PIPELINES = ("harness", "notebook", "plain")
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 ROW_LABELS = {
     "harness": "harness (a run's epoch)",
     "harness_no_checkpoint": "harness without checkpoint",
@@ -820,7 +821,7 @@ def table(report: dict[str, Any]) -> str:
     lines += ["", f"peak memory of the bench: {memory['peak_rss_mib']} MiB (after {after}); data arrays {memory['data_arrays_mib']} MiB"]
     processes = [f"{row['pipeline']} at batch {row['batch_size']} {row['process_peak_rss_mib']} MiB" for row in report.get("training", []) if "process_peak_rss_mib" in row and row["pipeline"] in PIPELINES]
     if processes:
-        lines.append(f"peak memory of each training process (model, its data copies, TensorFlow): {', '.join(processes)}")
+        lines.append(f"peak memory of each training process (model, its data copies, {BACKEND_NAMES[machine_info['backend']]}): {', '.join(processes)}")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from forgery.data import CLASS_NAMES, IMAGE_FORMATS, ISSUE_DESCRIPTIONS, UNREADABLE_FILE_ERRORS, ImageTooLarge, SkippedFile, decode_image, read_inside_root
+from forgery.data import CLASS_NAMES, IMAGE_FORMATS, ISSUE_DESCRIPTIONS, UNREADABLE_FILE_ERRORS, DataError, ImageTooLarge, SkippedFile, decode_image, read_inside_root
 
 
 def file_features(content: bytes) -> tuple[list[float], str]:
@@ -52,7 +52,7 @@ def split_features(root: Path, split: str, limit: int) -> tuple[np.ndarray, np.n
     for label, name in enumerate(CLASS_NAMES):
         folder = root / split / name
         if not folder.is_dir():
-            raise SystemExit(f"error: CIFAKE class folder not found: {folder}")
+            raise DataError(f"CIFAKE class folder not found: {folder}")
         seen: set[str] = set()
         read, skipped = 0, Counter[str]()
         for path in sorted(folder.iterdir()):
@@ -84,7 +84,7 @@ def split_features(root: Path, split: str, limit: int) -> tuple[np.ndarray, np.n
             reasons = "; ".join(f"{skipped[kind]} {ISSUE_DESCRIPTIONS[kind]}" for kind in ISSUE_DESCRIPTIONS if skipped[kind])
             print(f"warning: skipped {skipped.total()} file(s) in {folder}: {reasons}", file=sys.stderr)
         if not read:
-            raise SystemExit(f"error: no readable image in {folder}")
+            raise DataError(f"no readable image in {folder}")
         digests.append(seen)
     return np.asarray(rows), np.asarray(labels), digests
 
@@ -123,15 +123,25 @@ def shortcut_report(root: Path, limit: int = 2000) -> dict[str, object]:
     }
 
 
-USAGE = "error: usage: python -m forgery.shortcuts CIFAKE_ROOT [FILES_PER_CLASS] (a CIFAKE folder in the Kaggle layout; FILES_PER_CLASS a whole number, 2000 by default)"
+USAGE = "usage: python -m forgery.shortcuts CIFAKE_ROOT [FILES_PER_CLASS] (a CIFAKE folder in the Kaggle layout; FILES_PER_CLASS a whole number, 2000 by default)"
 
 
-def main(arguments: list[str]) -> None:
-    """Print the report for `CIFAKE_ROOT [FILES_PER_CLASS]`, or exit with one usage line."""
+def main(arguments: list[str]) -> int:
+    """Print the report for `CIFAKE_ROOT [FILES_PER_CLASS]`; 0, or 2 with one `error:` line (as the other entrypoints)."""
+    if arguments in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     if len(arguments) not in (1, 2) or (len(arguments) == 2 and not (arguments[1].isascii() and arguments[1].isdigit() and int(arguments[1]) > 0)):
-        raise SystemExit(USAGE)
-    print(json.dumps(shortcut_report(Path(arguments[0]).expanduser(), int(arguments[1]) if len(arguments) == 2 else 2000), indent=2))
+        print(f"error: {USAGE}", file=sys.stderr)
+        return 2
+    try:
+        report = shortcut_report(Path(arguments[0]).expanduser(), int(arguments[1]) if len(arguments) == 2 else 2000)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    raise SystemExit(main(sys.argv[1:]))

@@ -289,7 +289,12 @@ def uploads_of(experiment: str, original_run_id: str) -> list[str]:
     """Ids of the runs `forgery.upload` already made, to the end, from the journal of `original_run_id`."""
     found = experiment_id(experiment)
     runs = search_runs(found) if found else []
-    return [run["run_id"] for run in runs if run["tags"].get("original_run_id") == original_run_id and run["tags"].get(UPLOAD_COMPLETE_TAG) == "true"]
+    # The tag goes on just before the run ends: a copy still RUNNING lost the server in between and is no upload.
+    return [
+        run["run_id"]
+        for run in runs
+        if run["tags"].get("original_run_id") == original_run_id and run["tags"].get(UPLOAD_COMPLETE_TAG) == "true" and run["status"] != "RUNNING"
+    ]
 
 
 def mark_uploaded(original_run_id: str, uploaded_run_id: str) -> None:

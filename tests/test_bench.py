@@ -90,6 +90,9 @@ def test_table_shows_the_reports_ratios() -> None:
     assert "2.333" in text and "0.367" in text  # 80 images/s over 24/0.7 and over 24/0.11: the harness row's ratios
     assert "built in 1.000 s" in text
     assert text.splitlines()[-1] == "peak memory of each training process (model, its data copies, TensorFlow): harness at batch 8 812.5 MiB"
+    # the runtime named is the one measured
+    jax_text = bench.table({**report, "machine": {**report["machine"], "backend": "jax"}})
+    assert jax_text.splitlines()[-1] == "peak memory of each training process (model, its data copies, JAX): harness at batch 8 812.5 MiB"
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ def test_unequal_folders_are_no_cue(tmp_path: Path) -> None:
 
 def test_missing_folder_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "forgery.shortcuts", str(tmp_path)], capture_output=True, text=True)
-    assert result.returncode != 0 and result.stderr.strip() == f"error: CIFAKE class folder not found: {tmp_path / 'train' / 'FAKE'}"
+    assert result.returncode == 2 and result.stderr.strip() == f"error: CIFAKE class folder not found: {tmp_path / 'train' / 'FAKE'}"
 
 
 def test_hidden_and_unreadable_files_are_passed_over_and_counted(tmp_path: Path, capsys) -> None:
@@ -111,11 +111,19 @@ def test_a_class_without_images_and_a_bad_count_are_one_line(tmp_path: Path) -> 
     (tmp_path / "train" / "FAKE").mkdir(parents=True)
     (tmp_path / "train" / "FAKE" / "a.jpg").write_text("not an image")
     result = subprocess.run([sys.executable, "-m", "forgery.shortcuts", str(tmp_path)], capture_output=True, text=True)
-    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == f"error: no readable image in {tmp_path / 'train' / 'FAKE'}"
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == f"error: no readable image in {tmp_path / 'train' / 'FAKE'}"
     for count in ("many", "0", "²"):
         result = subprocess.run([sys.executable, "-m", "forgery.shortcuts", str(tmp_path), count], capture_output=True, text=True)
-        assert result.returncode != 0 and result.stderr.strip().startswith("error: usage: python -m forgery.shortcuts")
+        assert result.returncode == 2 and result.stderr.strip().startswith("error: usage: python -m forgery.shortcuts")
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("arguments", "code"), [(["--help"], 0), (["-h"], 0), ([], 2), (["a", "1", "b"], 2)])
+def test_shortcuts_usage(arguments: list[str], code: int, capsys) -> None:
+    # Exit codes as the other entrypoints': 0 for help on stdout, 2 for a usage error on stderr.
+    assert forgery.shortcuts.main(arguments) == code
+    captured = capsys.readouterr()
+    assert (captured.out.strip(), captured.err.strip()) == ((forgery.shortcuts.USAGE, "") if code == 0 else ("", f"error: {forgery.shortcuts.USAGE}"))
 
 
 def test_files_are_decoded_as_the_training_loader_decodes_them(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:

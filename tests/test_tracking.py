@@ -198,9 +198,13 @@ def test_an_upload_reads_a_moved_folder_and_one_that_fails_part_way_can_run_agai
     lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(MLFLOW_LOG_PREFIX)]
     assert lines == [f"error: the upload of run {original} failed part-way (ConnectionError: the server went away); the journal is intact: run this command again"]
     assert tracking.uploads_of("unit", original) == []  # the partial replay does not count as an upload
+    # Nor does one whose server went away between its last tag and its end: tagged complete, left RUNNING.
+    client = MlflowClient(mlflow_store)
+    stale = client.create_run(client.get_experiment_by_name("unit").experiment_id, tags={"original_run_id": original, tracking.UPLOAD_COMPLETE_TAG: "true"})
+    assert client.get_run(stale.info.run_id).info.status == "RUNNING"
+    assert tracking.uploads_of("unit", original) == []
     assert upload.main([str(moved)]) == 0
     (uploaded,) = tracking.uploads_of("unit", original)
-    client = MlflowClient(mlflow_store)
     assert client.get_run(uploaded).info.status == "FINISHED"
     assert [entry.path for entry in client.list_artifacts(uploaded, "report")] == ["report/training_metrics.json"]
     assert client.get_run(original).data.tags["uploaded_as"] == uploaded

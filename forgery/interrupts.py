@@ -12,10 +12,12 @@ and training calls `raise_if_requested()` after each batch: a dropped interrupt 
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 _state = threading.local()
@@ -81,3 +83,41 @@ def handled() -> Iterator[None]:
         _state.requested, _state.handling = False, False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def child_processes(pid: int) -> list[int]:
+    """Ids of `pid`'s direct child processes, read from /proc (Linux); empty where /proc is absent."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after its last ")"
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone since it was listed
+            continue
+        if ppid == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def forward_and_exit(signum: int, frame: Any) -> None:
+    """Signal handler for a process whose work runs in child processes (a parallel sweep's launcher).
+
+    A `kill <pid>` reaches this process only; the children would go on training, orphaned. Each child gets
+    the same signal, so it ends its run as it would on its own; this process then exits 128 + the signal.
+    """
+    signal.signal(signum, signal.SIG_DFL)  # a second signal ends this process at once
+    for child in child_processes(os.getpid()):
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+    raise SystemExit(128 + signum)
+
+
+def install(signum: int, handler: Callable[[int, Any], None]) -> bool:
+    """Route `signum` to `handler` from now on; False (nothing changed) outside the main thread."""
+    try:
+        signal.signal(signum, handler)
+    except ValueError:  # not the main thread (some launchers)
+        return False
+    return True

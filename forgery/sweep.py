@@ -15,7 +15,9 @@ import io
 import logging
 import math
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from forgery import interrupts
+
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "FORGERY_SWEEP_PARENT_RUN_ID"
@@ -32,6 +36,8 @@ PARENT_ENV = "FORGERY_SWEEP_PARENT_RUN_ID"
 METRIC_CHECKED_TAG = "sweep_metric_checked"
 # The figures a reader compares, of the weights each run tested (the best epoch's when early stopping restores it).
 METRIC_COLUMNS = ("evaluated_val_auc", "evaluated_val_accuracy", "test_roc_auc", "test_accuracy")
+# How long a stopped sweep waits for its jobs to end their runs before ending those still RUNNING itself.
+JOB_GRACE_SECONDS = 15.0
 
 
 def parent_run_id() -> str | None:
@@ -182,6 +188,7 @@ class MlflowSweepCallback(Callback):
         self.metric, self.mode = metric, mode
         self.parent: str | None = None
         self.metric_checked = False  # whether a finished job has shown if sweep.metric is logged
+        self.local_jobs = True  # whether the jobs run on this machine, so stop when the sweep does
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Open the parent run and publish its id to the jobs."""
@@ -205,6 +212,12 @@ class MlflowSweepCallback(Callback):
         self.parent = tracking.start_parent_run(config.tracking.experiment, config.tracking.run_name or None, tags, params)
         os.environ[PARENT_ENV] = self.parent
         atexit.register(self._end_if_abandoned)  # Ctrl-C or a crash in the sweeper must not leave it RUNNING
+        # Jobs on this machine (in this process or its children) end when the sweeper is stopped; a cluster's do not.
+        self.local_jobs = "slurm" not in str(config.hydra.launcher.get("_target_", "")).lower()
+        # `kill <pid>` or `docker stop` signals this process only: pass SIGTERM on to parallel jobs (joblib, submitit
+        # local), whose processes would otherwise train on under a parent left RUNNING. A job in this process
+        # (the basic launcher) holds its own handler while it runs.
+        interrupts.install(signal.SIGTERM, interrupts.forward_and_exit)
         log.info("sweep parent run %s in experiment %r", self.parent, config.tracking.experiment)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
@@ -276,8 +289,21 @@ class MlflowSweepCallback(Callback):
             raise SystemExit(1)
 
     def _end_if_abandoned(self) -> None:
-        """At exit, end a parent run the sweep never closed (KILLED)."""
+        """At exit, end a parent run the sweep never closed (KILLED), and its local jobs' runs left RUNNING."""
         from forgery import tracking
 
-        if self.parent and tracking.run_status(self.parent) == "RUNNING":
-            tracking.end_run_by_id(self.parent, "KILLED", "the sweep stopped before it finished")
+        if not self.parent or tracking.run_status(self.parent) != "RUNNING":
+            return
+        if self.local_jobs:
+            parent = tracking.get_run(self.parent)
+            query = f"tags.mlflow.parentRunId = '{self.parent}' and attributes.status = 'RUNNING'"
+            deadline = time.monotonic() + JOB_GRACE_SECONDS
+            while (running := tracking.search_runs(parent["experiment_id"], query)) and time.monotonic() < deadline:
+                time.sleep(0.5)  # a job told to stop is ending its run KILLED itself
+            for run in running:  # killed before it could (a worker pool's shutdown kills its processes)
+                tracking.end_run_by_id(run["run_id"], "KILLED", "the sweep stopped before this job finished")
+        else:
+            running = []
+        tracking.end_run_by_id(self.parent, "KILLED", "the sweep stopped before it finished")
+        jobs = f" and {len(running)} unfinished job run(s)" if running else ""
+        print(f"error: the sweep stopped before it finished; its parent run {self.parent}{jobs} ended KILLED", file=sys.stderr)

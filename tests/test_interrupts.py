@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -163,3 +164,52 @@ def test_the_exit_status_names_the_signal() -> None:
     assert interrupts.exit_status() == 143  # still known once the block has ended, where train() exits
     with interrupts.handled():  # a new block starts clean
         assert interrupts.exit_status() == 130
+
+
+def test_child_processes_lists_direct_children_only(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    # The child's name holds a space and parentheses, as /proc's "pid (comm) state ppid" line then does.
+    script = tmp_path / "a (child).py"
+    script.write_text("import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\ntime.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 20
+        while not interrupts.child_processes(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (grandchild,) = interrupts.child_processes(child.pid)
+        assert child.pid in interrupts.child_processes(os.getpid())
+        assert grandchild not in interrupts.child_processes(os.getpid())
+        os.kill(grandchild, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_forward_and_exit_passes_the_signal_to_each_child_then_exits_with_it(tmp_path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    # A parent whose children record the signal they get, as a sweep's workers end their runs on it.
+    parent = textwrap.dedent(
+        f"""
+        import os, signal, subprocess, sys, time
+        from forgery import interrupts
+        child = "import os, signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: (open(sys.argv[1], 'w').write('got'), os._exit(0))); print('ready', flush=True); time.sleep(60)"
+        children = [subprocess.Popen([sys.executable, "-c", child, os.path.join({str(tmp_path)!r}, f"child{{i}}")], stdout=subprocess.PIPE, text=True) for i in range(2)]
+        for process in children:
+            process.stdout.readline()
+        assert interrupts.install(signal.SIGTERM, interrupts.forward_and_exit)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        finally:
+            for process in children:
+                process.wait(timeout=20)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert [(tmp_path / f"child{index}").read_text() for index in range(2)] == ["got", "got"]

@@ -145,6 +145,73 @@ def test_a_sweep_ranked_by_a_metric_nobody_logs_fails_loudly_and_keeps_the_runs(
     assert [run.info.status for run in children] == ["FINISHED", "FINISHED"] and "best_run_id" not in parent.data.tags
 
 
+@pytest.mark.parametrize(("local_jobs", "job_status"), [(True, "KILLED"), (False, "RUNNING")])
+def test_an_abandoned_sweep_ends_its_parent_and_its_local_jobs_runs(mlflow_store: str, monkeypatch, capsys, local_jobs: bool, job_status: str) -> None:
+    # A job run still RUNNING after the grace was killed with its worker; a SLURM job still runs on its cluster.
+    from forgery import sweep, tracking
+
+    monkeypatch.setattr(sweep, "JOB_GRACE_SECONDS", 1.0)
+    callback = sweep.MlflowSweepCallback()
+    callback.parent, callback.local_jobs = tracking.start_parent_run("unit", None, {"sweep": "parent"}, {}), local_jobs
+    job = tracking.start_parent_run("unit", None, {"mlflow.parentRunId": callback.parent}, {})
+    done = tracking.start_parent_run("unit", None, {"mlflow.parentRunId": callback.parent}, {})
+    tracking.end_run_by_id(done, "FINISHED")
+    callback._end_if_abandoned()
+    client = MlflowClient(mlflow_store)
+    assert client.get_run(callback.parent).info.status == "KILLED"
+    assert (client.get_run(job).info.status, client.get_run(done).info.status) == (job_status, "FINISHED")
+    jobs = " and 1 unfinished job run(s)" if local_jobs else ""
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: the sweep stopped before it finished; its parent run {callback.parent}{jobs} ended KILLED"
+    callback._end_if_abandoned()  # at exit again (a second callback instance, say): nothing left to end, nothing said
+    assert "error:" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_parallel_sweeps_process_stops_its_workers_and_ends_every_run(tmp_path: Path) -> None:
+    # `kill <pid>` or `docker stop` reaches the sweeper's process alone: its joblib workers must not train on,
+    # orphaned, under a parent left RUNNING.
+    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    arguments = ["-m", "optimizer.lr=1e-3,1e-4", "epochs=3", "data.train_per_class=2500", "data.test_per_class=100", "verbose=2"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forgery.train", *arguments, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**environment, "PYTHONUNBUFFERED": "1", "FORGERY_CACHE_DIR": str(tmp_path / "cache")},
+        start_new_session=True,  # its own process group, which the test checks is empty afterwards
+    )
+    try:
+        assert process.stdout is not None
+        training = 0
+        for line in process.stdout:
+            training += "Epoch 2/3" in line
+            if training == 2:  # both jobs are training
+                break
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+        deadline = time.monotonic() + 20
+        while group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not group_alive(process.pid), "the sweep's workers outlived it"
+    finally:
+        if group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, output[-3000:]
+    parent, children = sweep_runs(tmp_path)
+    assert parent.info.status == "KILLED" and len(children) == 2
+    assert all(run.info.status == "KILLED" for run in children), [run.info.status for run in children]
+    assert f"error: the sweep stopped before it finished; its parent run {parent.info.run_id}" in output
+
+
+def group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @pytest.mark.slow
 def test_parallel_joblib_sweep_records_every_job(tmp_path: Path) -> None:
     result = run_forgery("train", "-m", "optimizer.lr=1e-3,1e-4", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)

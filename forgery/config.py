@@ -399,7 +399,7 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
                 if check is not None:
                     check(composed)
             except (HydraException, OmegaConfBaseException) as error:
-                return _explained(origin, _with_owner(config_dir, condense_hydra_error(str(error))))
+                return _explained(origin, _with_owner(config_dir, condense_hydra_error(str(error)), variant, {*command_line, *preset}))
             except ConfigError as error:
                 return _explained(origin, str(error))
         # `+key=value` adds a key; one the config lacks is read by nothing, so a misspelt `+foo.lrate` would vanish.
@@ -535,8 +535,13 @@ def _taken_by_target(cfg: DictConfig, key: str) -> bool:
     return name in parameters or any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values())
 
 
-def _with_owner(config_dir: Path | None, problem: str) -> str:
-    """`problem`, or for an unknown `group.key` that another option of the group has, which option to choose (data.root: data=cifake)."""
+def _with_owner(config_dir: Path | None, problem: str, overrides: list[str] | None = None, swept: set[str] | frozenset[str] = frozenset()) -> str:
+    """`problem`, or for an unknown `group.key` that another option of the group has, which option to choose (data.root: data=cifake).
+
+    `overrides` are the checked job's: where they choose the group's option themselves, the message names
+    it (as one of the sweep's jobs where `swept`, the swept keys, holds the group) rather than saying the
+    command chooses none.
+    """
     unknown = re.match(r"unknown config key '([^'.]+)\.([^']+)'", problem)
     if config_dir is None or unknown is None or not (config_dir / unknown.group(1)).is_dir():
         return problem
@@ -550,6 +555,11 @@ def _with_owner(config_dir: Path | None, problem: str) -> str:
         return problem
     choice = owners[0] if len(owners) == 1 else f"one of {', '.join(owners)}"
     named = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
+    chosen = [line.lstrip("+~") for line in overrides or [] if line.lstrip("+~").split("=", 1)[0] == group]
+    if chosen and group in swept:
+        return f"config key '{group}.{key}' is not in {chosen[-1]}, one of this sweep's jobs; it belongs to {named}: sweep only {'it' if len(owners) == 1 else 'those'}"
+    if chosen:
+        return f"config key '{group}.{key}' is not in {chosen[-1]}; it belongs to {named}: choose {choice}"
     return f"config key '{group}.{key}' belongs to {named}, which this command does not choose; add {choice}"
 
 

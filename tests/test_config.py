@@ -223,6 +223,7 @@ def test_missing_cifake_root_is_refused(compose_train) -> None:
         (["model="], f"model= needs an option; choose from: {', '.join(GROUPS['model'])}"),
         (["data.root=/x"], "config key 'data.root' belongs to data=cifake, which this command does not choose; add data=cifake"),
         (["model.squeeze_excite=2"], "belongs to model=highpass_resnet, model=resnet and model=spectral_resnet, which this command does not choose; add one of model=highpass_resnet, model=resnet, model=spectral_resnet"),
+        (["model=small", "model.squeeze_excite=2"], "config key 'model.squeeze_excite' is not in model=small; it belongs to model=highpass_resnet, model=resnet and model=spectral_resnet: choose one of model=highpass_resnet, model=resnet, model=spectral_resnet"),
         (["optimizer.lrate=1"], "unknown config key 'optimizer.lrate' (check the spelling"),  # no option has it: a misspelling
         (["+augment.flips=true"], "+augment.flips adds a key that nothing reads; check the spelling"),
         (["+foo=1,2"], "+foo adds a key that nothing reads"),
@@ -273,11 +274,13 @@ def test_a_sampled_interval_is_checked_at_both_ends(sweep: str, expected: str | 
         (["hparams_search=optuna", "hydra.sweeper.params.augment='choice(none, heavy)'"], "the preset's search (hydra.sweeper.params) sweeps augment=choice(none, heavy), but unknown augment option 'heavy'; choose from: "),
         (["experiment=lr_sweep", "+hydra.sweeper.params.epochs='0,1'"], "the preset's search (hydra.sweeper.params) sweeps epochs=0,1, but epochs must be at least 1, got 0"),
         (["hparams_search=optuna", "+hydra.sweeper.params.epochs='interval(1,5)'"], "the preset's search (hydra.sweeper.params) sweeps epochs=interval(1,5), but epochs must be a whole number, got 1.0: interval(a, b) draws real numbers"),
-        (["hparams_search=optuna", "model=resnet"], "the preset's search (hydra.sweeper.params) sweeps model.width=choice(0.5, 1.0, 1.5, 2.0), but config key 'model.width' belongs to"),
+        (["hparams_search=optuna", "model=resnet"], "the preset's search (hydra.sweeper.params) sweeps model.width=choice(0.5, 1.0, 1.5, 2.0), but config key 'model.width' is not in model=resnet; it belongs to model=small and model=wide: choose one of model=small, model=wide"),
         (["label_smoothing=range(0.0,1.0,0.5)"], None),  # Hydra's own sweeper stops before a range's stop
         (["augment=glob(*)"], None),  # options Hydra matches itself
         (["model=resnet,highpass_resnet", "model.drop_path=0.1"], None),  # each job has a model that takes it
-        (["model=small,resnet", "model.drop_path=0.1"], "config key 'model.drop_path' belongs to"),  # the small job cannot
+        (["model=small,resnet", "model.drop_path=0.1"], "config key 'model.drop_path' is not in model=small, one of this sweep's jobs; it belongs to model=highpass_resnet, model=resnet and model=spectral_resnet: sweep only those"),  # the small job cannot
+        (["model=small", "model.drop_path=0.1", "seed=1,2"], "config key 'model.drop_path' is not in model=small; it belongs to model=highpass_resnet, model=resnet and model=spectral_resnet: choose one of"),  # chosen, not swept
+        (["data=demo,cifake", "data.root=/x"], "config key 'data.root' is not in data=demo, one of this sweep's jobs; it belongs to data=cifake: sweep only it"),
         (["hparams_search=optuna", "+hydra.sweeper.params.epochs='interval(1'"], "hydra.sweeper.params.epochs: no viable alternative at input 'interval(1'"),
         (["hparams_search=optuna", "hydra.sweeper.params.augment='choice(none, heavy)'", "augment=light"], None),  # the command line's value replaces the preset's sweep
     ],

@@ -99,25 +99,25 @@ def child_processes(pid: int) -> list[int]:
     return children
 
 
-def forward_and_exit(signum: int, frame: Any) -> None:
-    """Signal handler for a process whose work runs in child processes (a parallel sweep's launcher).
+def forward(signum: int) -> list[int]:
+    """Send `signum` to each of this process's children; the ids signalled.
 
-    A `kill <pid>` reaches this process only; the children would go on training, orphaned. Each child gets
-    the same signal, so it ends its run as it would on its own; this process then exits 128 + the signal.
+    A `kill <pid>` reaches one process only: a parallel sweep's workers would go on training, orphaned.
+    Where /proc is absent (not Linux) there is nothing to read the children from, and none is signalled.
     """
-    signal.signal(signum, signal.SIG_DFL)  # a second signal ends this process at once
+    signalled = []
     for child in child_processes(os.getpid()):
         try:
             os.kill(child, signum)
-        except ProcessLookupError:
-            pass
-    raise SystemExit(128 + signum)
+        except ProcessLookupError:  # ended since it was listed
+            continue
+        signalled.append(child)
+    return signalled
 
 
-def install(signum: int, handler: Callable[[int, Any], None]) -> bool:
-    """Route `signum` to `handler` from now on; False (nothing changed) outside the main thread."""
+def install(signum: int, handler: Callable[[int, Any], None]) -> Any:
+    """Route `signum` to `handler` from now on; the handler it replaces, or None (nothing changed) outside the main thread."""
     try:
-        signal.signal(signum, handler)
+        return signal.signal(signum, handler)
     except ValueError:  # not the main thread (some launchers)
-        return False
-    return True
+        return None

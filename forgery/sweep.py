@@ -36,8 +36,9 @@ PARENT_ENV = "FORGERY_SWEEP_PARENT_RUN_ID"
 METRIC_CHECKED_TAG = "sweep_metric_checked"
 # The figures a reader compares, of the weights each run tested (the best epoch's when early stopping restores it).
 METRIC_COLUMNS = ("evaluated_val_auc", "evaluated_val_accuracy", "test_roc_auc", "test_accuracy")
-# How long a stopped sweep waits for its jobs to end their runs before ending those still RUNNING itself.
-JOB_GRACE_SECONDS = 15.0
+# How long a stopped sweep waits for its jobs to end their runs before ending those still RUNNING itself
+# (twice at most: told by SIGTERM, then at exit; under `docker stop`'s 10 s before it kills).
+JOB_GRACE_SECONDS = 4.0
 
 
 def parent_run_id() -> str | None:
@@ -189,6 +190,7 @@ class MlflowSweepCallback(Callback):
         self.parent: str | None = None
         self.metric_checked = False  # whether a finished job has shown if sweep.metric is logged
         self.local_jobs = True  # whether the jobs run on this machine, so stop when the sweep does
+        self.previous_handler: Any = None  # SIGTERM's handler before the sweep, restored when it ends
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Open the parent run and publish its id to the jobs."""
@@ -217,7 +219,7 @@ class MlflowSweepCallback(Callback):
         # `kill <pid>` or `docker stop` signals this process only: pass SIGTERM on to parallel jobs (joblib, submitit
         # local), whose processes would otherwise train on under a parent left RUNNING. A job in this process
         # (the basic launcher) holds its own handler while it runs.
-        interrupts.install(signal.SIGTERM, interrupts.forward_and_exit)
+        self.previous_handler = interrupts.install(signal.SIGTERM, self._stop)
         log.info("sweep parent run %s in experiment %r", self.parent, config.tracking.experiment)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
@@ -285,8 +287,38 @@ class MlflowSweepCallback(Callback):
             print(f"error: {unranked}; the jobs' runs are kept, see parent run {self.parent}", file=sys.stderr)
         if failed:
             print(f"error: {len(failed)} of {len(rows)} sweep jobs failed; see parent run {self.parent}", file=sys.stderr)
+        if self.previous_handler is not None:
+            interrupts.install(signal.SIGTERM, self.previous_handler)
         if unranked or failed:
             raise SystemExit(1)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        """SIGTERM to the sweeper: pass it on to the jobs' processes, give them a moment to end their runs, exit 128 + it.
+
+        The wait comes before the exit because a worker pool's shutdown (joblib's) kills its workers outright.
+        """
+        signal.signal(signum, signal.SIG_DFL)  # a second signal ends this process at once
+        if interrupts.forward(signum) and self.local_jobs:
+            self._wait_for_jobs()
+        raise SystemExit(128 + signum)
+
+    def _running_jobs(self) -> list[dict[str, Any]]:
+        """The parent's job runs still RUNNING."""
+        from forgery import tracking
+
+        parent = tracking.get_run(str(self.parent))
+        query = f"tags.mlflow.parentRunId = '{self.parent}' and attributes.status = 'RUNNING'"
+        return tracking.search_runs(parent["experiment_id"], query) if parent else []
+
+    def _wait_for_jobs(self) -> list[dict[str, Any]]:
+        """Wait up to JOB_GRACE_SECONDS for the job runs still RUNNING to end; those that did not (a Ctrl-C cuts it short)."""
+        deadline = time.monotonic() + JOB_GRACE_SECONDS
+        try:
+            while (running := self._running_jobs()) and time.monotonic() < deadline:
+                time.sleep(0.25)  # a job told to stop is ending its run KILLED itself
+        except KeyboardInterrupt:
+            running = self._running_jobs()
+        return running
 
     def _end_if_abandoned(self) -> None:
         """At exit, end a parent run the sweep never closed (KILLED), and its local jobs' runs left RUNNING."""
@@ -294,16 +326,12 @@ class MlflowSweepCallback(Callback):
 
         if not self.parent or tracking.run_status(self.parent) != "RUNNING":
             return
-        if self.local_jobs:
-            parent = tracking.get_run(self.parent)
-            query = f"tags.mlflow.parentRunId = '{self.parent}' and attributes.status = 'RUNNING'"
-            deadline = time.monotonic() + JOB_GRACE_SECONDS
-            while (running := tracking.search_runs(parent["experiment_id"], query)) and time.monotonic() < deadline:
-                time.sleep(0.5)  # a job told to stop is ending its run KILLED itself
-            for run in running:  # killed before it could (a worker pool's shutdown kills its processes)
-                tracking.end_run_by_id(run["run_id"], "KILLED", "the sweep stopped before this job finished")
-        else:
-            running = []
-        tracking.end_run_by_id(self.parent, "KILLED", "the sweep stopped before it finished")
+        tracking.end_run_by_id(self.parent, "KILLED", "the sweep stopped before it finished")  # first: a second Ctrl-C may follow
+        running = self._running_jobs() if self.local_jobs else []
+        if running:
+            print(f"the sweep stopped: waiting up to {JOB_GRACE_SECONDS:g} s for {len(running)} job run(s) to end", file=sys.stderr, flush=True)
+            running = self._wait_for_jobs()
+        for run in running:  # killed before it could (a worker pool's shutdown kills its processes)
+            tracking.end_run_by_id(run["run_id"], "KILLED", "the sweep stopped before this job finished")
         jobs = f" and {len(running)} unfinished job run(s)" if running else ""
         print(f"error: the sweep stopped before it finished; its parent run {self.parent}{jobs} ended KILLED", file=sys.stderr)

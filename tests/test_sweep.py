@@ -145,9 +145,10 @@ def test_a_sweep_ranked_by_a_metric_nobody_logs_fails_loudly_and_keeps_the_runs(
     assert [run.info.status for run in children] == ["FINISHED", "FINISHED"] and "best_run_id" not in parent.data.tags
 
 
-@pytest.mark.parametrize(("local_jobs", "job_status"), [(True, "KILLED"), (False, "RUNNING")])
-def test_an_abandoned_sweep_ends_its_parent_and_its_local_jobs_runs(mlflow_store: str, monkeypatch, capsys, local_jobs: bool, job_status: str) -> None:
+@pytest.mark.parametrize(("local_jobs", "cut_short", "job_status"), [(True, False, "KILLED"), (True, True, "KILLED"), (False, False, "RUNNING")])
+def test_an_abandoned_sweep_ends_its_parent_and_its_local_jobs_runs(mlflow_store: str, monkeypatch, capsys, local_jobs: bool, cut_short: bool, job_status: str) -> None:
     # A job run still RUNNING after the grace was killed with its worker; a SLURM job still runs on its cluster.
+    # A second Ctrl-C during the wait cuts it short, and nothing is left RUNNING.
     from forgery import sweep, tracking
 
     monkeypatch.setattr(sweep, "JOB_GRACE_SECONDS", 1.0)
@@ -156,12 +157,21 @@ def test_an_abandoned_sweep_ends_its_parent_and_its_local_jobs_runs(mlflow_store
     job = tracking.start_parent_run("unit", None, {"mlflow.parentRunId": callback.parent}, {})
     done = tracking.start_parent_run("unit", None, {"mlflow.parentRunId": callback.parent}, {})
     tracking.end_run_by_id(done, "FINISHED")
-    callback._end_if_abandoned()
     client = MlflowClient(mlflow_store)
+
+    def interrupted(seconds: float) -> None:
+        assert client.get_run(callback.parent).info.status == "KILLED"  # ended before the wait began
+        raise KeyboardInterrupt
+
+    if cut_short:
+        monkeypatch.setattr(sweep.time, "sleep", interrupted)
+    callback._end_if_abandoned()
     assert client.get_run(callback.parent).info.status == "KILLED"
     assert (client.get_run(job).info.status, client.get_run(done).info.status) == (job_status, "FINISHED")
     jobs = " and 1 unfinished job run(s)" if local_jobs else ""
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: the sweep stopped before it finished; its parent run {callback.parent}{jobs} ended KILLED"
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == f"error: the sweep stopped before it finished; its parent run {callback.parent}{jobs} ended KILLED"
+    assert ("the sweep stopped: waiting up to 1 s for 1 job run(s) to end" in lines) == local_jobs
     callback._end_if_abandoned()  # at exit again (a second callback instance, say): nothing left to end, nothing said
     assert "error:" not in capsys.readouterr().err
 
@@ -169,7 +179,8 @@ def test_an_abandoned_sweep_ends_its_parent_and_its_local_jobs_runs(mlflow_store
 @pytest.mark.slow
 def test_sigterm_to_a_parallel_sweeps_process_stops_its_workers_and_ends_every_run(tmp_path: Path) -> None:
     # `kill <pid>` or `docker stop` reaches the sweeper's process alone: its joblib workers must not train on,
-    # orphaned, under a parent left RUNNING.
+    # orphaned, under a parent left RUNNING, and must end their runs themselves (with their resume commands)
+    # before the pool's shutdown kills them.
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     arguments = ["-m", "optimizer.lr=1e-3,1e-4", "epochs=3", "data.train_per_class=2500", "data.test_per_class=100", "verbose=2"]
     process = subprocess.Popen(
@@ -191,25 +202,33 @@ def test_sigterm_to_a_parallel_sweeps_process_stops_its_workers_and_ends_every_r
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=120)
         deadline = time.monotonic() + 20
-        while group_alive(process.pid) and time.monotonic() < deadline:
+        while group_members(process.pid) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert not group_alive(process.pid), "the sweep's workers outlived it"
+        assert not group_members(process.pid), "the sweep's workers outlived it"
     finally:
-        if group_alive(process.pid):
-            os.killpg(process.pid, signal.SIGKILL)
+        for member in group_members(process.pid):
+            os.kill(member, signal.SIGKILL)
     assert process.returncode == 143, output[-3000:]
     parent, children = sweep_runs(tmp_path)
     assert parent.info.status == "KILLED" and len(children) == 2
     assert all(run.info.status == "KILLED" for run in children), [run.info.status for run in children]
-    assert f"error: the sweep stopped before it finished; its parent run {parent.info.run_id}" in output
+    assert all(run.data.tags["failure_reason"].startswith("interrupted") for run in children), [run.data.tags for run in children]
+    for run in children:
+        assert f"resume with: python -m forgery.train resume={run.info.run_id}" in output
+    assert f"error: the sweep stopped before it finished; its parent run {parent.info.run_id} ended KILLED" in output
 
 
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def group_members(group: int) -> list[int]:
+    """Live processes (zombies left aside: a container's init may not reap them) of a process group, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 @pytest.mark.slow

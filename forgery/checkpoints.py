@@ -27,6 +27,7 @@ MODEL_FILE = "last.keras"
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
 LOCK_FILE = "run.lock"
+DATA_FILE = "data.json"  # what data the run trains on (forgery.data.fingerprint), for a resume to compare
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,28 @@ def write_state(folder: Path, state: CheckpointState) -> None:
     payload = {"epoch": state.epoch, "logged_epoch": state.logged_epoch, "history": state.history, "best_epoch": state.best_epoch, "best_value": state.best_value}
     partial.write_text(json.dumps(payload, indent=1))
     os.replace(partial, folder / STATE_FILE)
+
+
+def write_data_record(folder: Path, record: dict[str, Any]) -> None:
+    """Write the data record of a new run (its fingerprint, counts and issues) atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{DATA_FILE}.partial"
+    partial.write_text(json.dumps(record, indent=1))
+    os.replace(partial, folder / DATA_FILE)
+
+
+def read_data_record(folder: Path) -> dict[str, Any] | None:
+    """The data record a run started with, or None where it kept none (a run from before the record)."""
+    path = folder / DATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DamagedCheckpoint(f"{path} cannot be read ({type(error).__name__})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), str):
+        raise DamagedCheckpoint(f"{path} holds no data fingerprint")
+    return record
 
 
 class DamagedCheckpoint(Exception):

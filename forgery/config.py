@@ -46,14 +46,15 @@ def validate(cfg: DictConfig, backend_checks: bool = True) -> None:
     _positive_int(cfg, "epochs")
     _positive_int(cfg, "batch_size")
     for key in ("seed", "data.seed"):  # data.seed (the validation split's) is ${seed} unless set apart
-        if key == "seed" or OmegaConf.select(cfg, key) is not None:
+        if _present(cfg, key):  # data.seed=null would draw a new split on every load, a resume's too
             seed = _integer(cfg, key)
             if not 0 <= seed < 2**32:  # what NumPy's and Keras's seeding take
                 raise ConfigError(f"{key} must be a whole number from 0 to 2**32 - 1, got {seed}")
     _positive_number(cfg, "optimizer.lr")
     for key in ("data.train_per_class", "data.test_per_class"):  # only the demo data has them
-        if OmegaConf.select(cfg, key) is not None:
+        if _present(cfg, key):
             _positive_int(cfg, key)
+    _check_data_paths(cfg)
     _check_architecture(cfg)
     if OmegaConf.select(cfg, "model.dropout") is not None:
         dropout = _number(cfg, "model.dropout")
@@ -65,7 +66,7 @@ def validate(cfg: DictConfig, backend_checks: bool = True) -> None:
     fraction = _number(cfg, "data.val_fraction")
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {fraction}")
-    if OmegaConf.select(cfg, "data.train_fraction") is not None:  # only CIFAKE has one
+    if _present(cfg, "data.train_fraction"):  # only CIFAKE has one
         kept = _number(cfg, "data.train_fraction")
         if not 0.0 < kept <= 1.0:
             raise ConfigError(f"data.train_fraction must be above 0 and at most 1, got {kept:g}")
@@ -232,6 +233,21 @@ def _check_cutmix(cfg: DictConfig) -> None:
         raise ConfigError(f"cutmix.alpha must be above 0 (the patch's area share follows Beta(alpha, alpha)), got {_number(cfg, 'cutmix.alpha'):g}")
 
 
+def _check_data_paths(cfg: DictConfig) -> None:
+    """data.root (CIFAKE's) is a non-empty path; data.cache_dir one or null. Hydra reads data.root=2024 as a number."""
+    for key, nullable in (("data.root", False), ("data.cache_dir", True)):
+        if not _present(cfg, key):  # the demo data has neither
+            continue
+        value = OmegaConf.select(cfg, key)
+        if value is None and nullable:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ConfigError(f"{key} must be a path, and Hydra read {value!r} as a number; quote it: {key}=\"'{value}'\"")
+        if not isinstance(value, str) or not value.strip():
+            unset = " (is the variable in it set?)" if value == "" else ""
+            raise ConfigError(f"{key} must be a path{' or null' if nullable else ''}, got {value!r}{unset}")
+
+
 def _present(cfg: DictConfig, key: str) -> bool:
     """Whether the config has the key at all (a null value still counts: it is a value to refuse)."""
     return OmegaConf.select(cfg, key, default=KeyError) is not KeyError
@@ -374,7 +390,7 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
-        return condense_hydra_error(str(error))
+        return _unparsable(overrides, condense_hydra_error(str(error)))
     base = [item.input_line for item in parsed if not item.is_sweep_override()]
     context = initialize(version_base="1.3", config_path=None) if config_dir is None else initialize_config_dir(version_base="1.3", config_dir=str(config_dir))
     with context:
@@ -417,6 +433,44 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
 
 
 Sweeps = dict[str, tuple[list[str], str]]  # override key (with any + prefix) -> (values to check, where they came from)
+
+
+def _unparsable(overrides: list[str], problem: str) -> str:
+    """Hydra's parse error, naming the override at fault and how to quote a value Hydra's grammar reads as syntax.
+
+    A path such as `archive (1).zip` or `a=b` is a plain value to the shell but not to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if "cannot read '~'" in problem:  # its own hint says what to write instead
+        return problem
+    problem = re.sub(r"\s*See https://\S+ for details\.?", "", problem)
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except HydraException:
+            key, _, value = override.partition("=")
+            quoting = f"; to give it as text, quote it: {key}=\"'{value}'\"" if value and "'" not in value else ""
+            return f"{override!r} cannot be read: {problem}{quoting}"
+    return problem
+
+
+def sweep_without_multirun(overrides: list[str]) -> str | None:
+    """Why an override that holds several values (`epochs=1,2`, `range(1,3)`) needs -m, or None when none does."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return None  # override_error names the override at fault
+    swept = next((item for item in parsed if item.is_sweep_override()), None)
+    if swept is None:
+        return None
+    key, _, value = swept.input_line.partition("=")
+    return f"{swept.input_line} gives several values, a sweep: add -m to run one job each, or quote it to give the text itself: {key}=\"'{value}'\""
 
 
 def _command_line_sweeps(parsed: list[Any], optuna: bool = False) -> Sweeps:

@@ -133,7 +133,7 @@ def keep_fraction(split: Split, fraction: float) -> Split:
 # ----- CIFAKE: Kaggle layout (folder or zip) -> decoded uint8 arrays, cached on disk -----
 
 SPLIT_NAMES: tuple[str, str] = ("train", "test")  # split folders of the Kaggle layout
-CACHE_FORMAT_VERSION = 4  # bump when decoding or the cache layout changes, so old entries are never reused
+CACHE_FORMAT_VERSION = 5  # bump when decoding or the cache layout changes, so old entries are never reused
 # A CIFAKE image is 32x32. 64 megapixels is an 8000x8000 photo, whose RGB pixels alone take 192 MB: more
 # than that is no photo worth shrinking to 32x32 but a decompression bomb (a few KB on disk, gigabytes
 # once decoded), so it is skipped on its header's word, before any pixel is decoded.
@@ -155,6 +155,10 @@ ISSUE_DESCRIPTIONS: dict[str, str] = {
     "outside_root_links": "symlinks leading outside the data root skipped, never read",
     "dangling_links": "symlinks to nothing skipped (missing target or a loop)",
     "unsafe_zip_names": "zip members named with an absolute path or '..' skipped, never extracted",
+    "passed_over": (
+        "entries passed over unread: sub-folders, pipes and other non-files in a class folder, folders other than "
+        f"{' and '.join(CLASS_NAMES)} in a split folder (in a zip, the files inside them)"
+    ),
 }
 ISSUE_KINDS: tuple[str, ...] = tuple(ISSUE_DESCRIPTIONS)
 ISSUE_EXAMPLES = 5  # example paths per issue kind, in meta.json and in the warning
@@ -197,6 +201,7 @@ class SourceListing:
 
     files: list[SourceFile]
     unsafe_names: list[str] = field(default_factory=list)  # names of the zip members named "/..." or "../..."
+    passed_over: list[str] = field(default_factory=list)  # what lies in the layout's folders but is no class folder's file
 
 
 class SkippedFile(Exception):
@@ -266,6 +271,20 @@ def load_cifake(
     return dataset
 
 
+def fingerprint(dataset: Dataset) -> str:
+    """A digest of every split's images and labels and of the loader's issue counts.
+
+    Two loads that give a run the same data give the same digest; a file added, removed or changed,
+    or another validation split, gives another. A resume compares it with the one its run started on.
+    """
+    digest = hashlib.sha256(dataset.name.encode())
+    for split in (dataset.train, dataset.val, dataset.test):
+        digest.update(np.ascontiguousarray(split.images).data)
+        digest.update(split.labels.astype("<i8").tobytes())
+    digest.update(json.dumps(sorted(dataset.issues.items())).encode())
+    return digest.hexdigest()[:16]
+
+
 def describe_counts(dataset: Dataset) -> str:
     """Images per split and class in one line, e.g. "train 9000 FAKE + 9000 REAL; val ..."."""
     return "; ".join(
@@ -281,13 +300,19 @@ def default_cache_dir() -> Path:
 
 def list_cifake_files(source: Path) -> SourceListing:
     """Every file of the Kaggle layout in a folder or zip, sorted; DataError names the first missing path."""
-    if source.is_dir():
-        return list_folder(source)
-    if source.is_file() and source.suffix.lower() == ".zip":
-        return list_zip(source)
+    problem = root_problem(source)
+    if problem:
+        raise DataError(problem)
+    return list_folder(source) if source.is_dir() else list_zip(source)
+
+
+def root_problem(source: Path) -> str | None:
+    """Why `source` cannot be a CIFAKE root (missing, or neither a folder nor a .zip file), or None."""
+    if source.is_dir() or (source.is_file() and source.suffix.lower() == ".zip"):
+        return None
     if source.exists():
-        raise DataError(f"CIFAKE root must be a folder or a .zip file: {source}")
-    raise DataError(f"CIFAKE {'zip' if source.suffix.lower() == '.zip' else 'folder'} not found: {source}")
+        return f"CIFAKE root must be a folder or a .zip file: {source}"
+    return f"CIFAKE {'zip' if source.suffix.lower() == '.zip' else 'folder'} not found: {source}"
 
 
 def list_folder(root: Path) -> SourceListing:
@@ -295,13 +320,25 @@ def list_folder(root: Path) -> SourceListing:
     real_root = Path(os.path.realpath(root))
     folders = {split for split in SPLIT_NAMES if (root / split).is_dir()}
     listing: dict[str, list[tuple[str, str]]] = {}
+    passed_over: list[str] = []
     for split in sorted(folders):
+        passed_over += [f"{split}/{name}/" for name in other_folders(root / split)]
         for class_name in CLASS_NAMES:
             folder = f"{split}/{class_name}"
             if (root / folder).is_dir():
                 folders.add(folder)
-                listing[folder] = scan_class_folder(root / folder, real_root)
-    return SourceListing(files_in_layout(root, "", folders, listing))
+                listing[folder], others = scan_class_folder(root / folder, real_root)
+                passed_over += [f"{folder}/{name}" for name in others]
+    return SourceListing(files_in_layout(root, "", folders, listing), passed_over=passed_over)
+
+
+def other_folders(split_folder: Path) -> list[str]:
+    """The folders of a split folder that are no class folder (train/OTHER/): never read, so counted."""
+    try:
+        with os.scandir(split_folder) as entries:
+            return sorted(entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir() and entry.name not in CLASS_NAMES)
+    except OSError:  # an unreadable split folder: its class folders say so
+        return []
 
 
 def layout_hint(root: Path) -> str:
@@ -315,8 +352,13 @@ def layout_hint(root: Path) -> str:
     return f" (the layout is one folder down: data.root={below[0]})" if len(below) == 1 else ""
 
 
-def scan_class_folder(folder: Path, real_root: Path) -> list[tuple[str, str]]:
-    """(name, signature) of the files and symlinks in a folder; hidden files (.DS_Store and the like) are no images."""
+def scan_class_folder(folder: Path, real_root: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """(name, signature) of the files and symlinks in a folder, and the names of its other entries (sub-folders
+    end in "/"), which are not read; hidden entries (.DS_Store and the like) are no images."""
+    # A class folder reached through a link that leads out of the root: its files are read as links are
+    # (read_inside_root skips them), so their signatures must differ from the same files met inside a root.
+    real_folder = Path(os.path.realpath(folder))
+    outside = None if real_folder.is_relative_to(real_root) else f"outside the root in {real_folder}"
     try:
         with os.scandir(folder) as entries:
             found = [entry for entry in entries if not entry.name.startswith(".")]
@@ -324,8 +366,13 @@ def scan_class_folder(folder: Path, real_root: Path) -> list[tuple[str, str]]:
             links = [
                 (entry.name, link_signature(Path(entry.path), real_root)) for entry in found if entry.is_symlink()
             ]
-            plain = [(entry.name, file_signature(entry)) for entry in found if entry.is_file(follow_symlinks=False)]
-            return links + plain
+            plain = [(entry.name, outside or file_signature(entry)) for entry in found if entry.is_file(follow_symlinks=False)]
+            others = [
+                f"{entry.name}/" if entry.is_dir(follow_symlinks=False) else entry.name
+                for entry in found
+                if not entry.is_symlink() and not entry.is_file(follow_symlinks=False)
+            ]
+            return links + plain, sorted(others)
     except OSError as error:
         raise DataError(f"CIFAKE class folder cannot be read: {folder} ({error.strerror or error})") from None
 
@@ -364,18 +411,23 @@ def list_zip(archive_path: Path) -> SourceListing:
     prefix = zip_prefix(names)
     folders: set[str] = set()
     listing: dict[str, list[tuple[str, str]]] = {}
+    passed_over: list[str] = []
     for member, name in zip(members, names):
         if not name.startswith(prefix):
             continue
         parts = name[len(prefix) :].split("/")
         # Zips need not store folder entries, so a folder exists when any member lies inside it.
         folders.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
-        if len(parts) == 3 and parts[2] and not parts[2].startswith(".") and not member.is_dir():
+        if member.is_dir() or not parts[-1] or any(part.startswith(".") for part in parts):
+            continue
+        if len(parts) == 3 and parts[1] in CLASS_NAMES:
             listing.setdefault(f"{parts[0]}/{parts[1]}", []).append(
                 (parts[2], f"{member.file_size}:{member.CRC:08x}")
             )
+        elif len(parts) >= 3 and parts[0] in SPLIT_NAMES:  # in a sub-folder of a class folder, or in train/OTHER/
+            passed_over.append(name[len(prefix) :])
     files = files_in_layout(archive_path, prefix, folders, listing)
-    return SourceListing(files, [member.filename for member in unsafe])
+    return SourceListing(files, [member.filename for member in unsafe], sorted(passed_over))
 
 
 def slash_separated(name: str) -> str:
@@ -426,6 +478,8 @@ def source_fingerprint(listing: SourceListing) -> str:
         digest.update(f"{file.split}\0{file.label}\0{file.member}\0{file.signature}\n".encode("utf-8", "surrogateescape"))
     for name in listing.unsafe_names:  # they are counted in the entry's issues, so they are part of its key
         digest.update(f"unsafe\0{name}\n".encode("utf-8", "surrogateescape"))
+    for name in listing.passed_over:  # the same
+        digest.update(f"passed over\0{name}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -519,6 +573,7 @@ def decode_files(source: Path, listing: SourceListing) -> DecodedSource:
     # Paths relative to the source: a cache entry is also served when the same files are found elsewhere.
     problems: dict[str, list[str]] = {kind: [] for kind in ISSUE_KINDS}
     problems["unsafe_zip_names"] += listing.unsafe_names
+    problems["passed_over"] += listing.passed_over
     transient_skips = 0
     with open_members(source) as read_member:
         for index, file in enumerate(tqdm(files, desc="decoding CIFAKE", unit="img", disable=None)):
@@ -575,7 +630,7 @@ def decode_opened(image: Image.Image) -> DecodedImage:
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageTooLarge(f"{width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit")
-    converted = image.mode != "RGB"
+    converted = image.mode != "RGB" or has_16_bit_samples(image)
     resized = image.size != (IMAGE_SIZE, IMAGE_SIZE)  # the file's own size, before draft shrinks it
     image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))  # JPEG only: libjpeg decodes a big one at 1/2 to 1/8 scale
     image.load()  # decode now, so a truncated file raises here (LOAD_TRUNCATED_IMAGES stays off)
@@ -583,6 +638,14 @@ def decode_opened(image: Image.Image) -> DecodedImage:
     if resized:
         rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)  # antialiased when shrinking
     return DecodedImage(np.asarray(rgb, dtype=np.uint8), converted, resized)
+
+
+def has_16_bit_samples(image: Image.Image) -> bool:
+    """Whether an opened, not yet decoded image stores 16 bits per sample although PIL reads it as 8-bit RGB.
+
+    PIL opens a 16-bit-per-channel RGB PNG as mode RGB and keeps each value's high byte: a conversion too.
+    """
+    return any(";16" in str(tile.args) for tile in image.tile)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from forgery import runtime, sweep
 
-from forgery.config import ConfigError, check_sweep, override_error, register_resolvers, validate, validate_runtime
-from forgery.data import CLASS_NAMES, DataError
+from forgery.config import ConfigError, check_sweep, override_error, register_resolvers, sweep_without_multirun, validate, validate_runtime
+from forgery.data import CLASS_NAMES, DataError, describe_counts, fingerprint
 from forgery.tracking import TrackingLost, TrackingUnavailable
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,9 @@ def cli() -> None:
         # jobs each get every check their run would make, so a bad value in a list is refused now, not
         # when its job's turn comes hours later (a single run makes them at once anyway).
         multirun = any(argument in ("-m", "--multirun") for argument in arguments)
-        problem = override_error(CONFIG_DIR, "train", [argument for argument in arguments if not argument.startswith("-")], check=validate_sweep_job if multirun else check_sweep)
+        overrides = [argument for argument in arguments if not argument.startswith("-")]
+        problem = None if multirun else sweep_without_multirun(overrides)
+        problem = problem or override_error(CONFIG_DIR, "train", overrides, check=validate_sweep_job if multirun else check_sweep)
         problem = problem or output_folder_error(arguments)
         if problem:
             fail(problem)
@@ -179,6 +181,13 @@ def validate_printed(cfg: DictConfig, backend_checks: bool = True) -> None:
         cfg.output_dir = "<hydra's output folder>"
     validate(cfg, backend_checks)
     check_sweep(cfg)
+    root = OmegaConf.select(cfg, "data.root", default=None)
+    if backend_checks and root is not None:  # a sweep's job may run on a node that has the path; this machine may not
+        from forgery.data import root_problem
+
+        problem = root_problem(Path(root).expanduser().absolute())  # as load_cifake reads it
+        if problem:
+            raise ConfigError(problem)
 
 
 def validate_sweep_job(cfg: DictConfig) -> None:
@@ -259,6 +268,11 @@ def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
     for issue, count in dataset.issues.items():
         if count:
             log.warning("data: %d %s (see the loader's warnings above)", count, issue.replace("_", " "))
+    data_record = {"fingerprint": fingerprint(dataset), "counts": describe_counts(dataset), "issues": dict(dataset.issues)}
+    if resume_id:
+        check_same_data(checkpoint_dir, data_record, str(resume_id))
+    else:
+        checkpoints.write_data_record(checkpoint_dir, data_record)
 
     with runtime.quiet_native_startup():
         import keras
@@ -294,7 +308,7 @@ def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
         with interrupts.handled(), tracker.run(cfg.tracking.experiment, cfg.tracking.run_name, tags, run_id=resume_id) as run_id:
             log.info("MLflow run %s in experiment %r%s", run_id, cfg.tracking.experiment, f", resuming after epoch {state.epoch}" if resume_id else "")
             if not resume_id:
-                tracker.params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True)))
+                tracker.params({**tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True)), "data_fingerprint": data_record["fingerprint"]})
                 tracker.metrics({f"data_{issue}": count for issue, count in dataset.issues.items()})
             if teacher:
                 tracker.metrics({"distill_teacher_label_agreement": agreement})
@@ -359,6 +373,31 @@ def build_model(cfg: DictConfig, train_images: int, metrics: list[Any] | None = 
     )
     sharpness_aware(model, cfg)
     return model
+
+
+def check_same_data(checkpoint_dir: Path, now: dict[str, Any], run_id: str) -> None:
+    """A one-line ConfigError unless the data loaded now is what the interrupted run trained on.
+
+    Other files would draw another validation split from another training set: images the run
+    trained on could then be scored as validation, and its metrics would not be an uninterrupted run's.
+    """
+    from forgery import checkpoints
+
+    try:
+        started = checkpoints.read_data_record(checkpoint_dir)
+    except checkpoints.DamagedCheckpoint as error:
+        raise ConfigError(f"resume: run {run_id}'s data record {error}; it cannot resume (start a new run)") from None
+    if started is None or started["fingerprint"] == now["fingerprint"]:  # a run from before the record: nothing to compare
+        return
+    then, found = describe_record(started), describe_record(now)
+    difference = f"it had {then}; now {found}" if then != found else "the same counts, other images"
+    raise ConfigError(f"resume: the data is not what run {run_id} trained on ({difference}); put its files back as they were, or start a new run")
+
+
+def describe_record(record: dict[str, Any]) -> str:
+    """A data record's counts and its non-zero loader issues, for a message."""
+    issues = ", ".join(f"{count} {issue.replace('_', ' ')}" for issue, count in sorted(dict(record.get("issues") or {}).items()) if count)
+    return f"{record.get('counts')}{f' ({issues})' if issues else ''}"
 
 
 def restored_model(checkpoint_dir: Path, cfg: DictConfig, steps_per_execution: int) -> Any:

@@ -10,7 +10,7 @@ from hydra.errors import InstantiationException
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from forgery.config import IMAGE_SIDE, ConfigError, cnn_block_limit, condense_hydra_error, override_error, register_resolvers, validate
+from forgery.config import IMAGE_SIDE, ConfigError, cnn_block_limit, condense_hydra_error, override_error, register_resolvers, sweep_without_multirun, validate
 from forgery.data import IMAGE_SIZE
 from tests.conftest import CONFIG_DIR, TINY_DEMO
 
@@ -32,6 +32,37 @@ def test_defaults_and_top_level_knobs(compose_train) -> None:
     assert choices.data == "demo" and choices.augment == "light" and choices.model == "small"
     assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == pytest.approx(1e-4)
     validate(cfg)
+
+
+def test_the_run_log_file_takes_a_file_name_that_is_not_utf8(tmp_path) -> None:
+    # Linux allows any bytes in a name; Python hands such a name over with lone surrogates, which a
+    # strict UTF-8 log file cannot write: the loader's warning naming the file would be lost with a traceback.
+    import logging
+    import logging.config
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", return_hydra_config=True)
+    handler_config = OmegaConf.to_container(cfg.hydra.job_logging.handlers.file)
+    handler_config["filename"] = str(tmp_path / "train.log")
+    logging.config.dictConfig({
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"file": handler_config},
+        "formatters": {"simple": {"format": "%(message)s"}},
+        "loggers": {"forgery.test_log": {"handlers": ["file"], "level": "INFO", "propagate": False}},
+    })
+    logger = logging.getLogger("forgery.test_log")
+    try:
+        logger.warning("skipped %s", "empty\udcfe.jpg")
+    finally:
+        for handler in logger.handlers:
+            handler.close()
+        logger.handlers.clear()
+    assert (tmp_path / "train.log").read_text(encoding="utf-8") == "skipped empty\\udcfe.jpg\n"
 
 
 def test_run_and_sweep_folders_are_named_by_the_second_and_the_process() -> None:
@@ -207,6 +238,32 @@ def test_bad_train_fraction_is_refused(compose_train, fraction: str) -> None:
         validate(compose_train("data=cifake", "data.root=/anywhere", f"data.train_fraction={fraction}"))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data=cifake", "data.root=null"], "data.root must be a path, got None"),
+        (["data=cifake", "data.root="], "data.root must be a path, got '' (is the variable in it set?)"),
+        # Hydra reads a folder named 2024 as a number: say how to quote it rather than fail in pathlib.
+        (["data=cifake", "data.root=2024"], "data.root must be a path, and Hydra read 2024 as a number; quote it: data.root=\"'2024'\""),
+        (["data=cifake", "data.root=/x", "data.cache_dir=123"], "data.cache_dir must be a path, and Hydra read 123 as a number"),
+        (["data=cifake", "data.root=/x", "data.cache_dir=true"], "data.cache_dir must be a path or null, got True"),
+        # null would draw another validation split on every load, so a resume would train on validation images.
+        (["data.seed=null"], "data.seed must be a whole number, got None"),
+        (["data=cifake", "data.root=/x", "data.train_fraction=null"], "data.train_fraction must be a number, got None"),
+        (["data.train_per_class=null"], "data.train_per_class must be a whole number, got None"),
+    ],
+)
+def test_data_values_that_no_loader_can_use_are_refused(compose_train, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as refusal:
+        validate(compose_train(*overrides))
+    assert str(refusal.value).startswith(message)
+
+
+def test_data_paths_that_are_text_and_a_null_cache_dir_pass(compose_train) -> None:
+    validate(compose_train("data=cifake", "data.root='2024'", "data.cache_dir=null"))
+    validate(compose_train("data=cifake", "data.root=/x", "data.cache_dir=/tmp/cache"))
+
+
 def test_missing_cifake_root_is_refused(compose_train) -> None:
     with pytest.raises(ConfigError, match=r"^data.root is required"):
         validate(compose_train("data=cifake"))
@@ -220,6 +277,9 @@ def test_missing_cifake_root_is_refused(compose_train) -> None:
         (["model=small,foo"], "unknown model option 'foo'"),
         (["nosuchkey=1"], "unknown config key 'nosuchkey'"),
         (["epochs=[1"], "no viable alternative"),
+        # A browser's second download, a folder with "=": plain to the shell, syntax to Hydra.
+        (["data=cifake", "data.root=/x/archive (1).zip"], "'data.root=/x/archive (1).zip' cannot be read: mismatched input ' (' expecting <EOF>; to give it as text, quote it: data.root=\"'/x/archive (1).zip'\""),
+        (["data=cifake", "data.root=/x/a=b"], "'data.root=/x/a=b' cannot be read: mismatched input '=' expecting <EOF>; to give it as text"),
         (["model="], f"model= needs an option; choose from: {', '.join(GROUPS['model'])}"),
         (["data.root=/x"], "config key 'data.root' belongs to data=cifake, which this command does not choose; add data=cifake"),
         (["model.squeeze_excite=2"], "belongs to model=highpass_resnet, model=resnet and model=spectral_resnet, which this command does not choose; add one of model=highpass_resnet, model=resnet, model=spectral_resnet"),
@@ -235,6 +295,21 @@ def test_missing_cifake_root_is_refused(compose_train) -> None:
 def test_override_errors_are_one_line(overrides: list[str], expected: str) -> None:
     problem = override_error(CONFIG_DIR, "train", overrides)
     assert problem is not None and expected in problem and "\n" not in problem
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["epochs=1,2"], "epochs=1,2 gives several values, a sweep: add -m to run one job each, or quote it to give the text itself: epochs=\"'1,2'\""),
+        (["seed=3", "epochs=range(1,3)"], "epochs=range(1,3) gives several values, a sweep: add -m"),
+        (["data=cifake", "data.root=/x/a,b"], "data.root=/x/a,b gives several values, a sweep: add -m to run one job each, or quote it to give the text itself: data.root=\"'/x/a,b'\""),
+        (["epochs=2", "data.root='/x/a,b'"], None),
+        (["epochs=[1"], None),  # unparsable: override_error names it
+    ],
+)
+def test_several_values_without_multirun_are_named(overrides: list[str], expected: str | None) -> None:
+    problem = sweep_without_multirun(overrides)
+    assert problem == expected if expected is None else (problem is not None and problem.startswith(expected))
 
 
 def test_good_overrides_and_sweeps_pass_the_precheck() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ ISSUE_KEYS = (
     "outside_root_links",
     "dangling_links",
     "unsafe_zip_names",
+    "passed_over",
 )
 
 
@@ -336,6 +338,17 @@ def test_class_with_only_unreadable_files_is_an_error(cifake: Path, cache_dir: s
         load_cifake(str(cifake), cache_dir=cache_dir)
 
 
+def rgb48_png(value: int, side: int = 32) -> bytes:
+    """A PNG of 16 bits per colour channel (which PIL opens as 8-bit RGB), every sample `value`."""
+    row = b"\x00" + value.to_bytes(2, "big") * 3 * side  # filter type 0, then big-endian samples
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = side.to_bytes(4, "big") * 2 + bytes([16, 2, 0, 0, 0])  # bit depth 16, colour type 2 (RGB)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * side)) + chunk(b"IEND", b"")
+
+
 def test_other_modes_are_converted_and_other_sizes_resized(
     cifake: Path, cache_dir: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -344,18 +357,19 @@ def test_other_modes_are_converted_and_other_sizes_resized(
     Image.new("RGBA", (32, 32), (30, 30, 30, 128)).save(fake / "alpha (1).png")
     Image.new("RGB", (32, 32), (30, 30, 30)).convert("P").save(fake / "palette (1).png")
     Image.fromarray(np.full((32, 32), 30 * 257, dtype=np.uint16)).save(fake / "sixteen bit (1).png")
+    (fake / "sixteen bit rgb (1).png").write_bytes(rgb48_png(30 * 257))
     Image.new("RGB", (64, 48), (30, 30, 30)).save(fake / "large (1).png")
     caplog.set_level(logging.WARNING, logger="forgery.data")
 
     dataset = load_cifake(str(cifake), cache_dir=cache_dir)
 
-    assert dataset.issues == issue_counts(converted_images=4, resized_images=1)
-    assert dataset.test.class_counts() == {"FAKE": 8, "REAL": 3}
+    assert dataset.issues == issue_counts(converted_images=5, resized_images=1)
+    assert dataset.test.class_counts() == {"FAKE": 9, "REAL": 3}
     levels = grey_levels(dataset.test.images[dataset.test.labels == CLASS_NAMES.index("FAKE")])
-    # The five added files all hold grey 30; a 16-bit file clipped by PIL would read 255 instead.
-    assert np.sum(np.abs(levels - 30) <= JPEG_TOLERANCE) == 5, levels
+    # The six added files all hold grey 30; a 16-bit file clipped by PIL would read 255 instead.
+    assert np.sum(np.abs(levels - 30) <= JPEG_TOLERANCE) == 6, levels
     warnings = " ".join(record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
-    assert "4 images converted to RGB" in warnings and "sixteen bit (1).png" in warnings
+    assert "5 images converted to RGB" in warnings and "sixteen bit (1).png" in warnings and "sixteen bit rgb (1).png" in warnings
     assert "1 images resized to 32x32" in warnings and "large (1).png" in warnings
 
 
@@ -519,6 +533,24 @@ def test_a_failed_cache_write_leaves_no_entry(
 def ids(split: Split) -> np.ndarray:
     """The id each test image carries in its first pixel."""
     return split.images[:, 0, 0, 0].astype(np.int64)
+
+
+def test_the_fingerprint_changes_with_any_pixel_label_or_issue_count() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    labels = np.array([0, 1] * 4)
+
+    def dataset(pixels: np.ndarray = images, classes: np.ndarray = labels, **issues: int) -> Dataset:
+        split = Split(pixels, classes)
+        return Dataset(name="cifake", train=split, val=Split(images[:2], labels[:2]), test=Split(images[:2], labels[:2]), issues=issues)
+
+    reference = data.fingerprint(dataset(skipped_files=0))
+    assert data.fingerprint(dataset(images.copy(), labels.copy(), skipped_files=0)) == reference  # the same data, other arrays
+    changed = images.copy()
+    changed[3, 5, 7, 1] ^= 1
+    assert data.fingerprint(dataset(changed, skipped_files=0)) != reference
+    assert data.fingerprint(dataset(classes=labels[::-1].copy(), skipped_files=0)) != reference
+    assert data.fingerprint(dataset(skipped_files=1)) != reference
 
 
 def test_split_validation_is_stratified_seeded_and_a_partition() -> None:

@@ -6,6 +6,7 @@ import functools
 import io
 import logging
 import os
+import shutil
 import struct
 import warnings
 import zipfile
@@ -174,7 +175,12 @@ def hostile_cifake(tmp_path: Path) -> Path:
     os.mkfifo(root / "pipe")
     (test_fake / "pipe.jpg").symlink_to(root / "pipe")
     (test_fake / "inside.jpg").symlink_to(Path("..", "..", "train", "FAKE", "0000 (1).jpg"))
-    os.mkfifo(test_fake / "fifo.jpg")  # not a file, so not listed, like a subfolder; must not block either
+    # Not files of a class folder, so never read but counted (passed_over: 3); the FIFO must not block either.
+    os.mkfifo(test_fake / "fifo.jpg")
+    (train_real / "more").mkdir()
+    (train_real / "more" / "nested.jpg").write_bytes(jpeg_bytes(Image.new("RGB", (32, 32), (SECRET_SHADE,) * 3)))
+    (root / "train" / "OTHER").mkdir()
+    (root / "train" / "OTHER" / "other.jpg").write_bytes(jpeg_bytes(Image.new("RGB", (32, 32), (SECRET_SHADE,) * 3)))
     # Unreadable (read_errors: 1): the test makes reading it fail.
     (test_real / "locked.jpg").write_bytes(jpeg_bytes(Image.new("RGB", (32, 32), (SECRET_SHADE,) * 3)))
     return root
@@ -201,7 +207,10 @@ def test_hostile_corpus_loads_with_every_case_counted(
         read_errors=1,
         outside_root_links=2,
         dangling_links=3,
+        passed_over=3,
     )
+    passed_line = next(line for line in warning_lines(caplog) if line.startswith("CIFAKE passed_over: 3 "))
+    assert all(f"{hostile_cifake}/{name}" in passed_line for name in ("test/FAKE/fifo.jpg", "train/REAL/more/", "train/OTHER/"))
     # Every good image is there exactly once, under its own folder's label, and nothing else is.
     train_levels = levels_by_label(dataset, "train", "val")
     assert_levels(train_levels[FAKE], [*original_levels("train", "FAKE"), 40])
@@ -383,6 +392,20 @@ def test_a_class_folder_linked_outside_the_root_is_never_read(
     assert any(line.startswith("CIFAKE outside_root_links: 3 ") for line in warning_lines(caplog))
 
 
+def test_a_class_folder_linked_outside_the_root_is_not_served_from_another_roots_cache(tmp_path: Path) -> None:
+    # The same files inside a root of their own are a good dataset, cached; through a link that leads
+    # out of this root they are never read, whatever the cache holds.
+    elsewhere = build_cifake(tmp_path / "elsewhere")
+    load_cifake(str(elsewhere), cache_dir=str(tmp_path / "cache"))
+    root = tmp_path / "cifake"
+    shutil.copytree(elsewhere, root, symlinks=True)  # copystat keeps sizes and times: the listings match
+    shutil.rmtree(root / "test" / "REAL")
+    (root / "test" / "REAL").symlink_to(elsewhere / "test" / "REAL")
+
+    with pytest.raises(DataError, match=f"no readable images: {root}/test/REAL$"):
+        load_cifake(str(root), cache_dir=str(tmp_path / "cache"))
+
+
 def test_a_root_reached_through_a_link_is_fine(tmp_path: Path) -> None:
     build_cifake(tmp_path / "real place")
     (tmp_path / "alias").symlink_to(tmp_path / "real place")
@@ -561,18 +584,23 @@ def test_hostile_zip_loads_with_every_case_counted(
         zipped.writestr("train/FAKE/encrypted.jpg", secret)
         zipped.writestr("train/FAKE/corrupt.jpg", secret, compress_type=zipfile.ZIP_DEFLATED)
         zipped.writestr("train/FAKE/bomb.png", bomb("bomb 20000x20000.png"))
+        zipped.writestr("train/FAKE/more/nested.jpg", secret)  # in no class folder's own files: passed over, counted
+        zipped.writestr("test/OTHER/other.jpg", secret)
+        zipped.writestr("train/.hidden/ignored.jpg", secret)  # hidden, like .DS_Store: not counted
     set_encrypted_flag(archive, "train/FAKE/encrypted.jpg")
     corrupt_member_data(archive, "train/FAKE/corrupt.jpg")
     caplog.set_level(logging.WARNING, logger="forgery.data")
 
     dataset = load_cifake(str(archive), cache_dir=str(tmp_path / "cache"))
 
-    assert dataset.issues == issue_counts(skipped_files=2, oversized_images=1, unsafe_zip_names=4)
+    assert dataset.issues == issue_counts(skipped_files=2, oversized_images=1, unsafe_zip_names=4, passed_over=2)
     train_levels = levels_by_label(dataset, "train", "val")
     assert_levels(train_levels[FAKE], original_levels("train", "FAKE"))
     assert_levels(train_levels[REAL], original_levels("train", "REAL"))
     unsafe_line = next(line for line in warning_lines(caplog) if line.startswith("CIFAKE unsafe_zip_names: 4 "))
     assert all(name in unsafe_line for name in escaping)
+    passed_line = next(line for line in warning_lines(caplog) if line.startswith("CIFAKE passed_over: 2 "))
+    assert "train/FAKE/more/nested.jpg" in passed_line and "test/OTHER/other.jpg" in passed_line
 
 
 def test_an_unsafe_zip_name_added_later_is_counted_not_served_from_the_cache(tmp_path: Path) -> None:
@@ -584,3 +612,13 @@ def test_an_unsafe_zip_name_added_later_is_counted_not_served_from_the_cache(tmp
     dataset = load_cifake(str(archive), cache_dir=str(tmp_path / "cache"))
 
     assert dataset.issues == issue_counts(unsafe_zip_names=1)
+
+
+def test_a_folder_added_later_in_a_class_folder_is_counted_not_served_from_the_cache(tmp_path: Path) -> None:
+    root = build_cifake(tmp_path / "cifake")
+    load_cifake(str(root), cache_dir=str(tmp_path / "cache"))
+    (root / "train" / "FAKE" / "more").mkdir()
+
+    dataset = load_cifake(str(root), cache_dir=str(tmp_path / "cache"))
+
+    assert dataset.issues == issue_counts(passed_over=1)

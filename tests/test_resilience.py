@@ -213,6 +213,29 @@ def test_a_folder_that_cannot_be_locked_is_trained_unguarded_with_a_warning(tmp_
     ]
 
 
+def test_resume_refuses_data_other_than_the_runs(tmp_path: Path, compose_train) -> None:
+    # Another training set would draw another validation split: the run's training images could be validated on.
+    client, run_id, output_dir = killed_run(tmp_path, compose_train)
+    record = {"fingerprint": "0" * 16, "counts": "train 1 FAKE + 1 REAL; val 1 FAKE + 1 REAL; test 1 FAKE + 1 REAL", "issues": {"skipped_files": 2}}
+    checkpoints.write_data_record(output_dir / "checkpoints", record)
+    result = run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120)
+    refusal = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(refusal) == 1, result.stderr[-2000:]
+    assert refusal[0].startswith(f"error: resume: the data is not what run {run_id} trained on (it had train 1 FAKE + 1 REAL; val 1 FAKE + 1 REAL; test 1 FAKE + 1 REAL (2 skipped files); now train ")
+    assert refusal[0].endswith("); put its files back as they were, or start a new run")
+    assert client.get_run(run_id).info.status == "KILLED" and client.get_metric_history(run_id, "val_auc") == []  # nothing was trained into it
+
+
+def test_a_damaged_data_record_is_one_error(tmp_path: Path) -> None:
+    (tmp_path / checkpoints.DATA_FILE).write_text('{"counts": "x"}')
+    with pytest.raises(checkpoints.DamagedCheckpoint, match="holds no data fingerprint$"):
+        checkpoints.read_data_record(tmp_path)
+    (tmp_path / checkpoints.DATA_FILE).write_text("{")
+    with pytest.raises(checkpoints.DamagedCheckpoint, match=r"cannot be read \(JSONDecodeError\)$"):
+        checkpoints.read_data_record(tmp_path)
+    assert checkpoints.read_data_record(tmp_path / "none") is None  # a run from before the record: nothing to compare
+
+
 def test_resume_names_a_moved_output_folder(tmp_path: Path, compose_train) -> None:
     client, run_id, output_dir = killed_run(tmp_path, compose_train)
     output_dir.rename(tmp_path / "elsewhere")

@@ -76,6 +76,9 @@ def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -
         (["optimizer.lr=-1"], "optimizer.lr must be greater than 0"),
         (["data=cifake"], "data.root is required"),
         (["data=cifake", "data.root=/does/not/exist"], "/does/not/exist"),
+        (["data=cifake", "data.root=null"], "data.root must be a path, got None"),
+        (["data.seed=null"], "data.seed must be a whole number, got None"),
+        (["epochs=1,2"], "epochs=1,2 gives several values, a sweep: add -m"),  # Hydra's own report is five lines
         (["seed=-1"], "seed must be a whole number from 0 to 2**32 - 1, got -1"),
         (["evidence.gradcam_checks_per_class=0"], "evidence.gradcam_checks_per_class must be at least 1"),
         (["-m", "sweep.mode=best"], "sweep.mode must be max or min, got 'best'"),
@@ -109,6 +112,7 @@ def test_bad_input_fails_before_training_with_one_line(tmp_path: Path, arguments
         (["verbose=loud", "--cfg", "job"], "verbose must be auto, 0, 1 or 2, got 'loud'"),
         (["--cfg=job", "epochs=0"], "epochs must be at least 1, got 0"),
         (["data=cifake", "-c", "job", "--resolve"], "data.root is required but not set (data=cifake reads the Kaggle folder or zip from data.root=/path/to/cifake)"),
+        (["data=cifake", "data.root=/does/not/exist", "--cfg", "job"], "CIFAKE folder not found: /does/not/exist"),
     ],
 )
 def test_a_printed_config_comes_with_what_a_run_would_refuse(tmp_path: Path, arguments: list[str], expected: str) -> None:

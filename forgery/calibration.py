@@ -27,8 +27,10 @@ BINS = 15  # Guo et al.'s choice; more bins are noisier on a few hundred test im
 # log T is searched in [log 0.05, log 20]: wider than any sensible model needs, narrow enough to stay finite.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 TEMPERATURE_METRIC = "temperature"  # the MLflow metric forgery.predict reads back to calibrate
-# A float32 softmax can round a probability to exactly 0; its log would be -inf.
-_SMALLEST_PROBABILITY = 1e-12
+# A float32 softmax can round a probability to exactly 0; its log would be -inf. The floor is float32's
+# smallest number, not a round 1e-12: a float32 p(FAKE) still resolves a logit margin of 60 (about 1e-26),
+# and a higher floor would tie every margin above 27.6 and cap the calibrated confidences below 1 - 1e-6.
+_SMALLEST_PROBABILITY = float(np.finfo(np.float32).smallest_subnormal)
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = BINS) -> float:

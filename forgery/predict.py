@@ -1,6 +1,6 @@
 """Entrypoint: `python -m forgery.predict PATH... (run_id=ID | registered=NAME@ALIAS | model_path=FILE.keras) [gradcam_dir=FOLDER]`.
 
-Classifies image files, and every image file in folders (recursively), as FAKE or REAL. Stdout carries
+Classifies image files, and every image file in folders (recursively, following linked folders), as FAKE or REAL. Stdout carries
 one JSON line per image and nothing else, so it can be piped into `jq` or a script:
 
     {"path": "a.jpg", "label": "FAKE", "confidence": 0.93, "probabilities": {"FAKE": 0.93, "REAL": 0.07},
@@ -19,8 +19,10 @@ one JSON line per image and nothing else, so it can be piped into `jq` or a scri
   path to the line as `gradcam`; an overlay that cannot be written gets `gradcam_error` instead.
 - A file that cannot be read (missing, corrupt, not an image, over MAX_FILE_BYTES, a pipe, or pixels with no
   known scale such as floats), or whose probabilities come out NaN, gets `{"path", "error"}` and the rest go on.
+- A model whose outputs are not probabilities (no softmax at the end) is refused before any image is read.
 Exit status: 0 when every image was classified (and its overlay written), 1 when any failed, 2 for a usage
-error (one `error:` line on stderr). Arguments are plain tokens rather than Hydra overrides: a token
+error (one `error:` line on stderr), 141 when the reader of stdout went away (`| head -1`), as for a
+process killed by SIGPIPE. Arguments are plain tokens rather than Hydra overrides: a token
 `key=value` whose key is one of the options above sets it, every other token is a path.
 """
 
@@ -33,6 +35,7 @@ import logging
 import math
 import os
 import re
+import signal
 import stat
 import sys
 import zipfile
@@ -61,6 +64,13 @@ GRADCAM_ALPHA = 0.45  # as conf/train.yaml's gradcam.alpha
 # file systems allow, however long the input's name.
 GRADCAM_STEM_BYTES = 100
 _OPTION_LIKE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+# How far a probability row may stray from [0, 1] and a sum of 1: float32 rounding is far below it, and a
+# float16 model's is two of its epsilons (about 0.002).
+PROBABILITY_TOLERANCE = 1e-3
+# What a model is shown before any image is read, to tell probabilities from raw scores: black, white, noise.
+PROBE_IMAGES = np.stack(
+    [np.zeros((32, 32, 3), "uint8"), np.full((32, 32, 3), 255, "uint8"), np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype("uint8")]
+)
 
 
 class UsageError(Exception):
@@ -140,11 +150,40 @@ def load_model(options: dict[str, str]) -> tuple[keras.Model, float | None]:
     shapes = (tuple(getattr(model, "input_shape", ())[1:]), tuple(getattr(model, "output_shape", ())[1:]))
     if shapes != ((32, 32, 3), (2,)):
         raise UsageError(f"the model maps {shapes[0]} to {shapes[1]}; a forgery model maps (32, 32, 3) to (2,)")
+    problem = probability_problem(model.predict(PROBE_IMAGES, verbose=0))
+    if problem:
+        raise UsageError(f"{model_label(options)} does not output probabilities: {problem} (a forgery model ends in a softmax)")
     if temperature is None:
         log.warning("probabilities are raw: the model comes with no fitted temperature (calibrated: false)")
     else:
         log.info("probabilities are calibrated with the run's temperature %.4g", temperature)
     return model, temperature
+
+
+def model_label(options: dict[str, str]) -> str:
+    """How an error line names the model the options chose."""
+    if "model_path" in options:
+        return f"model {options['model_path']}"
+    if "registered" in options:
+        return f"model {options['registered']}"
+    return f"the model of run {options['run_id']}"
+
+
+def probability_problem(rows: np.ndarray) -> str | None:
+    """Why finite output rows are not probabilities (a value outside [0, 1], or a row not summing to 1), or None.
+
+    Rows with NaN or infinity are left to the per-image check, which names them as broken weights.
+    """
+    finite = np.asarray(rows, dtype="float64")[np.all(np.isfinite(rows), axis=1)]
+    tolerance = max(PROBABILITY_TOLERANCE, 2 * float(np.finfo(rows.dtype).eps)) if np.issubdtype(rows.dtype, np.floating) else PROBABILITY_TOLERANCE
+    outside = finite[(finite < -tolerance) | (finite > 1 + tolerance)]
+    if outside.size:
+        return f"it gave {float(outside[np.argmax(np.abs(outside - 0.5))]):.6g}, outside [0, 1]"
+    sums = finite.sum(axis=1)
+    off = sums[np.abs(sums - 1) > tolerance]
+    if off.size:
+        return f"its outputs for one image sum to {float(off[np.argmax(np.abs(off - 1))]):.6g}, not 1"
+    return None
 
 
 def check_model_file(path: Path) -> None:
@@ -234,15 +273,28 @@ def image_files(paths: list[str]) -> list[Path | tuple[Path, str]]:
         if not path.is_dir():
             files.append(path)  # missing or unreadable files get their error line when read
             continue
-        found = sorted(
-            item
-            for item in path.rglob("*")
-            if item.suffix.lower() in IMAGE_SUFFIXES
-            and (item.is_file() or item.is_symlink())  # a dangling link gets its error line, not silence
-            and not any(part.startswith(".") for part in item.relative_to(path).parts)  # .DS_Store, .git, ...
-        )
+        found = folder_images(path)
         files.extend(found or [(path, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")])
     return files
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """Every non-folder entry with an image suffix under `folder` (sorted), skipping hidden names (.DS_Store, .git).
+
+    Pipes, devices and dangling links are kept, so each gets its error line as when named. Linked folders are
+    followed, each real folder once: a link back up would otherwise loop forever.
+    """
+    found: list[Path] = []
+    visited: set[str] = set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:
+            folders.clear()
+            continue
+        visited.add(real)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))  # sorted: which path reaches a folder first is stable
+        found.extend(Path(root, name) for name in names if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(found)
 
 
 class InputImage(NamedTuple):
@@ -301,14 +353,18 @@ def classify(
         batch = [read_input(item) for item in files[start : start + BATCH]]
         readable = [position for position, entry in enumerate(batch) if entry.error is None]
         rows: dict[int, np.ndarray] = {}
+        raw: dict[int, np.ndarray] = {}  # the model's own outputs, before temperature scaling
         if readable:
             probabilities = model.predict(np.stack([batch[position].pixels for position in readable]), batch_size=BATCH, verbose=0)
+            raw = dict(zip(readable, probabilities))
             if temperature is not None:
                 probabilities = apply_temperature(probabilities, temperature)
             rows = dict(zip(readable, probabilities))
         for position, entry in enumerate(batch):
             if entry.error is None and not np.all(np.isfinite(rows[position])):  # no label from a broken model's output
                 entry = entry._replace(error=f"the model gave non-finite probabilities {rows[position].tolist()}; its weights are broken")
+            elif entry.error is None and probability_problem(raw[position][None]):  # the load-time probe passed, this image did not
+                entry = entry._replace(error=f"the model gave {raw[position].tolist()}, which are not probabilities")
             if entry.error is not None:
                 yield {"path": str(entry.path), "error": entry.error}
                 continue
@@ -365,7 +421,14 @@ def shortened(name: str, limit: int) -> str:
 def cli() -> None:
     """`python -m forgery.predict`: logs to stderr, JSON lines to stdout, the exit status from `main`."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    raise SystemExit(main(sys.argv[1:]))
+    try:
+        status = main(sys.argv[1:])
+    except BrokenPipeError:
+        # The reader left (`| head -1`): stop quietly, as a producer killed by SIGPIPE would. Python's documented
+        # idiom: stdout now points at devnull, so the interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 128 + signal.SIGPIPE
+    raise SystemExit(status)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Steps: choose a run (the best FINISHED one by a metric, or the one named), check its report artefacts,
 stage them with the page files in a folder beside `dest`, then swap that folder in with two renames.
-A reader sees the old page or the new one, never a mix, and a refusal or failure leaves `dest` as it was.
+A reader sees the old page or the new one, never a mix, and a refusal or failure leaves `dest` (and the
+champion alias) as it was. Promotes of one `dest` take turns, under a lock file beside it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -76,6 +77,9 @@ ConfigStore.instance().store(name="promote", node=OmegaConf.load(CONFIG_FILE))
 def main(cfg: DictConfig) -> None:
     """Hydra entrypoint: a refusal becomes one `error:` line on stderr and exit code 2, never a traceback."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # else one bar per downloaded file
+    warning = test_metric_warning(str(cfg.metric), _optional_text(cfg.run_id))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         record = promote(
             experiment=str(cfg.experiment),
@@ -94,6 +98,16 @@ def main(cfg: DictConfig) -> None:
     print(summary(record, Path(str(cfg.dest)), bool(cfg.dry_run), bool(cfg.register), str(cfg.model_name)))
 
 
+def test_metric_warning(metric: str, run_id: str | None) -> str | None:
+    """Why ranking by `metric` biases the page, for a test metric (None for a named run, which no metric picks)."""
+    if run_id is not None or not metric.startswith("test_"):
+        return None
+    return (
+        f"metric={metric} picks the run by its test split, so the test figures the page shows are the best of "
+        "several draws, not a fair estimate; rank by a validation metric (evaluated_val_auc, the default, or val_loss mode=min)"
+    )
+
+
 def promote(
     *,
     experiment: str,
@@ -108,7 +122,9 @@ def promote(
 ) -> dict[str, Any]:
     """Choose and check a run, then (unless `dry_run`) publish it to `dest`; return the promotion record."""
     check_options(metric, mode, model_name)
+    dest = through_link(dest)
     check_dest(dest, Path.cwd())
+    check_writable(dest)
     try:
         tracking.check_reachable()  # a dead server: one line now, not minutes of retries and a traceback
     except tracking.TrackingUnavailable as error:
@@ -119,6 +135,8 @@ def promote(
     problem = artefact_problem(tracking.artifact_names(choice.run_id, REPORT_FOLDER))
     if problem:
         raise PromoteError(f"run {choice.run_id} cannot be promoted: {problem}")
+    if register:
+        check_has_model(choice.run_id)
     record = promotion_record(choice, sorted(REPORT_FILES + SITE_FILES), datetime.now(timezone.utc))
     if dry_run:
         return record
@@ -135,6 +153,16 @@ def check_options(metric: str, mode: str, model_name: str) -> None:
         raise PromoteError("model_name must be a non-empty name")
 
 
+def through_link(dest: Path) -> Path:
+    """The folder a symlinked `dest` points at, resolved once: promote publishes through the link rather than replacing it."""
+    if not dest.is_symlink():
+        return dest
+    try:
+        return dest.resolve(strict=True)
+    except (OSError, RuntimeError):  # RuntimeError: a loop of links
+        raise PromoteError(f"dest {dest} is a link to {os.readlink(dest)}, which leads nowhere; make that folder or remove the link") from None
+
+
 def check_dest(dest: Path, working_folder: Path) -> None:
     """Refuse a `dest` whose replacement would destroy something promote did not write."""
     if working_folder.resolve().is_relative_to(dest.resolve()):
@@ -147,6 +175,23 @@ def check_dest(dest: Path, working_folder: Path) -> None:
     # The swap deletes the old dest, so it must be empty or an earlier promotion.
     if dest.is_dir() and any(dest.iterdir()) and not (dest / PROMOTION_FILE).is_file():
         raise PromoteError(f"dest {dest} holds files but no {PROMOTION_FILE}, so promote did not write it; refusing to replace it")
+
+
+def check_writable(dest: Path) -> None:
+    """Refuse a `dest` whose folder promote cannot write in: it stages and swaps there (checked by a dry run too)."""
+    folder = next(folder for folder in [dest.parent, *dest.parent.parents] if folder.exists())  # the one promote would create in
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PromoteError(f"dest {dest} cannot be written: {folder} is not writable")
+
+
+def check_has_model(run_id: str) -> None:
+    """Refuse to register a run that logged no model (checked by a dry run too, before anything is staged)."""
+    try:
+        found = tracking.has_model(run_id)
+    except RuntimeError as error:
+        raise PromoteError(f"could not register the model of run {run_id}: {error}") from None
+    if not found:
+        raise PromoteError(f"could not register the model of run {run_id}: it logged none (runs:/{run_id}/model)")
 
 
 def choose_run(experiment: str, metric: str, mode: str, run_id: str | None, parent_run_id: str | None) -> Choice:
@@ -178,6 +223,8 @@ def choose_run(experiment: str, metric: str, mode: str, run_id: str | None, pare
 
 def check_named_run(run: dict[str, Any], metric: str) -> dict[str, Any]:
     """The run itself, when it finished and has the metric."""
+    if run["tags"].get("sweep") == "parent":  # its best_* metrics would pass, its missing report would not
+        raise PromoteError(f"run {run['run_id']} is a sweep's parent run, which holds no report; promote its best job with parent_run_id={run['run_id']}")
     if run["status"] != "FINISHED":
         raise PromoteError(f"run {run['run_id']} is {run['status']}, not FINISHED")
     if metric_value(run, metric) is None:
@@ -279,29 +326,71 @@ def promotion_record(choice: Choice, files: list[str], now: datetime) -> dict[st
 
 
 def publish(run_id: str, dest: Path, record: dict[str, Any], model_name: str | None) -> dict[str, Any]:
-    """Stage the files beside `dest`, register the model if asked, then swap the staged folder in."""
+    """Stage the files beside `dest`, register the model if asked, then swap the staged folder in; one promote of `dest` at a time."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        lock = lock_file(dest).open("a")
+    except OSError as error:
+        raise PromoteError(f"promotion of run {run_id} failed before staging, {dest} left as it was: {error}") from error
+    with lock:  # closing it frees the lock, however this ends
+        wait_for_turn(lock, dest)
+        return publish_locked(run_id, dest, record, model_name)
+
+
+def lock_file(dest: Path) -> Path:
+    """The file whose lock promotes of `dest` take turns on; it stays, as deleting a lock file lets two hold it."""
+    return dest.with_name(f".{dest.name}.promote.lock")
+
+
+def wait_for_turn(lock: IO[str], dest: Path) -> None:
+    """Hold an exclusive lock on `lock` (freed when it is closed), saying so when another promote of `dest` holds it."""
+    import fcntl
+
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"waiting for another promote of {dest} to finish", file=sys.stderr, flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+
+def publish_locked(run_id: str, dest: Path, record: dict[str, Any], model_name: str | None) -> dict[str, Any]:
+    """`publish`, holding dest's lock: a failure after registering puts the champion alias back where it was."""
+    try:
         recover_interrupted(dest)
         # Same parent as dest, so the final rename is atomic (one filesystem).
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
     except OSError as error:
         raise PromoteError(f"promotion of run {run_id} failed before staging, {dest} left as it was: {error}") from error
+    previous: str | None = None
+    registered = False
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a static server running as another user must read it
         stage(run_id, staging)
         if model_name is not None:
+            champion = tracking.model_version_by_alias(model_name, CHAMPION_ALIAS)
+            previous = champion["version"] if champion else None
             version = tracking.register_model(run_id, model_name, CHAMPION_ALIAS)
+            registered = True
             record = {**record, "registered_model": {"name": model_name, "version": version, "alias": CHAMPION_ALIAS}}
         (staging / PROMOTION_FILE).write_text(json.dumps(record, indent=2) + "\n")
         swap_in(staging, dest)
-    except (OSError, RuntimeError, ValueError) as error:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise PromoteError(f"promotion of run {run_id} failed, {dest} left as it was: {error}") from error
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        alias = restore_alias(str(model_name), previous) if registered else ""
+        if isinstance(error, (OSError, RuntimeError, ValueError)):
+            raise PromoteError(f"promotion of run {run_id} failed, {dest} left as it was{alias}: {error}") from error
         raise
     return record
+
+
+def restore_alias(model_name: str, previous: str | None) -> str:
+    """Point the champion alias back at `previous` (None: remove it); the error line's clause saying how that went."""
+    where = f"version {previous}" if previous else "no version"
+    try:
+        tracking.point_alias(model_name, CHAMPION_ALIAS, previous)
+    except RuntimeError as error:
+        return f"; alias {CHAMPION_ALIAS!r} of {model_name!r} could not be put back on {where} ({error}), so it names the new version"
+    return f", as is alias {CHAMPION_ALIAS!r} (back on {where})"
 
 
 def stage(run_id: str, staging: Path) -> None:
@@ -351,7 +440,7 @@ def swap_in(staging: Path, dest: Path) -> None:
 
 def recover_interrupted(dest: Path) -> None:
     """Clean up after a promote that was killed: drop its staging folder, and restore the old page if it was mid-swap."""
-    # Assumes one promote at a time per dest: a concurrent one's staging folder would be removed here.
+    # Called under dest's promote lock, so no staging folder here belongs to a promote still running.
     leftovers = sorted(path for path in dest.parent.iterdir() if path.name.startswith(f".{dest.name}.staging-"))
     retired = sorted(
         (path for path in dest.parent.iterdir() if path.name.startswith(f".{dest.name}.old-")),

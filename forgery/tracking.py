@@ -60,6 +60,9 @@ def check_reachable(timeout: float = 5.0) -> None:
     for name, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     uri = tracking_uri()
+    problem = file_store_problem(uri)
+    if problem:
+        raise TrackingUnavailable(problem)
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -70,6 +73,26 @@ def check_reachable(timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as error:
         problem = str(getattr(error, "reason", error))
     raise TrackingUnavailable(f"MLflow tracking server {uri} is not reachable ({problem}); start it, or unset MLFLOW_TRACKING_URI to use ./mlflow.db")
+
+
+def file_store_problem(uri: str) -> str | None:
+    """Why MLflow will refuse `uri` as a file store (./mlruns), or None: MLflow 3 raises a page-long exception on first use."""
+    from urllib.parse import urlparse
+
+    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+    if urlparse(uri).scheme not in ("", "file") or uri.startswith("databricks"):  # "databricks" alone has no scheme
+        return None
+    try:
+        if MLFLOW_ALLOW_FILE_STORE.get():
+            return None
+    except ValueError:  # a value MLflow cannot read as true or false: MLflow refuses the store too
+        pass
+    return (
+        f"MLflow {mlflow.__version__} refuses the file store {uri} (its filesystem backend is in maintenance mode): "
+        "use the default SQLite store (unset MLFLOW_TRACKING_URI, or set it to sqlite:///mlflow.db; "
+        "`mlflow migrate-filestore` moves existing runs), or set MLFLOW_ALLOW_FILE_STORE=true to keep it"
+    )
 
 
 class Tracker:
@@ -493,16 +516,69 @@ def download_artifact(run_id: str, artifact_path: str, folder: Path) -> Path:
         raise RuntimeError(f"could not download {artifact_path} of run {run_id}: {error.message}") from error
 
 
+def has_model(run_id: str) -> bool:
+    """Whether a run logged a model named `model`: as an MLflow 3 LoggedModel, or as MLflow 2 artefacts (model/MLmodel).
+
+    MLflow errors (a server too old to list logged models) become RuntimeError."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+        if any(info.path == "model/MLmodel" for info in client.list_artifacts(run_id, "model")):
+            return True
+        # As mlflow.register_model looks a runs:/ URI up: by name, then by source run (not every store filters by it).
+        page_token = None
+        while True:
+            page = client.search_logged_models(experiment_ids=[run.info.experiment_id], filter_string="name = 'model'", page_token=page_token)
+            if any(model.source_run_id == run_id for model in page):
+                return True
+            page_token = page.token
+            if not page_token:
+                return False
+    except MlflowException as error:
+        raise RuntimeError(_first_line(error)) from error
+
+
+class _LoggedModelNotice(logging.Filter):
+    """Drops MLflow's warning that a run has no `model` artefacts: MLflow 3 keeps a run's model as a LoggedModel,
+    so registering `runs:/<id>/model` always takes that path and works, though the warning reads like a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Run with id ") and "has no artifacts at artifact path 'model', registering model based on models:/" in message)
+
+
+_REGISTRY_LOGGER = "mlflow.tracking._model_registry.fluent"  # where mlflow.register_model logs that warning
+
+
 def register_model(run_id: str, model_name: str, alias: str) -> str:
     """Register `runs:/<run_id>/model` as a new version of `model_name`, point `alias` at it, return the version."""
     from mlflow.exceptions import MlflowException
 
+    registry_log = logging.getLogger(_REGISTRY_LOGGER)
+    if not any(isinstance(known, _LoggedModelNotice) for known in registry_log.filters):
+        registry_log.addFilter(_LoggedModelNotice())
     try:
         version = mlflow.register_model(f"runs:/{run_id}/model", model_name)
         mlflow.MlflowClient().set_registered_model_alias(model_name, alias, version.version)
     except MlflowException as error:
         raise RuntimeError(f"could not register the model of run {run_id}: {error.message}") from error
     return str(version.version)
+
+
+def point_alias(model_name: str, alias: str, version: str | None) -> None:
+    """Point `alias` at `version` of a registered model, or remove the alias when `version` is None."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        if version is None:
+            client.delete_registered_model_alias(model_name, alias)
+        else:
+            client.set_registered_model_alias(model_name, alias, version)
+    except MlflowException as error:
+        raise RuntimeError(_first_line(error)) from error
 
 
 def model_version_by_alias(model_name: str, alias: str) -> dict[str, str] | None:

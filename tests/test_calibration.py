@@ -108,6 +108,15 @@ def test_apply_temperature_keeps_the_predicted_class_and_softens_or_sharpens() -
         apply_temperature(probabilities, 0.0)
 
 
+def test_apply_temperature_divides_the_logits_of_confident_float32_outputs() -> None:
+    # Margins of 40 and 60 leave p(FAKE) at about 4e-18 and 9e-27 in float32: still two different calls,
+    # which softmax(z / T) keeps apart (a floor of 1e-12 tied both at a margin of 27.6).
+    logits = np.array([[0.0, 40.0], [0.0, 60.0]])
+    outputs = softmax(logits, axis=1).astype("float32")
+    scaled = apply_temperature(outputs, 2.0)
+    np.testing.assert_allclose(scaled[:, 0], softmax(logits / 2.0, axis=1)[:, 0], rtol=1e-5)
+
+
 def test_apply_temperature_survives_probabilities_of_exactly_zero() -> None:
     scaled = apply_temperature(np.array([[1.0, 0.0], [0.0, 1.0]], dtype="float32"), 2.0)
     assert np.all(np.isfinite(scaled)) and scaled[0, 0] > 0.99

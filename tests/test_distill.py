@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from forgery import distill, metrics
 from forgery.config import ConfigError
@@ -163,6 +164,23 @@ def test_student_learns_from_a_teacher_run_and_refuses_another_split(tmp_path: P
     assert other_split.returncode == 2
     assert f"error: distill.teacher: run {teacher_run.info.run_id} trained on another split or dataset, data.seed=42 (this run: 7)" in other_split.stderr
     assert len(client.search_runs([experiment.experiment_id])) == 2  # refused before a run opened
+
+
+@pytest.mark.parametrize(("spread", "tolerance"), [(0.1, 3e-4), (0.5, 6e-5), (5.0, 1e-5)])
+def test_the_tracked_auc_matches_the_exact_roc_auc_on_timid_scores(spread: float, tolerance: float) -> None:
+    # A first epoch's logits crowd near 0, where cut-offs 0.064 apart tied enough images to be 1e-3 off.
+    from sklearn.metrics import roc_auc_score
+
+    from forgery.evaluate import ranking_scores
+    from forgery.train import run_metrics
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 5000)
+    margins = (labels * 2 - 1) * spread * 0.5 + rng.normal(0, spread, 5000)
+    predictions = softmax(np.stack([np.zeros(5000), margins], axis=1), axis=1).astype("float32")
+    tracked = run_metrics()[1]
+    tracked.update_state(np.eye(2, dtype="float32")[labels], predictions)
+    assert float(tracked.result()) == pytest.approx(roc_auc_score(labels, ranking_scores(predictions)), abs=tolerance)
 
 
 def test_the_tracked_auc_matches_the_exact_roc_auc_on_confident_scores() -> None:

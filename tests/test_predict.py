@@ -339,3 +339,74 @@ def test_a_deleted_run_is_named_deleted_not_unknown(mlflow_store: str) -> None:
     MlflowClient(mlflow_store).delete_run(run_id)
     with pytest.raises(UsageError, match=f"^run {run_id} is deleted in {mlflow_store}: restore it \\(mlflow runs restore --run-id {run_id}\\) or name another run$"):
         _load_run_model(run_id)
+
+
+def test_a_reader_that_leaves_ends_it_quietly_with_the_sigpipe_status(tmp_path: Path, model_file: Path) -> None:
+    # `predict folder | head -1`: the reader is gone before the next line is written.
+    import os
+    import subprocess
+    import sys
+
+    images = [save_image(tmp_path / f"{number}.png", (32, 32, 3), seed=number) for number in range(3)]
+    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forgery.predict", *map(str, images), f"model_path={model_file}"],
+        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    process.stdout.close()  # before the first line: whenever it comes, no one reads it
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 141, stderr  # 128 + SIGPIPE, as a producer the signal killed
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_a_folder_scan_follows_linked_folders_once_and_keeps_pipes(tmp_path: Path) -> None:
+    import os
+
+    from forgery.predict import image_files, read_input
+
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    save_image(root / "a.png", (32, 32, 3), seed=1)
+    save_image(tmp_path / "elsewhere" / "b.png", (32, 32, 3), seed=2)
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "sub" / "up").symlink_to(root, target_is_directory=True)  # a loop: scanned once, not forever
+    os.mkfifo(root / "pipe.png")
+    (root / ".hidden").mkdir()
+    save_image(root / ".hidden" / "c.png", (32, 32, 3), seed=3)
+    assert image_files([str(root)]) == [root / "a.png", root / "linked" / "b.png", root / "pipe.png"]
+    assert read_input(root / "pipe.png").error == "not a regular file"  # the line it gets when named
+
+
+def test_probability_rows_are_checked_within_a_float_tolerance() -> None:
+    from forgery.predict import probability_problem
+
+    assert probability_problem(np.array([[0.25, 0.75], [1.0, 0.0]], "float32")) is None
+    assert probability_problem(np.array([[0.4993, 0.4993]], "float16")) is None  # 0.9985: float16 rounding
+    assert probability_problem(np.array([[0.4993, 0.4993]], "float32")) == "its outputs for one image sum to 0.9986, not 1"
+    assert probability_problem(np.array([[0.2, 0.8], [183.58, -12.0]], "float32")) == "it gave 183.58, outside [0, 1]"
+    assert probability_problem(np.array([[np.nan, np.nan]], "float32")) is None  # left to the per-image line on broken weights
+
+
+def test_a_model_that_does_not_output_probabilities_is_refused(tmp_path: Path) -> None:
+    from forgery.predict import classify
+
+    inputs = keras.Input((32, 32, 3))
+    scores = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))  # raw scores: no softmax
+    scores.save(tmp_path / "scores.keras")
+    image = save_image(tmp_path / "a.png", (32, 32, 3), seed=0)
+    result = run_forgery("predict", "a.png", "model_path=scores.keras", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: model scores.keras does not output probabilities: it gave ") and line.endswith(", outside [0, 1] (a forgery model ends in a softmax)")
+    (classified,) = classify(scores, None, [image], None, None)  # an image past the load-time probe is checked too
+    assert set(classified) == {"path", "error"} and classified["error"].endswith(", which are not probabilities")
+
+
+def test_a_file_store_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "mlruns").mkdir()
+    save_image(tmp_path / "x.jpg", (32, 32, 3), seed=0)
+    result = run_forgery("predict", "x.jpg", "run_id=abc", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": "./mlruns"}, timeout=120)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: MLflow ") and "refuses the file store ./mlruns" in line and "MLFLOW_ALLOW_FILE_STORE=true" in line

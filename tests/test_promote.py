@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,8 +78,9 @@ def log_run(
     metrics: dict[str, float],
     tags: dict[str, str] | None = None,
     status: str = "FINISHED",
+    model: bool = False,
 ) -> str:
-    """One MLflow run through forgery.tracking, with `report_dir` logged as report/; returns its id."""
+    """One MLflow run through forgery.tracking, with `report_dir` logged as report/ (and a tiny model if asked); returns its id."""
     tracker = tracking.Tracker(None)  # no journal: these runs are only read back
     if status == "FAILED":
         with pytest.raises(RuntimeError), tracker.run(experiment, None, tags or {}) as run_id:
@@ -87,7 +91,20 @@ def log_run(
         tracker.metrics(metrics)
         if report_dir is not None:
             tracker.folder(report_dir, "report")
+        if model:
+            log_tiny_model()
     return run_id
+
+
+def log_tiny_model() -> None:
+    """Log an untrained tiny forgery model to the active run, as train logs its model."""
+    import numpy as np
+
+    from forgery.models import cnn
+
+    network = cnn("tiny", [4, 8, 8])
+    example = np.zeros((1, 32, 32, 3), dtype="uint8")
+    tracking.log_keras_model(network, example, network.predict(example, verbose=0))
 
 
 def run_promote(experiment: str, dest: Path, **options: Any) -> dict[str, Any]:
@@ -111,6 +128,11 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def beside(dest: Path) -> list[str]:
+    """Names in dest's folder but promote's lock file (which stays): only dest, once no staging or retired folder is left."""
+    return sorted(path.name for path in dest.parent.iterdir() if path.name != promote.lock_file(dest).name)
 
 
 def promoted_run(dest: Path) -> str:
@@ -257,7 +279,7 @@ def test_a_new_promotion_replaces_the_whole_folder(promoted: tuple[Path, str], e
     assert promoted_run(dest) == new_run != old_run
     assert not (dest / "stale-from-old-run.png").exists()
     assert json.loads((dest / "model_card.json").read_text())["model"] == "new"
-    assert [path.name for path in dest.parent.iterdir()] == [dest.name]  # no staging or retired folder left
+    assert beside(dest) == [dest.name]  # no staging or retired folder left
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()], ids=["error", "interrupt"])
@@ -281,7 +303,7 @@ def test_a_failure_mid_copy_leaves_the_old_page(
         run_promote(experiment, dest)
     assert len(copies) == 1 and copies[0].parent != dest  # the one file that was copied went to staging
     assert snapshot(dest) == before
-    assert [path.name for path in dest.parent.iterdir()] == [dest.name]
+    assert beside(dest) == [dest.name]
 
 
 def test_a_promote_killed_mid_swap_is_repaired_by_the_next(promoted: tuple[Path, str]) -> None:
@@ -294,7 +316,7 @@ def test_a_promote_killed_mid_swap_is_repaired_by_the_next(promoted: tuple[Path,
     (staging / "half.png").write_bytes(b"half")
     promote.recover_interrupted(dest)
     assert snapshot(dest) == before
-    assert [path.name for path in dest.parent.iterdir()] == [dest.name]
+    assert beside(dest) == [dest.name]
 
 
 def test_dry_run_changes_nothing(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
@@ -377,7 +399,7 @@ def test_a_run_with_bad_artefacts_is_refused(
     with pytest.raises(promote.PromoteError, match=re.escape(reason)):
         run_promote(experiment, dest)
     assert snapshot(dest) == before
-    assert [path.name for path in dest.parent.iterdir()] == [dest.name]
+    assert beside(dest) == [dest.name]
     assert not list(dest.parents[2].rglob("outside.png"))
 
 
@@ -401,7 +423,7 @@ def test_refusals_name_the_reason_and_leave_dest(promoted: tuple[Path, str], exp
         with pytest.raises(promote.PromoteError, match=reason):
             run_promote(options.pop("experiment", experiment), dest, **options)
         assert snapshot(dest) == before, reason
-        assert [path.name for path in dest.parent.iterdir()] == [dest.name], reason
+        assert beside(dest) == [dest.name], reason
 
 
 def test_dest_below_a_file_is_refused_in_one_line(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
@@ -433,6 +455,151 @@ def test_dest_that_promote_did_not_write_is_refused(experiment: str, make_report
     with pytest.raises(promote.PromoteError, match="working folder"):
         run_promote(experiment, tmp_path)
     assert (tmp_path / "site" / "notes.txt").read_text() == "mine"
+
+
+def test_a_linked_dest_is_published_through_the_link(promoted: tuple[Path, str], experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    dest, _ = promoted
+    link = tmp_path / "page-link"
+    link.symlink_to(dest, target_is_directory=True)
+    new_run = log_run(make_report("new"), experiment, {"test_roc_auc": 0.9})
+    run_promote(experiment, link)
+    assert link.is_symlink() and link.resolve() == dest.resolve()  # the link stays, and the folder it names got the page
+    assert promoted_run(dest) == new_run
+    assert beside(dest) == [dest.name]
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".page-link.")]
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    for dry_run in (True, False):
+        with pytest.raises(promote.PromoteError, match=f"^dest {re.escape(str(tmp_path / 'dangling'))} is a link to .*gone, which leads nowhere"):
+            run_promote(experiment, tmp_path / "dangling", dry_run=dry_run)
+    assert (tmp_path / "dangling").is_symlink() and not (tmp_path / "gone").exists()
+
+
+def test_dry_run_refuses_what_the_real_promote_would(experiment: str, make_report: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id = log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})  # no model logged
+    for dry_run in (True, False):
+        with pytest.raises(promote.PromoteError, match=f"^could not register the model of run {run_id}: it logged none"):
+            run_promote(experiment, tmp_path / "site", register=True, dry_run=dry_run)
+    # Tests may run as root, whom permission bits do not stop: the folder is made unwritable where promote asks.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **options: Path(path) != locked and real_access(path, mode, **options))
+    for dry_run in (True, False):
+        with pytest.raises(promote.PromoteError, match=f"^dest {re.escape(str(locked / 'site'))} cannot be written: {re.escape(str(locked))} is not writable$"):
+            run_promote(experiment, locked / "site", dry_run=dry_run)
+    assert list(locked.iterdir()) == [] and not (tmp_path / "site").exists()
+
+
+def test_a_sweep_parent_named_by_run_id_is_refused_with_parent_run_id(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    sweep = start_sweep(experiment)
+    child = log_run(make_report("child"), experiment, {"test_roc_auc": 0.7}, tags={"mlflow.parentRunId": sweep})
+    tracking.finish_parent_run(sweep, "FINISHED", {"best_test_roc_auc": 0.7}, {"best_run_id": child}, {})
+    refusal = f"^run {sweep} is a sweep's parent run, which holds no report; promote its best job with parent_run_id={sweep}$"
+    for metric in ("test_roc_auc", "best_test_roc_auc"):  # the metric it lacks, and the summary metric it has
+        with pytest.raises(promote.PromoteError, match=refusal):
+            run_promote(experiment, tmp_path / DEST, run_id=sweep, metric=metric)
+    assert run_promote(experiment, tmp_path / DEST, parent_run_id=sweep)["run_id"] == child
+
+
+def test_two_promotes_of_one_dest_take_turns(
+    experiment: str, make_report: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # as the command sets it: stderr holds only promote's lines
+    run_id = log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
+    dest = tmp_path / DEST
+    copying, release = threading.Event(), threading.Event()
+    real_copy = promote.copy_file
+
+    def copy_slowly(source: Path, target: Path) -> None:
+        if threading.current_thread().name == "first" and not copying.is_set():  # the first promote stops mid-staging
+            copying.set()
+            release.wait(120)
+        real_copy(source, target)
+
+    monkeypatch.setattr(promote, "copy_file", copy_slowly)
+    capsys.readouterr()  # what the store said as it was made
+    outcomes: dict[str, str] = {}
+
+    def attempt() -> None:
+        try:
+            outcomes[threading.current_thread().name] = run_promote(experiment, dest)["run_id"]
+        except promote.PromoteError as error:
+            outcomes[threading.current_thread().name] = str(error)
+
+    first = threading.Thread(target=attempt, name="first")
+    first.start()
+    assert copying.wait(120)
+    second = threading.Thread(target=attempt, name="second")
+    second.start()
+    said = ""
+    deadline = time.monotonic() + 60
+    while second.is_alive() and "waiting for" not in said and time.monotonic() < deadline:
+        time.sleep(0.05)
+        said += capsys.readouterr().err
+    release.set()
+    first.join(120)
+    second.join(120)
+    assert said.splitlines() == [f"waiting for another promote of {dest} to finish"]
+    assert outcomes == {"first": run_id, "second": run_id}
+    assert promoted_run(dest) == run_id and beside(dest) == [dest.name]
+
+
+def test_a_file_store_is_refused_unless_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    for uri in ("./mlruns", "/abs/mlruns", "file:///abs/mlruns"):
+        assert "set MLFLOW_ALLOW_FILE_STORE=true" in tracking.file_store_problem(uri), uri
+    for uri in ("sqlite:///mlflow.db", "http://localhost:5000", "databricks"):
+        assert tracking.file_store_problem(uri) is None, uri
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    assert tracking.file_store_problem("./mlruns") is None
+
+
+# ---- Registering the model ------------------------------------------------------------------------------
+
+
+def test_a_failed_promotion_puts_the_champion_alias_back(experiment: str, make_report: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log_run(make_report("a"), experiment, {"test_roc_auc": 0.7}, model=True)
+    dest = tmp_path / DEST
+    assert run_promote(experiment, dest, dry_run=True, register=True)["run_id"]  # a run with a model passes the dry run's check
+    run_promote(experiment, dest, register=True)
+    assert tracking.model_version_by_alias("image-forgery", "champion")["version"] == "1"
+    before = snapshot(dest)
+
+    def refuse(staging: Path, dest: Path) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(promote, "swap_in", refuse)
+    with pytest.raises(promote.PromoteError, match=r"left as it was, as is alias 'champion' \(back on version 1\): .*Permission denied"):
+        run_promote(experiment, dest, register=True)
+    assert tracking.model_version_by_alias("image-forgery", "champion")["version"] == "1"
+    with pytest.raises(promote.PromoteError, match=r"as is alias 'champion' \(back on no version\)"):  # a model that had no champion
+        run_promote(experiment, dest, register=True, model_name="newcomer")
+    assert tracking.model_version_by_alias("newcomer", "champion") is None
+
+    def store_gone(*args: Any) -> None:
+        raise RuntimeError("store gone")
+
+    monkeypatch.setattr(tracking, "point_alias", store_gone)
+    with pytest.raises(promote.PromoteError, match=r"; alias 'champion' of 'image-forgery' could not be put back on version 1 \(store gone\), so it names the new version: "):
+        run_promote(experiment, dest, register=True)
+    assert snapshot(dest) == before and beside(dest) == [dest.name]
+
+
+def test_registering_does_not_warn_of_missing_model_artefacts(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
+    # MLflow 3 keeps a run's model as a LoggedModel, so every registration takes the path MLflow warns about.
+    log_run(make_report("a"), experiment, {"test_roc_auc": 0.7}, model=True)
+    registry_log = logging.getLogger("mlflow.tracking._model_registry.fluent")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    registry_log.addHandler(handler)
+    try:
+        record = run_promote(experiment, tmp_path / "site", register=True)
+        registry_log.warning("another warning")  # the filter drops that one message only
+    finally:
+        registry_log.removeHandler(handler)
+    assert record["registered_model"]["version"] == "1"
+    assert seen == ["another warning"]
 
 
 # ---- The real command ----------------------------------------------------------------------------------
@@ -479,6 +646,15 @@ def test_a_deleted_run_is_named_deleted_with_how_to_restore_it(experiment: str, 
         promote.choose_run(experiment, "test_roc_auc", "max", "0123456789abcdef", None)
 
 
+def test_cli_refuses_a_file_store_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "mlruns").mkdir()
+    result = run_forgery("promote", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": "./mlruns"}, timeout=120)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: MLflow ") and "refuses the file store ./mlruns" in line
+    assert "sqlite:///mlflow.db" in line and "MLFLOW_ALLOW_FILE_STORE=true" in line
+
+
 def test_cli_without_a_store_refuses_and_creates_none(tmp_path: Path) -> None:
     result = run_forgery("promote", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error: no MLflow store here")
@@ -503,6 +679,19 @@ def test_cli_promotes_and_writes_nothing_else(experiment: str, make_report: Call
     assert promoted_run(tmp_path / DEST) == best
     assert set(os.listdir(tmp_path)) == before | {"public"}  # no outputs/, .hydra/ or promote.log
     assert not list(tmp_path.rglob("*.log"))
+
+
+def test_cli_warns_when_a_test_metric_picks_the_run(experiment: str, make_report: Callable[[str], Path], tmp_path: Path, mlflow_store: str) -> None:
+    best_on_test = log_run(make_report("b"), experiment, {"evaluated_val_auc": 0.4, "test_roc_auc": 0.9})
+    arguments = [f"experiment={experiment}", "dry_run=true"]
+    picked = run_forgery("promote", *arguments, "metric=test_roc_auc", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_store}, timeout=120)
+    assert picked.returncode == 0 and f"would promote run {best_on_test}" in picked.stdout, picked.stderr
+    assert picked.stderr.strip().splitlines() == [
+        "warning: metric=test_roc_auc picks the run by its test split, so the test figures the page shows are the best of several draws, "
+        "not a fair estimate; rank by a validation metric (evaluated_val_auc, the default, or val_loss mode=min)"
+    ]
+    named = run_forgery("promote", *arguments, "metric=test_roc_auc", f"run_id={best_on_test}", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_store}, timeout=120)
+    assert named.returncode == 0 and "warning" not in named.stderr  # a run named by id is not picked by any metric
 
 
 def test_config_defaults_match_the_documented_ones() -> None:

@@ -61,8 +61,10 @@ def validate(cfg: DictConfig, backend_checks: bool = True) -> None:
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {dropout:g}")
     for key in ("schedule.warmup_epochs", "schedule.final_fraction"):  # only the cosine schedule has them
-        if OmegaConf.select(cfg, key) is not None and _number(cfg, key) < 0:
+        if _present(cfg, key) and _number(cfg, key) < 0:
             raise ConfigError(f"{key} must be at least 0, got {_number(cfg, key):g}")
+    if _present(cfg, "schedule.final_fraction") and _number(cfg, "schedule.final_fraction") > 1:  # above 1 the rate would rise after warm-up
+        raise ConfigError(f"schedule.final_fraction must be at most 1 (the last step's rate as a share of optimizer.lr; the rate decays to it), got {_number(cfg, 'schedule.final_fraction'):g}")
     fraction = _number(cfg, "data.val_fraction")
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {fraction}")

@@ -596,8 +596,9 @@ def fit(
             state.logged_epoch = epoch + 1
             checkpoints.write_state(checkpoint_dir, state)
         log.info(epoch_timing(epoch + 1, len(images), trained - epoch_started, time.perf_counter() - trained))
-    if patience_exhausted(state, patience):
-        log.info("early stopping after epoch %d: %s has not improved for %d epochs (best %s at epoch %d)", state.epoch, cfg.early_stopping.metric, patience, f"{state.best_value:.4f}" if state.best_value is not None else "none", state.best_epoch)
+    stopped = early_stop_message(state, patience, cfg.epochs, cfg.early_stopping.metric)
+    if stopped:
+        log.info(stopped)
     if cfg.early_stopping.restore_best and state.best_epoch and state.best_epoch != state.epoch:
         checkpoints.restore_best(checkpoint_dir, model)
         log.info("restored the weights of epoch %d (best %s %.4f)", state.best_epoch, cfg.early_stopping.metric, state.best_value)
@@ -631,6 +632,14 @@ def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
 def mixes_images(cfg: DictConfig) -> bool:
     """Whether each epoch's training images are new ones (CutMix) rather than the training split in a new order."""
     return bool(float(OmegaConf.select(cfg, "cutmix.prob", default=0.0)))  # an older run's config has no cutmix
+
+
+def early_stop_message(state: Any, patience: int | None, epochs: int, metric: str) -> str | None:
+    """The line saying early stopping ended training before `epochs`, or None when it did not (all epochs ran)."""
+    if not patience_exhausted(state, patience) or state.epoch >= epochs:
+        return None
+    best = f"{state.best_value:.4f}" if state.best_value is not None else "none"
+    return f"early stopping after epoch {state.epoch} of {epochs}: {metric} has not improved for {patience} epochs (best {best} at epoch {state.best_epoch})"
 
 
 def patience_exhausted(state: Any, patience: int | None) -> bool:

@@ -251,6 +251,8 @@ def test_bad_train_fraction_is_refused(compose_train, fraction: str) -> None:
         (["data.seed=null"], "data.seed must be a whole number, got None"),
         (["data=cifake", "data.root=/x", "data.train_fraction=null"], "data.train_fraction must be a number, got None"),
         (["data.train_per_class=null"], "data.train_per_class must be a whole number, got None"),
+        (["schedule=cosine", "schedule.final_fraction=1.5"], "schedule.final_fraction must be at most 1"),  # the rate would rise after warm-up
+        (["schedule=cosine", "schedule.final_fraction=null"], "schedule.final_fraction must be a number, got None"),
     ],
 )
 def test_data_values_that_no_loader_can_use_are_refused(compose_train, overrides: list[str], message: str) -> None:

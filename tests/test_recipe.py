@@ -195,6 +195,15 @@ def test_a_run_resumed_after_early_stopping_trains_no_further_epoch(compose_trai
     assert train.patience_exhausted(state, 2) and not train.patience_exhausted(state, 3) and not train.patience_exhausted(state, None)
 
 
+def test_early_stopping_is_reported_only_when_it_cut_the_run_short() -> None:
+    from forgery import checkpoints, train
+
+    stopped = checkpoints.CheckpointState(epoch=4, best_epoch=2, best_value=0.72591)
+    assert train.early_stop_message(stopped, 2, 6, "val_auc") == "early stopping after epoch 4 of 6: val_auc has not improved for 2 epochs (best 0.7259 at epoch 2)"
+    assert train.early_stop_message(stopped, 2, 4, "val_auc") is None  # every planned epoch ran: nothing was stopped
+    assert train.early_stop_message(stopped, 3, 6, "val_auc") is None and train.early_stop_message(stopped, None, 6, "val_auc") is None
+
+
 def test_a_ctrl_c_while_an_epoch_is_logged_is_not_logged_twice_on_resume(compose_train, tmp_path: Path) -> None:
     """SIGINT arriving inside the MLflow write of epoch 1: the checkpoint must already say epoch 1 was logged."""
     import os

@@ -42,7 +42,8 @@ def file_features(content: bytes) -> tuple[list[float], str]:
 def split_features(root: Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray, list[set[str]]]:
     """Features and labels of up to `limit` images per class of one split, and the table digests per class.
 
-    Hidden files (.DS_Store) and real sub-folders are passed over uncounted, as the training loader does.
+    Hidden files (.DS_Store) are passed over uncounted and sub-folders, pipes and other non-files counted
+    (passed_over), as the training loader does.
     Files are read through the loader's door, so a symlink leading outside the root or to nothing is never
     followed; those, unreadable and oversized files are counted in one warning per folder, in the
     loader's words (forgery.data.ISSUE_DESCRIPTIONS).
@@ -58,7 +59,10 @@ def split_features(root: Path, split: str, limit: int) -> tuple[np.ndarray, np.n
         for path in sorted(folder.iterdir()):
             if read == limit:
                 break
-            if path.name.startswith(".") or (path.is_dir() and not path.is_symlink()):
+            if path.name.startswith("."):
+                continue
+            if not path.is_symlink() and not path.is_file():  # a sub-folder or a pipe: never read (links are read_inside_root's)
+                skipped["passed_over"] += 1
                 continue
             try:
                 content = read_inside_root(real_root, f"{split}/{name}/{path.name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,12 +63,14 @@ def test_hidden_and_unreadable_files_are_passed_over_and_counted(tmp_path: Path,
     make_dataset(tmp_path, fake_quality=75)
     (tmp_path / "train" / "FAKE" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     (tmp_path / "train" / "FAKE" / "0 (notes).jpg").write_text("not an image")
-    (tmp_path / "train" / "REAL" / "thumbs").mkdir()
+    (tmp_path / "train" / "REAL" / "0 thumbs").mkdir()  # named to sort before the images: only the first `limit` are looked at
+    os.mkfifo(tmp_path / "train" / "REAL" / "0 pipe.jpg")  # read, it would block forever
     report = shortcut_report(tmp_path, limit=40)
     assert report["same_jpeg_tables"] is True
-    assert capsys.readouterr().err.strip() == (
-        f"warning: skipped 1 file(s) in {tmp_path / 'train' / 'FAKE'}: 1 {ISSUE_DESCRIPTIONS['skipped_files']}"
-    )
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"warning: skipped 1 file(s) in {tmp_path / 'train' / 'FAKE'}: 1 {ISSUE_DESCRIPTIONS['skipped_files']}",
+        f"warning: skipped 2 file(s) in {tmp_path / 'train' / 'REAL'}: 2 {ISSUE_DESCRIPTIONS['passed_over']}",
+    ]
 
 
 def test_links_outside_the_root_or_to_nothing_are_never_read(tmp_path: Path, capsys) -> None:

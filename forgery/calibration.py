@@ -89,7 +89,7 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
 
 
 NO_ERROR_NOTE = (
-    "no validation image is misclassified, so any sharpening lowers the NLL without limit; "
+    "no validation image has another class scored above its own, so any sharpening lowers the NLL without limit; "
     "the temperature stays 1 (no scaling)"
 )
 
@@ -102,7 +102,7 @@ def bound_note(temperature: float) -> str:
 
 def temperature_fit(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, str | None]:
     """The T > 0 that minimises the NLL of softmax(log(p) / T) on these (validation) images, and a note when
-    T is not the plain minimum: 1.0 when no image is misclassified (the NLL falls without limit as T
+    T is not the plain minimum: 1.0 when no image has another class above its own (ties included) (the NLL falls without limit as T
     shrinks), or a bound of TEMPERATURE_BOUNDS when the minimum lies beyond it."""
     logits = np.log(np.maximum(np.asarray(probabilities, dtype="float64"), _SMALLEST_PROBABILITY))
     rows = np.arange(len(labels))

@@ -16,7 +16,6 @@ model see it as what it is". Heatmaps are computed with forgery.gradcam, unchang
 
 from __future__ import annotations
 
-import re
 
 from typing import Any, Callable
 
@@ -122,24 +121,31 @@ def gradcam_heatmaps(model: keras.Model, images: np.ndarray, class_indices: np.n
 
 
 def top_layer_names(model: keras.Model) -> list[str]:
-    """The last top-level Conv2D and every layer with weights after it: what the randomisation check resets.
+    """Every layer with weights that no Conv2D follows: what the randomisation check resets.
 
-    In a network of several towers (model.towers), each tower's last Conv2D and what follows it in that
-    tower, plus the shared head: the last convolution overall would leave the other towers trained.
+    That is the last convolution with everything after it, and beside it whatever else feeds the output
+    without passing through another convolution: a residual block's 1x1 projection shortcut and its
+    squeeze-and-excitation gate (which a last-in-layer-order rule reset one of and left the other trained),
+    each tower's last convolution in an ensemble (model.towers), a frequency branch, the shared head.
     """
-    layers = model.layers
-    # The last convolution, not the Grad-CAM target: in a residual net the target is a later activation.
-    last_conv = {_tower(layer.name): index for index, layer in enumerate(layers) if isinstance(layer, keras.layers.Conv2D)}
-    if not last_conv:
-        last_conv = {"": layers.index(last_conv_layer(model))}
-    shared_start = last_conv.get("", min(last_conv.values()))
-    return [layer.name for index, layer in enumerate(layers) if layer.weights and index >= last_conv.get(_tower(layer.name), shared_start)]
+    children: dict[str, set[str]] = {layer.name: set() for layer in model.layers}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for parent in node.parent_nodes:
+                if parent.operation.name in children:
+                    children[parent.operation.name].add(layer.name)
+    by_name = {layer.name: layer for layer in model.layers}
+    feeds_a_conv: dict[str, bool] = {}
 
+    def reaches_a_conv(name: str) -> bool:
+        if name not in feeds_a_conv:
+            feeds_a_conv[name] = any(isinstance(by_name[child], keras.layers.Conv2D) or reaches_a_conv(child) for child in children[name])
+        return feeds_a_conv[name]
 
-def _tower(name: str) -> str:
-    """The tower prefix of a layer name ("tower2_" for tower2_stage1_block1_conv1), or "" outside the towers."""
-    found = re.match(r"tower\d+_", name)
-    return found.group(0) if found else ""
+    if not any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers):  # convolutions nested in a block
+        start = model.layers.index(last_conv_layer(model))
+        return [layer.name for layer in model.layers[start:] if layer.weights]
+    return [layer.name for layer in model.layers if layer.weights and not reaches_a_conv(layer.name)]
 
 
 def randomise_top_layers(model: keras.Model, seed: int) -> keras.Model:

@@ -712,6 +712,14 @@ def non_finite_loss_message(loss: float, epoch: int, batches: str, checkpoint_di
     return f"loss became {loss} at epoch {epoch}, {batches}; {kept}"
 
 
+def non_finite_scores_problem(probabilities: np.ndarray, split: str) -> str | None:
+    """Why a model's scores cannot be evaluated (some are NaN or infinite), or None when every one is finite."""
+    broken = int(np.count_nonzero(~np.isfinite(probabilities).all(axis=1)))
+    if not broken:
+        return None
+    return f"the trained model scored {broken} of {len(probabilities)} {split} images NaN or infinite, so no metric of it would be right; the run ends FAILED"
+
+
 def batch_span(batch: int, steps_per_execution: int, steps: int | None) -> str:
     """Which batches (1-based) a callback at 0-based `batch` speaks for: with steps_per_execution > 1 Keras
     calls it once per that many batches, naming the last of them even past the epoch's `steps`."""
@@ -753,14 +761,21 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
 
     scorer = models.tta_view(model, cfg.get("tta", "none"))  # what is served (an older run has no tta): test, calibration and robustness score it
 
-    def predict(images: np.ndarray) -> np.ndarray:
+    def scored(images: np.ndarray, split: str) -> np.ndarray:
         interrupts.raise_if_requested()  # a Ctrl-C dropped in the stage before: stop before scoring again
-        return scorer.predict(images, batch_size=256, verbose=0)
+        probabilities = scorer.predict(images, batch_size=256, verbose=0)
+        problem = non_finite_scores_problem(probabilities, split)
+        if problem:  # a NaN would turn calibration off and count as a FAKE call, silently
+            raise NumericalError(problem)
+        return probabilities
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return scored(images, "corrupted test")
 
     test = dataset.test
-    probabilities = predict(test.images)
+    probabilities = scored(test.images, "test")
     # Temperature fitted on validation, applied to test: every confidence a reader sees is the calibrated one.
-    calibration_result = calibration.calibration_report(dataset.val.labels, predict(dataset.val.images), test.labels, probabilities)
+    calibration_result = calibration.calibration_report(dataset.val.labels, scored(dataset.val.images, "validation"), test.labels, probabilities)
     calibrated = calibration.apply_temperature(probabilities, calibration_result["temperature"])
     checked = explain_checks.sample_indices(test.labels, cfg.evidence.gradcam_checks_per_class, cfg.seed)
     checks = explain_checks.gradcam_checks(model, test.images[checked], test.labels[checked], seed=cfg.seed)

@@ -166,7 +166,9 @@ def test_a_validation_split_without_errors_keeps_the_temperature_at_one() -> Non
     probabilities = np.where(labels[:, None] == 1, np.stack([1 - confidence, confidence], 1), np.stack([confidence, 1 - confidence], 1))
     assert temperature_fit(labels, probabilities) == (1.0, NO_ERROR_NOTE)
     report = calibration_report(labels, probabilities, labels, probabilities)
-    assert report["temperature"] == 1.0 and report["fit_note"].startswith("no validation image is misclassified")
+    # a 0.5/0.5 tie is no error either way (its NLL does not depend on T), though argmax calls it FAKE
+    assert temperature_fit(np.array([0, 1, 0]), np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]])) == (1.0, NO_ERROR_NOTE)
+    assert report["temperature"] == 1.0 and report["fit_note"].startswith("no validation image has another class scored above its own")
     # one confident mistake makes the fit identifiable again: a real temperature, and no note
     labels[0] = 1 - probabilities[0].argmax()
     report = calibration_report(labels, probabilities, labels, probabilities)

@@ -49,10 +49,24 @@ def test_every_tower_of_an_ensemble_has_its_top_layers_reset() -> None:
     names = top_layer_names(resnet("towers", [4, 8], blocks_per_stage=1, towers=2))
     assert names == top_layer_names(resnet("towers", [4, 8], blocks_per_stage=1, towers=2))
     for tower in ("tower1_", "tower2_"):
-        assert [f"{tower}stage2_block1_conv2", f"{tower}final_batchnorm"] == [name for name in names if name.startswith(tower)]
-    assert names[-1] == "classifier" and len(names) == 5
+        expected = {f"{tower}stage2_block1_shortcut", f"{tower}stage2_block1_conv2", f"{tower}final_batchnorm"}
+        assert expected == {name for name in names if name.startswith(tower)}
+    assert names[-1] == "classifier" and len(names) == 7
     single = top_layer_names(resnet("one", [4, 8], blocks_per_stage=1))
-    assert single == ["stage2_block1_conv2", "final_batchnorm", "classifier"]
+    assert set(single) == {"stage2_block1_shortcut", "stage2_block1_conv2", "final_batchnorm", "classifier"}
+
+
+def test_a_last_block_s_shortcut_and_gate_are_reset_with_its_last_convolution() -> None:
+    """Both branches of the last residual block feed the output without another convolution: both are reset,
+    whatever order Keras lists them in; the block's first convolution, which feeds the second, is kept."""
+    from forgery.models import resnet
+
+    for squeeze_excite in (0, 4):
+        names = set(top_layer_names(resnet("last", [4, 8, 16], blocks_per_stage=[2, 2, 1], squeeze_excite=squeeze_excite)))
+        gate = {"stage3_block1_se_reduce", "stage3_block1_se_expand"} if squeeze_excite else set()
+        assert names == {"stage3_block1_conv2", "stage3_block1_shortcut", "final_batchnorm", "classifier"} | gate
+    spectral = top_layer_names(resnet("spectral", [4, 8], blocks_per_stage=2, highpass=True, spectrum_units=8))
+    assert spectral == ["stage2_block2_conv2", "final_batchnorm", "spectrum_batchnorm", "spectrum_dense", "classifier"]
 
 
 def test_randomisation_resets_the_top_layers_only_and_leaves_the_original_alone() -> None:

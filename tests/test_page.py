@@ -76,7 +76,7 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # and one just short of it.
     exact = scored_copy(root, "exact-points", 0.57, [0.56, 0.5601])
     calibration = json.loads((exact / "calibration.json").read_text())
-    (exact / "calibration.json").write_text(json.dumps({**calibration, "temperature": 1.0, "fit_note": "no validation image is misclassified, so ..."}))
+    (exact / "calibration.json").write_text(json.dumps({**calibration, "temperature": 1.0, "fit_note": "no validation image has another class scored above its own, so ..."}))
 
     # Gains of exactly 1 point / 0.01 ROC AUC (0.56 - 0.57 = -0.00999...99: a hair short of it), and one just short.
     scored_copy(root, "exact-gain", 0.56, [0.57, 0.5699])
@@ -349,7 +349,7 @@ def test_a_change_of_exactly_the_notable_size_is_marked(browser: Any, server: st
 
 def test_a_temperature_the_fit_could_not_pin_down_says_why(browser: Any, server: str) -> None:
     page, _ = open_page(browser, f"{server}projects/exact-points/", 1280)
-    assert shown(page, "#calibration .stat[data-key=temperature] .stat-note").endswith("; no validation image is misclassified, so ...")
+    assert shown(page, "#calibration .stat[data-key=temperature] .stat-note").endswith("; no validation image has another class scored above its own, so ...")
 
 
 def test_a_fitted_temperature_comes_without_a_note(browser: Any, server: str, public: Path) -> None:

@@ -360,6 +360,27 @@ def test_the_epoch_speed_line_gives_images_per_second_and_the_saving_apart() -> 
     assert "too fast to time" in epoch_timing(1, 8, 0.0, 0.0)
 
 
+def test_a_model_scoring_nan_fails_the_evaluation_in_one_line_before_any_metric() -> None:
+    """One NaN probability turned calibration off silently and counted as a FAKE call; now it fails the run."""
+    import keras
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from forgery.train import NumericalError, evaluate_and_explain, non_finite_scores_problem
+
+    assert non_finite_scores_problem(np.array([[0.2, 0.8], [0.5, 0.5]]), "test") is None
+    problem = non_finite_scores_problem(np.array([[0.2, 0.8], [np.nan, np.nan], [np.inf, 0.0]]), "validation")
+    assert problem == "the trained model scored 2 of 3 validation images NaN or infinite, so no metric of it would be right; the run ends FAILED"
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    model.set_weights([np.full(weight.shape, np.nan, dtype=weight.dtype) for weight in model.get_weights()])
+    split = SimpleNamespace(images=np.zeros((4, 32, 32, 3), dtype=np.uint8), labels=np.array([0, 1, 0, 1]))
+    with pytest.raises(NumericalError, match="scored 4 of 4 test images NaN or infinite"):
+        evaluate_and_explain(model, SimpleNamespace(test=split, val=split), {}, OmegaConf.create({"tta": "none"}))
+
+
 def test_a_non_finite_loss_names_the_checkpoint_kept_only_when_one_is(tmp_path: Path) -> None:
     from forgery.train import non_finite_loss_message
 

@@ -148,6 +148,22 @@ def load_model(folder: Path) -> Any:
     return models.load(folder / MODEL_FILE)
 
 
+def holder(folder: Path) -> str | None:
+    """The process id written in `folder`'s lock while a live process holds it (see claim), or None when none does."""
+    path = folder / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        except OSError:  # a file system without locks: no process can be seen holding it
+            return None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def claim(folder: Path) -> IO[str]:
     """Hold `folder` for this process until the returned file is closed, or FolderBusy if another process holds it.
 

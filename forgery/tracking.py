@@ -31,6 +31,8 @@ FAILURE_TAG = "failure_reason"  # why a run ended FAILED or KILLED; only such ru
 JOURNALLED_NOTE = "the whole run is journalled"  # in the failure_reason of a run whose store copy is incomplete
 UPLOADED_AS_TAG = "uploaded_as"  # on an incomplete original: the run forgery.upload made of its journal
 UPLOAD_COMPLETE_TAG = "upload_complete"  # on a run forgery.upload replayed to the end; a partial replay lacks it
+SUPERSEDED_TAG = "superseded_by"  # on a partial upload: the complete one a later upload made
+SENDABLE = ("params", "metrics", "folder", "model")  # the journal's kinds that are tracking calls
 # MLflow's HTTP defaults (7 retries, doubling back-off, 120 s timeout) would stall a run for minutes per
 # call once a server is gone; these apply unless the user set their own.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
@@ -117,8 +119,11 @@ class Tracker:
         if run_id is None and run_name is None:
             run_name = _fresh_run_name()
         run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags))
-        self._record("start", experiment=experiment, run_name=run.info.run_name, run_id=run.info.run_id, tags=dict(tags))
+        missed = self._missed_by_store() if run_id is not None else []
+        self._record("start", experiment=experiment, run_name=run.info.run_name, run_id=run.info.run_id, tags=dict(tags), tracking_uri=tracking_uri())
         self.reopened = run_id is not None
+        if missed:
+            self._resend(missed)
         try:
             yield run.info.run_id
         except KeyboardInterrupt:
@@ -142,7 +147,9 @@ class Tracker:
 
     def folder(self, folder: Path, artifact_path: str) -> None:
         """Upload every file under `folder` as artefacts under `artifact_path`."""
-        self._record("folder", folder=self._journal_path(folder), artifact_path=artifact_path)
+        # The files are listed, so an upload can tell that one inside the folder has gone since.
+        files = sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+        self._record("folder", folder=self._journal_path(folder), artifact_path=artifact_path, files=files)
         self._send(lambda: mlflow.log_artifacts(str(folder), artifact_path=artifact_path))
 
     def model(self, model: Any, saved_at: Path, example_input: np.ndarray, example_output: np.ndarray) -> None:
@@ -181,6 +188,25 @@ class Tracker:
         with interrupts.deferred(), self.journal.open("a") as handle:
             handle.write(json.dumps({"kind": kind, **payload}) + "\n")
 
+    def _missed_by_store(self) -> list[dict[str, Any]]:
+        """The calls an earlier attempt of this run journalled while offline, which the store never got."""
+        if self.journal is None or not self.journal.exists():
+            return []
+        try:
+            entries, _ = read_journal(self.journal)
+        except JournalDamaged as error:
+            logging.getLogger(__name__).warning("%s; what an earlier attempt logged offline is not sent again", error)
+            return []
+        return missed_by_store(entries)
+
+    def _resend(self, entries: list[dict[str, Any]]) -> None:
+        """Send a resumed run's missed calls first, so the run it finishes is whole in the store."""
+        for entry in entries:
+            self._send(lambda entry=entry: send_entry(entry, entry_path(entry, self.journal.parent)))
+        if self.lost is None:
+            self._record("resent", count=len(entries))
+            logging.getLogger(__name__).info("sent the %d tracking calls an earlier attempt journalled offline", len(entries))
+
     def _end_incomplete(self) -> None:
         """End the store's copy of an offline run FAILED, saying where the whole run is; best effort.
 
@@ -205,6 +231,7 @@ class Tracker:
                 action()
         except Exception as error:  # a lost server or a refused call: the work must not be lost over it
             self.lost = _first_line(error)
+            self._record("offline", reason=self.lost)  # the call journalled just before never reached the store, nor will those after
             logging.getLogger(__name__).warning("an MLflow call failed (%s); the run goes on offline, journalled in %s", self.lost, self.journal)
 
 
@@ -256,51 +283,150 @@ def _store_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class JournalDamaged(Exception):
+    """A journal line in the middle that is not JSON: what follows it cannot be trusted."""
+
+
+def read_journal(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The journal's entries, and a warning when its last line was cut off mid-write (then left out).
+
+    The process can be killed while it appends a line; the lines before are whole, so the run is
+    uploaded without that call (its end then reads as FAILED: the journal ends before the run did).
+    Raises JournalDamaged, naming the line, for damage anywhere else.
+    """
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    entries: list[dict[str, Any]] = []
+    warning = None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not text.endswith("\n"):
+                warning = f"the journal's last line ({number}) was cut off mid-write; that call is left out"
+                break
+            raise JournalDamaged(f"the journal {path} is damaged at line {number}") from None
+        if not isinstance(entry, dict):
+            raise JournalDamaged(f"the journal {path} is damaged at line {number}")
+        entries.append(entry)
+    return entries, warning
+
+
+def missed_by_store(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tracking calls earlier attempts journalled that never reached the store, in order.
+
+    An `offline` entry follows the call that failed; from it to that attempt's end nothing was sent.
+    A `resent` entry says a resumed attempt sent all of them.
+    """
+    missed: list[dict[str, Any]] = []
+    offline = False
+    for index, entry in enumerate(entries):
+        kind = entry.get("kind")
+        if kind == "offline":
+            offline = True
+            if index and entries[index - 1].get("kind") in SENDABLE:
+                missed.append(entries[index - 1])
+        elif kind == "start":
+            offline = False
+        elif kind == "resent":
+            missed = []
+        elif offline and kind in SENDABLE:
+            missed.append(entry)
+    return missed
+
+
+def entry_path(entry: dict[str, Any], origin: Path) -> Path | None:
+    """Where a folder or model entry's file is, its relative path read from `origin`; None for other entries."""
+    if entry.get("kind") == "folder":
+        return origin / entry["folder"]  # an absolute path stays as it is
+    if entry.get("kind") == "model":
+        return origin / entry["path"]
+    return None
+
+
 def journalled_files(entries: list[dict[str, Any]], origin: Path) -> dict[int, Path]:
     """Where each folder or model entry's file is now (keyed by entry index), relative paths read from `origin`.
 
-    Raises FileNotFoundError naming the first one that is gone, before anything is sent.
+    Raises FileNotFoundError naming the first one that is gone (or a file a folder held), before anything is sent.
     """
     found: dict[int, Path] = {}
     for index, entry in enumerate(entries):
-        if entry.get("kind") in ("folder", "model"):
-            path = origin / entry["folder" if entry["kind"] == "folder" else "path"]  # an absolute path stays as it is
-            if not path.exists():
-                raise FileNotFoundError(f"the journal's {entry['kind']} {path} is gone; upload from the folder the run wrote")
-            found[index] = path
+        path = entry_path(entry, origin)
+        if path is None:
+            continue
+        if not path.exists():
+            raise FileNotFoundError(f"the journal's {entry['kind']} {path} is gone; upload from the folder the run wrote")
+        gone = [name for name in entry.get("files", []) if not (path / name).is_file()]  # a journal from before the list has none
+        if gone:
+            raise FileNotFoundError(f"{len(gone)} file(s) of the journal's folder {path} are gone, first {path / gone[0]}; upload from the folder the run wrote")
+        found[index] = path
     return found
+
+
+def send_entry(entry: dict[str, Any], path: Path | None) -> None:
+    """Send one journalled call to the active run (`path`: its folder or model file, see entry_path)."""
+    from forgery import models
+
+    if entry["kind"] == "params":
+        mlflow.log_params(entry["params"])
+    elif entry["kind"] == "metrics":
+        mlflow.log_metrics(entry["metrics"], step=entry["step"])
+    elif entry["kind"] == "folder":
+        mlflow.log_artifacts(str(path), artifact_path=entry["artifact_path"])
+    elif entry["kind"] == "model":
+        model = models.load(path)
+        log_keras_model(model, np.asarray(entry["example_input"], dtype="uint8"), np.asarray(entry["example_output"], dtype="float32"))
 
 
 def replay_journal(entries: list[dict[str, Any]], origin: Path) -> str:
     """Send a journalled run to the tracking store as a new FINISHED (or its recorded end) run; return its id.
 
-    Only a replay that got to its end is tagged `upload_complete`: one that fails part-way (ended FAILED
-    by MLflow's context manager) does not count as an upload, so the command can be run again.
+    Only a replay that got to its end is tagged `upload_complete`: one that fails part-way does not count
+    as an upload, so the command can be run again. It is ended FAILED if the store still answers, else a
+    later upload that completes ends it (see supersede_partial_uploads). The error raised is the call that
+    failed, not the failure to end the run that follows it when the server is gone.
     """
-    from forgery import models
-
     files = journalled_files(entries, origin)
     start = next(entry for entry in entries if entry["kind"] == "start")
     ends = [entry for entry in entries if entry["kind"] == "end"]
     end = ends[-1] if ends else {"status": "FAILED", "reason": "the journal ends before the run did"}
     mlflow.set_experiment(start["experiment"])
     tags = {**start["tags"], "uploaded_from": str(origin), "original_run_id": start["run_id"]}
-    with mlflow.start_run(run_name=start["run_name"], tags=tags) as run:
+    run = mlflow.start_run(run_name=start["run_name"], tags=tags)
+    try:
         for index, entry in enumerate(entries):
-            if entry["kind"] == "params":
-                mlflow.log_params(entry["params"])
-            elif entry["kind"] == "metrics":
-                mlflow.log_metrics(entry["metrics"], step=entry["step"])
-            elif entry["kind"] == "folder":
-                mlflow.log_artifacts(str(files[index]), artifact_path=entry["artifact_path"])
-            elif entry["kind"] == "model":
-                model = models.load(files[index])
-                log_keras_model(model, np.asarray(entry["example_input"], dtype="uint8"), np.asarray(entry["example_output"], dtype="float32"))
+            if entry["kind"] in SENDABLE:
+                send_entry(entry, files.get(index))
         if end.get("reason"):
             mlflow.set_tag("failure_reason", end["reason"])
         mlflow.set_tag(UPLOAD_COMPLETE_TAG, "true")
         mlflow.end_run(end["status"])
+    except BaseException:
+        try:
+            mlflow.end_run("FAILED")
+        except Exception:  # the server is gone (MLflow forgets the run all the same): the copy stays RUNNING until an upload completes
+            pass
+        raise
     return str(run.info.run_id)
+
+
+def supersede_partial_uploads(experiment: str, original_run_id: str, uploaded_run_id: str) -> int:
+    """End FAILED, and point to the complete upload, every earlier partial upload of `original_run_id`; how many."""
+    found = experiment_id(experiment)
+    partial = [
+        run
+        for run in (search_runs(found) if found else [])
+        if run["tags"].get("original_run_id") == original_run_id and run["run_id"] != uploaded_run_id and SUPERSEDED_TAG not in run["tags"]
+        and not (run["tags"].get(UPLOAD_COMPLETE_TAG) == "true" and run["status"] != "RUNNING")
+    ]
+    client = mlflow.MlflowClient()
+    for run in partial:
+        client.set_tag(run["run_id"], SUPERSEDED_TAG, uploaded_run_id)
+        if run["status"] == "RUNNING":  # its upload lost the server before it could end it
+            end_run_by_id(run["run_id"], "FAILED", f"a partial upload; the complete one is run {uploaded_run_id}")
+    return len(partial)
 
 
 def complete_in_store(run: dict[str, Any]) -> bool:
@@ -317,6 +443,7 @@ def uploads_of(experiment: str, original_run_id: str) -> list[str]:
         run["run_id"]
         for run in runs
         if run["tags"].get("original_run_id") == original_run_id and run["tags"].get(UPLOAD_COMPLETE_TAG) == "true" and run["status"] != "RUNNING"
+        and SUPERSEDED_TAG not in run["tags"]  # one left RUNNING, ended by the upload that completed
     ]
 
 

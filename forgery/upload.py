@@ -7,20 +7,23 @@ step, artefacts, the model, the end status), tagged with `original_run_id` and `
 original, incomplete run is ended FAILED if still open and tagged `uploaded_as`. A journal is uploaded once,
 and never when the store already holds its run whole (a copy would rank twice).
 The folder may have moved since the run: the journal names its files relative to itself. An upload that
-fails part-way (the server lost again) leaves its partial run FAILED, without `upload_complete`, and is
-reported in one line; the journal is untouched, so the command can simply be run again.
+fails part-way (the server lost again) leaves its partial run without `upload_complete`, FAILED if the
+store still answered, and is reported in one line naming the call that failed; the journal is untouched,
+so the command can simply be run again, and the upload that completes ends any partial one FAILED and
+tags it `superseded_by`. A run still training (its folder's lock held) is not uploaded, nor is a journal
+sent to a store that does not exist yet (a forgotten MLFLOW_TRACKING_URI would create one in the current
+folder). A journal whose last line was cut off mid-write (the process killed) is uploaded without that line.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 
 def main(arguments: list[str]) -> int:
     """Replay one run's journal; 0 on success, 2 (with one `error:` line) when it cannot."""
-    from forgery import tracking
+    from forgery import checkpoints, tracking
     from forgery.runtime import quiet_native_startup
 
     usage = "usage: python -m forgery.upload OUTPUT_DIR (the run's Hydra output folder)"
@@ -35,20 +38,30 @@ def main(arguments: list[str]) -> int:
     if not journal.is_file():
         print(f"error: no tracking journal at {journal}", file=sys.stderr)
         return 2
+    holder = checkpoints.holder(folder)
+    if holder is not None:  # its journal is still growing: an upload now would be of part of the run
+        print(f"error: the run in {folder} is still going (process {holder}); upload it once it has ended", file=sys.stderr)
+        return 2
     try:
-        entries = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as error:
-        print(f"error: the journal {journal} is damaged at line {error.lineno}", file=sys.stderr)
+        entries, cut = tracking.read_journal(journal)
+    except tracking.JournalDamaged as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     if not any(entry.get("kind") == "start" for entry in entries):
         print(f"error: the journal {journal} holds no run", file=sys.stderr)
         return 2
+    start = next(entry for entry in entries if entry.get("kind") == "start")
     try:
         tracking.check_reachable()
     except tracking.TrackingUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    start = next(entry for entry in entries if entry.get("kind") == "start")
+    if not tracking.store_exists():
+        recorded = f" (the run was tracked in {start['tracking_uri']})" if start.get("tracking_uri") else ""
+        print(f"error: there is no MLflow store at {tracking.tracking_uri()}{recorded}; set MLFLOW_TRACKING_URI to the store to upload to", file=sys.stderr)
+        return 2
+    if cut:
+        print(f"warning: {cut}", file=sys.stderr)
     earlier = tracking.uploads_of(start["experiment"], start["run_id"])
     if earlier:  # a second upload would add an identical run that a ranking could count twice
         print(f"error: run {start['run_id']} was already uploaded as run {earlier[0]}; delete that run to upload it again", file=sys.stderr)
@@ -61,6 +74,7 @@ def main(arguments: list[str]) -> int:
         with quiet_native_startup():  # logging the model starts TensorFlow, whose C++ start-up prints several lines
             run_id = tracking.replay_journal(entries, folder.resolve())
             tracking.mark_uploaded(start["run_id"], run_id)
+            tracking.supersede_partial_uploads(start["experiment"], start["run_id"], run_id)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -76,7 +76,9 @@ def test_a_refused_call_leaves_the_store_copy_failed_and_the_whole_run_journalle
     assert run.data.tags["failure_reason"].endswith(f"python -m forgery.upload {journal.parent}")
     assert "test_accuracy" not in run.data.metrics
     entries = [json.loads(line) for line in journal.read_text().splitlines()]
-    assert [entry["kind"] for entry in entries] == ["start", "params", "params", "metrics", "end"]
+    # the refused call is followed by `offline`: from there on nothing reached the store (a resume re-sends it)
+    assert [entry["kind"] for entry in entries] == ["start", "params", "params", "offline", "metrics", "end"]
+    assert tracking.missed_by_store(entries) == [entries[2], entries[4]]
     assert entries[-1]["status"] == "FINISHED"  # what forgery.upload replays: the run itself completed
 
 
@@ -208,6 +210,10 @@ def test_an_upload_reads_a_moved_folder_and_one_that_fails_part_way_can_run_agai
     assert client.get_run(uploaded).info.status == "FINISHED"
     assert [entry.path for entry in client.list_artifacts(uploaded, "report")] == ["report/training_metrics.json"]
     assert client.get_run(original).data.tags["uploaded_as"] == uploaded
+    # the partial copies are ended FAILED and point to the upload that completed (the stale one was left RUNNING)
+    partial = [run for run in client.search_runs([client.get_experiment_by_name("unit").experiment_id]) if run.data.tags.get("original_run_id") == original and run.info.run_id != uploaded]
+    assert len(partial) == 2 and {run.info.status for run in partial} == {"FAILED"}
+    assert {run.data.tags["superseded_by"] for run in partial} == {uploaded}
     assert upload.main([str(moved)]) == 2  # now a second upload would be a duplicate
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: run {original} was already uploaded as run {uploaded}; delete that run to upload it again"
 
@@ -224,3 +230,122 @@ def test_an_upload_whose_files_are_gone_sends_nothing(mlflow_store: str, tmp_pat
     assert [line for line in capsys.readouterr().err.splitlines() if not line.startswith(MLFLOW_LOG_PREFIX)] == [f"error: the journal's folder {out.resolve() / 'report'} is gone; upload from the folder the run wrote"]
     assert len(MlflowClient(mlflow_store).search_runs([MlflowClient(mlflow_store).get_experiment_by_name("unit").experiment_id])) == runs_before
     assert tracking.uploads_of("unit", original) == []
+
+
+def test_a_resumed_run_sends_what_an_earlier_attempt_journalled_offline(mlflow_store: str, tmp_path) -> None:
+    """The store lost at epoch 2 of 3, then the run resumed: it ended FINISHED without epochs 2 and 3, and
+    forgery.upload refused it as complete. The resume now sends the missed calls first, once."""
+    from unittest import mock
+
+    import mlflow
+
+    journal = tmp_path / "out" / tracking.JOURNAL_FILE
+    first = tracking.Tracker(journal)
+    with pytest.raises(KeyboardInterrupt), first.run("unit", "offline", {}) as run_id:
+        first.params({"epochs": "4"})
+        first.metrics({"val_auc": 0.7}, step=1)
+        with mock.patch.object(mlflow, "log_metrics", side_effect=ConnectionError("the server went away")):
+            first.metrics({"val_auc": 0.8}, step=2)
+        first.metrics({"val_auc": 0.85}, step=3)  # offline: journalled only
+        raise KeyboardInterrupt  # Ctrl-C; the server is back by the resume
+    client = MlflowClient(mlflow_store)
+    assert [point.step for point in client.get_metric_history(run_id, "val_auc")] == [1]
+    for attempt in range(2):  # the second resume finds them sent and sends nothing again
+        resumed = tracking.Tracker(journal)
+        with resumed.run("unit", None, {}, run_id=run_id):
+            if attempt == 0:
+                resumed.metrics({"val_auc": 0.9}, step=4)
+        assert resumed.lost is None
+        history = client.get_metric_history(run_id, "val_auc")
+        assert sorted((point.step, point.value) for point in history) == [(1, 0.7), (2, 0.8), (3, 0.85), (4, 0.9)]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and tracking.FAILURE_TAG not in run.data.tags
+    assert tracking.complete_in_store(tracking.get_run(run_id))
+
+
+def test_a_journal_cut_mid_line_loses_only_that_line_and_damage_elsewhere_names_its_line(mlflow_store: str, tmp_path, capsys) -> None:
+    from forgery import upload
+
+    out, original = journalled_run(tmp_path)
+    journal = out / tracking.JOURNAL_FILE
+    whole = journal.read_text()
+    lines = whole.splitlines(keepends=True)
+    journal.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # killed while writing the end
+    entries, warning = tracking.read_journal(journal)
+    assert len(entries) == len(lines) - 1 and warning == f"the journal's last line ({len(lines)}) was cut off mid-write; that call is left out"
+    garbled = lines[:]
+    garbled[2] = '{"kind": "metr\n'
+    journal.write_text("".join(garbled))
+    with pytest.raises(tracking.JournalDamaged, match="damaged at line 3$"):
+        tracking.read_journal(journal)
+    assert upload.main([str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: the journal {journal} is damaged at line 3"
+    journal.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    assert upload.main([str(out)]) == 0
+    assert f"warning: the journal's last line ({len(lines)}) was cut off mid-write" in capsys.readouterr().err
+    (uploaded,) = tracking.uploads_of("unit", original)
+    run = MlflowClient(mlflow_store).get_run(uploaded)
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "the journal ends before the run did"
+    assert "val_auc" in run.data.metrics
+
+
+def test_an_upload_refuses_a_run_still_going_and_a_store_that_is_not_there(mlflow_store: str, tmp_path, monkeypatch, capsys) -> None:
+    import os
+
+    import mlflow
+
+    from forgery import checkpoints, upload
+
+    out, original = journalled_run(tmp_path)
+    held = checkpoints.claim(out)  # what a training process holds while it runs
+    try:
+        assert upload.main([str(out)]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: the run in {out} is still going (process {os.getpid()}); upload it once it has ended"
+    finally:
+        held.close()
+    assert checkpoints.holder(out) is None
+    elsewhere = tmp_path / "elsewhere" / "mlflow.db"  # a forgotten MLFLOW_TRACKING_URI: MLflow's default in another folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}")
+    mlflow.set_tracking_uri(f"sqlite:///{elsewhere}")
+    assert upload.main([str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: there is no MLflow store at sqlite:///{elsewhere} (the run was tracked in {mlflow_store}); set MLFLOW_TRACKING_URI to the store to upload to"
+    )
+    assert not elsewhere.exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    mlflow.set_tracking_uri(mlflow_store)
+    assert tracking.uploads_of("unit", original) == []
+
+
+def test_an_upload_refuses_a_folder_that_lost_one_of_its_files(mlflow_store: str, tmp_path, capsys) -> None:
+    from forgery import upload
+
+    out, original = journalled_run(tmp_path)
+    (out / "report" / "training_metrics.json").unlink()  # the folder is there, a file in it is not
+    assert upload.main([str(out)]) == 2
+    message = f"error: 1 file(s) of the journal's folder {out.resolve() / 'report'} are gone, first {out.resolve() / 'report' / 'training_metrics.json'}; upload from the folder the run wrote"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message
+    assert tracking.uploads_of("unit", original) == []
+
+
+def test_an_upload_that_loses_the_server_names_the_call_that_failed(mlflow_store: str, tmp_path, monkeypatch, capsys) -> None:
+    import mlflow
+
+    from forgery import upload
+
+    out, original = journalled_run(tmp_path)
+
+    def lost(*arguments, **keywords):
+        raise ConnectionError("the server went away")
+
+    def cannot_end(*arguments, **keywords):
+        raise OSError("connection refused")  # ending the partial run needs the server that is gone
+
+    with monkeypatch.context() as patched:
+        patched.setattr(mlflow, "log_artifacts", lost)
+        patched.setattr(mlflow.MlflowClient, "set_terminated", cannot_end)
+        assert upload.main([str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: the upload of run {original} failed part-way (ConnectionError: the server went away); the journal is intact: run this command again"
+    )
+    assert mlflow.active_run() is None

@@ -5,16 +5,19 @@ settings in conf/bench.yaml. It measures:
 
 - Training images/s per batch size, over `steps` timed steps after `warmup_steps` untimed ones (compiling
   and tracing are not counted), of three pipelines, which take turns for `repeats` rounds; the fastest
-  round is reported (`statistic=best`: other programs on the machine only ever slow a round down, which is
-  why Python's timeit reports its minimum too) or the median one (`statistic=median`), each round's
-  seconds kept beside it:
+  round by images/s is reported (`statistic=best`: other programs on the machine only ever slow a round
+  down, which is why Python's timeit reports its minimum too) or the median one (`statistic=median`; of
+  an even number of rounds, the slower of the two middle ones: a round that was measured, not an
+  average), each round's seconds kept beside it:
   - harness: `forgery.train.fit` as a run calls it, for one epoch: the seeded permutation, the layers'
     generators reset, `fit` with validation, then the checkpoint. Its epoch is `steps` batches of the
     training split (cycled when the split is smaller) and the same share of the validation split as a
     run validates on. Shown three ways: as measured, less the time in the checkpoint, and less the
     checkpoint and validation too ("training steps only", what the peers do).
   - notebook: `keras.utils.image_dataset_from_directory(folder, image_size=(32, 32), batch_size=B,
-    label_mode="categorical")` decoding JPEG files as it goes, then `model.fit` (tensorflow backend only).
+    label_mode="categorical")` decoding JPEG files as it goes, repeated, then `model.fit` (tensorflow backend
+    only). Each `fit` starts the dataset over, so every round trains on its first `steps` batches, with
+    the partial batch that ends each pass over the folder counted as the images it holds.
     A CIFAKE folder's train/ is read as it is; other data (demo, a zip) is first written to a temporary
     folder of JPEG files, outside the timing.
   - plain: `model.fit(uint8 images, one-hot labels, batch_size=B, shuffle=True)` on in-memory arrays.
@@ -142,7 +145,7 @@ def output_problem(output: Path) -> str | None:
 
 def cli() -> None:
     """`python -m forgery.bench`: read `batch_size=8,128` (and `parts=`, `pipelines=`) as lists, refuse bad overrides in one line, hand over to Hydra."""
-    sys.argv[1:] = [re.sub(r"^(batch_size|parts|pipelines)=([\w]+(?:,[\w]+)+)$", r"\1=[\2]", argument) for argument in sys.argv[1:]]
+    sys.argv[1:] = [bracketed_list(argument) for argument in sys.argv[1:]]
     arguments = sys.argv[1:]
     if all(not argument.startswith("-") for argument in arguments):
         swept = next((argument for argument in arguments if sweep_override(argument)), None)
@@ -152,6 +155,11 @@ def cli() -> None:
         if problem:
             train.fail(problem)
     main()
+
+
+def bracketed_list(argument: str) -> str:
+    """`batch_size=8,128` (spaces after the commas allowed) as the list `batch_size=[8,128]`, which Hydra would read as a sweep; any other argument as it is."""
+    return re.sub(r"^(batch_size|parts|pipelines)=(\w+(?:\s*,\s*\w+)+)$", r"\1=[\2]", argument)
 
 
 def sweep_override(argument: str) -> bool:
@@ -184,6 +192,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
             "warmup_steps": cfg.warmup_steps,
             "repeats": cfg.repeats,
             "statistic": cfg.statistic,
+            "reported_round": reported_round(cfg.statistic, cfg.repeats),
             "parts": parts,
             "pipelines": pipelines,
             "seed": cfg.seed,
@@ -466,10 +475,24 @@ def serve_pipeline(connection: Any, pipeline: str, backend: str, cfg: dict[str, 
 
 
 def chosen_timing(timings: list[Timing], statistic: str) -> Timing:
-    """The fastest timing, or the one with the median seconds (of two middle ones, the faster), plus every round's seconds."""
-    ordered = sorted(timings, key=lambda timing: timing["seconds"])
-    chosen = ordered[0] if statistic == "best" else ordered[(len(ordered) - 1) // 2]
+    """The round with the most images/s, or the median one (of two middle ones, the slower), plus every round's seconds.
+
+    Ranked by images/s, not seconds, so that the choice holds whatever each round counted; the median is a
+    measured round, never an average of two.
+    """
+    ordered = sorted(timings, key=lambda timing: timing["images"] / timing["seconds"], reverse=True)
+    chosen = ordered[0] if statistic == "best" else ordered[len(ordered) // 2]
     return {**chosen, "seconds_each_round": [round(timing["seconds"], 3) for timing in timings]}
+
+
+def reported_round(statistic: str, repeats: int) -> str:
+    """Which round `chosen_timing` reports, in words, for the table's header and the JSON's settings."""
+    rounds = f"{repeats} round{'' if repeats == 1 else 's'}"
+    if statistic == "best":
+        return f"fastest of {rounds}"
+    if repeats % 2:
+        return f"median of {rounds}"
+    return f"lower median of {rounds} (the slower middle one)"
 
 
 def harness_runner(cfg: DictConfig, steps_per_execution: int, warm: Dataset, timed: Dataset, warmup_steps: int, checkpoint_dir: Path) -> Runner:
@@ -528,29 +551,27 @@ def notebook_runner(run_cfg: DictConfig, steps_per_execution: int, folder: Path,
     stream = dataset.repeat()  # a notebook's epochs back to back, so any number of steps can be timed
     if warmup_steps:
         model.fit(stream, steps_per_epoch=warmup_steps, shuffle=False, verbose=0)
-    consumed = [warmup_steps]  # batches taken from the stream so far: where the next round starts
+    # Every fit starts a new iterator over the stream (Keras's EpochIterator): each round trains its first `steps` batches.
+    images = images_in_first_batches(steps, len(dataset.file_paths), batch_size)
 
     def run() -> dict[str, Timing]:
         started = time.perf_counter()
         model.fit(stream, steps_per_epoch=steps, shuffle=False, verbose=0)  # shuffle: the dataset shuffles itself
         seconds = time.perf_counter() - started
-        images = images_in_batches(consumed[0], steps, len(dataset.file_paths), batch_size)
-        consumed[0] += steps
         return {"notebook": {"steps": steps, "images": images, "seconds": seconds, "setup_seconds": setup_seconds}}
 
     return run
 
 
-def images_in_batches(first: int, count: int, total: int, batch_size: int) -> int:
-    """Images in batches first .. first + count - 1 of `total` images batched by `batch_size` and repeated.
+def images_in_first_batches(count: int, total: int, batch_size: int) -> int:
+    """Images in the first `count` batches of `total` images batched by `batch_size` and repeated.
 
     Each pass over the images ends with a partial batch (total % batch_size images, when not 0), which
     counting every batch as full would overstate.
     """
     per_pass = -(-total // batch_size)
     shortfall = per_pass * batch_size - total  # images missing from each pass's last batch
-    pass_ends = (first + count) // per_pass - first // per_pass  # batches numbered per_pass - 1 modulo per_pass
-    return count * batch_size - pass_ends * shortfall
+    return count * batch_size - (count // per_pass) * shortfall
 
 
 def plain_runner(run_cfg: DictConfig, steps_per_execution: int, warm: Split, timed: Split) -> Runner:
@@ -785,7 +806,7 @@ def table(report: dict[str, Any]) -> str:
     if report.get("training"):
         lines += [
             "",
-            f"training: {settings['steps']} timed steps after {settings['warmup_steps']} warm-up steps, {'fastest' if settings.get('statistic', 'best') == 'best' else 'median'} of {settings['repeats']} rounds "
+            f"training: {settings['steps']} timed steps after {settings['warmup_steps']} warm-up steps, {reported_round(settings.get('statistic', 'best'), settings['repeats'])} "
             "(range: the slowest and fastest round); vs = harness images/s / peer images/s (above 1: the harness is faster)",
             f"{'batch':>5}  {'pipeline':<29} {'steps':>6} {'images':>7} {'seconds':>9} {'images/s':>9} {'range images/s':>15} {'vs notebook':>11} {'vs plain':>9}",
         ]

@@ -46,8 +46,21 @@ def test_a_peer_left_out_gives_no_ratio_to_it() -> None:
 def test_the_fastest_or_median_round_is_reported_with_every_rounds_seconds() -> None:
     rounds = [{"steps": 2, "images": 16, "seconds": seconds, "round": index} for index, seconds in enumerate([3.0, 1.0, 2.0])]
     assert bench.chosen_timing(rounds, "median") == {"steps": 2, "images": 16, "seconds": 2.0, "round": 2, "seconds_each_round": [3.0, 1.0, 2.0]}
-    assert bench.chosen_timing(rounds[:2], "median")["seconds"] == 1.0  # of two, the faster
     assert bench.chosen_timing(rounds, "best") == {"steps": 2, "images": 16, "seconds": 1.0, "round": 1, "seconds_each_round": [3.0, 1.0, 2.0]}
+
+
+def test_the_median_of_an_even_number_of_rounds_is_the_slower_middle_round_and_says_so() -> None:
+    rounds = [{"steps": 2, "images": 16, "seconds": seconds} for seconds in (4.0, 1.0, 3.0, 2.0)]
+    assert bench.chosen_timing(rounds[:2], "median")["seconds"] == 4.0  # of two, the slower: not the fastest again
+    assert bench.chosen_timing(rounds, "median")["seconds"] == 3.0  # a measured round, not the mean of 2 and 3
+    assert bench.reported_round("median", 4) == "lower median of 4 rounds (the slower middle one)"
+    assert (bench.reported_round("median", 3), bench.reported_round("best", 1)) == ("median of 3 rounds", "fastest of 1 round")
+
+
+def test_rounds_are_ranked_by_images_per_second_not_seconds() -> None:
+    rounds = [{"steps": 2, "images": 10, "seconds": 1.0}, {"steps": 2, "images": 16, "seconds": 1.2}]  # 10 and 13.3 images/s
+    assert bench.chosen_timing(rounds, "best")["images"] == 16
+    assert bench.chosen_timing(rounds, "median")["images"] == 10
 
 
 def table_ratios(text: str) -> dict[tuple[int, str], tuple[str, str]]:
@@ -89,6 +102,9 @@ def test_table_shows_the_reports_ratios() -> None:
     assert_table_matches(text, report)
     assert "2.333" in text and "0.367" in text  # 80 images/s over 24/0.7 and over 24/0.11: the harness row's ratios
     assert "built in 1.000 s" in text
+    assert "3 timed steps after 1 warm-up steps, fastest of 1 round (range" in text
+    median_text = bench.table({**report, "settings": {**report["settings"], "repeats": 2, "statistic": "median"}})
+    assert "lower median of 2 rounds (the slower middle one) (range" in median_text  # the header says which round it shows
     assert text.splitlines()[-1] == "peak memory of each training process (model, its data copies, TensorFlow): harness at batch 8 812.5 MiB"
     # the runtime named is the one measured
     jax_text = bench.table({**report, "machine": {**report["machine"], "backend": "jax"}})
@@ -128,14 +144,19 @@ def test_the_notebook_pipeline_needs_tensorflow(monkeypatch: pytest.MonkeyPatch)
 
 def test_the_notebook_counts_the_partial_batch_that_ends_each_pass() -> None:
     # 10 images in batches of 4: 4, 4, 2, then again 4, 4, 2, ...
-    assert bench.images_in_batches(0, 3, 10, 4) == 10
-    assert bench.images_in_batches(0, 6, 10, 4) == 20
-    assert bench.images_in_batches(1, 2, 10, 4) == 6  # the second and third batches
-    assert bench.images_in_batches(3, 1, 10, 4) == 4  # a new pass starts full
-    assert bench.images_in_batches(5, 4, 10, 4) == 2 + 4 + 4 + 2
-    assert bench.images_in_batches(7, 300, 12, 4) == 1200  # nothing partial when the batches divide the images
+    assert bench.images_in_first_batches(2, 10, 4) == 8
+    assert bench.images_in_first_batches(3, 10, 4) == 10
+    assert bench.images_in_first_batches(4, 10, 4) == 14  # a new pass starts full
+    assert bench.images_in_first_batches(300, 12, 4) == 1200  # nothing partial when the batches divide the images
+    assert bench.images_in_first_batches(300, 20_000, 128) == 38_304  # the CIFAKE sample's round at batch 128: one pass ends
     sizes = [min(4, 10 - (index % 3) * 4) for index in range(200)]  # the same, batch by batch
-    assert all(bench.images_in_batches(first, 50, 10, 4) == sum(sizes[first:first + 50]) for first in range(150))
+    assert all(bench.images_in_first_batches(count, 10, 4) == sum(sizes[:count]) for count in range(200))
+
+
+def test_list_options_take_spaces_after_their_commas() -> None:
+    assert bench.bracketed_list("batch_size=8, 16") == "batch_size=[8, 16]"
+    assert bench.bracketed_list("pipelines=harness,plain") == "pipelines=[harness,plain]"
+    assert bench.bracketed_list("steps=100, 200") == "steps=100, 200"  # not a list option: refused as a sweep
 
 
 def test_cycled_takes_images_in_order_and_starts_over() -> None:
@@ -187,6 +208,7 @@ def test_time_spent_in_a_method_leaves_the_instance_as_it_was() -> None:
         (["stepz=3"], "unknown config key 'stepz'"),
         (["steps=0"], "steps must be a whole number of at least 1"),
         (["batch_size=8,0"], "batch_size must be whole numbers of at least 1"),
+        (["batch_size=8, 0"], "batch_size must be whole numbers of at least 1"),  # read as a list, not refused as a sweep
         (["parts=[speed]"], "parts must list some of loading, training, overhead"),
         (["backend=theano"], "backend must be one of tensorflow, jax, torch"),
         (["data=cifake"], "data.root is required"),
@@ -234,6 +256,7 @@ def test_demo_bench_measures_everything_and_writes_the_table_as_json(tmp_path: P
 
     assert {"command", "started", "settings", "data", "training", "overhead", "memory", "machine"} <= set(report)
     assert report["settings"]["batch_sizes"] == [4, 8] and report["command"].startswith("python -m forgery.bench")
+    assert report["settings"]["reported_round"] == "fastest of 2 rounds"
     assert {(row["batch_size"], row["pipeline"]) for row in report["training"]} == {(size, name) for size in (4, 8) for name in PIPELINE_ROWS}
     for row in report["training"]:
         assert row["images"] == row["steps"] * row["batch_size"] and row["steps"] == 3
@@ -331,3 +354,40 @@ def test_a_pipeline_process_that_dies_is_reported(compose_train) -> None:
             worker.time_round()
     finally:
         worker.stop()
+
+
+def samples_seen_metric() -> Any:
+    """A Keras metric adding up the batch sizes `fit` trains on: the images the model really saw in an epoch."""
+    import keras
+
+    class SamplesSeen(keras.metrics.Metric):
+        def __init__(self) -> None:
+            super().__init__(name="samples_seen")
+            self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+
+        def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+            self.total.assign_add(keras.ops.cast(keras.ops.shape(y_true)[0], "float32"))
+
+        def result(self) -> Any:
+            return self.total
+
+    return SamplesSeen()
+
+
+def test_the_notebook_runner_counts_the_images_each_round_really_trains(tmp_path: Path, compose_train, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+    from PIL import Image
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the notebook pipeline runs on TensorFlow only")
+    rng = np.random.default_rng(0)
+    for name in CLASS_NAMES:  # 10 images in batches of 4: 4, 4, 2 per pass
+        (tmp_path / name).mkdir()
+        for index in range(5):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / name / f"{index}.jpg")
+    seen = samples_seen_metric()  # reset at each epoch's start, so after a round it holds that round's images
+    original = bench.build_model
+    monkeypatch.setattr(bench, "build_model", lambda cfg, metrics, *args: original(cfg, [*metrics, seen], *args))
+    run = bench.notebook_runner(compose_train("batch_size=4", "verbose=0"), 1, tmp_path, steps=2, warmup_steps=1)
+    for _ in range(2):  # after one warm-up batch: counting on from it would give 4 + 2 in the first round
+        assert run()["notebook"]["images"] == int(seen.result()) == 8

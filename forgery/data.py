@@ -285,6 +285,17 @@ def fingerprint(dataset: Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
+def validation_fingerprint(dataset: Dataset) -> str:
+    """A digest of the validation split's images and labels: what a distillation teacher must have validated on.
+
+    The same settings on a folder that gained or lost a file draw another validation split, most of
+    whose images the teacher then trained on (forgery.distill).
+    """
+    digest = hashlib.sha256(np.ascontiguousarray(dataset.val.images).data)
+    digest.update(dataset.val.labels.astype("<i8").tobytes())
+    return digest.hexdigest()[:16]
+
+
 def describe_counts(dataset: Dataset) -> str:
     """Images per split and class in one line, e.g. "train 9000 FAKE + 9000 REAL; val ..."."""
     return "; ".join(

@@ -49,6 +49,23 @@ def check_teacher(run_id: str, run: Mapping[str, Any] | None, student_params: Ma
         )
 
 
+VALIDATION_PARAM = "data_val_fingerprint"  # every run's param: forgery.data.validation_fingerprint of its data
+
+
+def check_teacher_validation(run_id: str, teacher_params: Mapping[str, str], fingerprint: str) -> str | None:
+    """ConfigError when the teacher validated on other images than this run's (its data had changed since);
+    a warning to log when the teacher's run predates the record and cannot be checked; None when they match."""
+    recorded = teacher_params.get(VALIDATION_PARAM)
+    if recorded is None:
+        return f"distill.teacher: run {run_id} predates the validation-split record, so whether it trained on this run's validation images cannot be checked"
+    if recorded != fingerprint:
+        raise ConfigError(
+            f"distill.teacher: run {run_id} validated on other images than this run's (same settings, but the data has changed since: "
+            f"files added, removed or altered draw another split); its answers on this run's validation images would leak into training"
+        )
+    return None
+
+
 def mixed_targets(labels: np.ndarray, teacher_probabilities: np.ndarray, weight: float) -> np.ndarray:
     """(N, classes) float32 targets: `1 - weight` of the one-hot label plus `weight` of the teacher's probabilities."""
     if teacher_probabilities.shape != (len(labels), teacher_probabilities.shape[-1]) or teacher_probabilities.ndim != 2:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from forgery import runtime, sweep
 
 from forgery.config import ConfigError, check_sweep, override_error, register_resolvers, sweep_without_multirun, validate, validate_runtime
-from forgery.data import CLASS_NAMES, DataError, describe_counts, fingerprint
+from forgery.data import CLASS_NAMES, DataError, describe_counts, fingerprint, validation_fingerprint
 from forgery.tracking import TrackingLost, TrackingUnavailable
 
 log = logging.getLogger(__name__)
@@ -250,12 +250,10 @@ def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
     """The run itself, once `train` has checked its config and holds its output folder."""
     from hydra.utils import instantiate
 
-    from forgery import checkpoints, interrupts, tracking
+    from forgery import checkpoints, distill, interrupts, tracking
 
     teacher = OmegaConf.select(cfg, "distill.teacher", default=None)  # an older run's config has no distill
     if teacher:
-        from forgery import distill
-
         # Checked before data loads: a wrong teacher is the user's to fix, in a second.
         teacher_run = tracking.get_run(str(teacher)) if tracking.store_exists() else None  # looking would create an empty store
         data_params = tracking.flatten_params({"data": OmegaConf.to_container(cfg.data, resolve=True)})
@@ -269,6 +267,11 @@ def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
         if count:
             log.warning("data: %d %s (see the loader's warnings above)", count, issue.replace("_", " "))
     data_record = {"fingerprint": fingerprint(dataset), "counts": describe_counts(dataset), "issues": dict(dataset.issues)}
+    validation = validation_fingerprint(dataset)
+    if teacher:  # the settings matched (checked above); the images themselves must too
+        note = distill.check_teacher_validation(str(teacher), teacher_run["params"], validation)
+        if note:
+            log.warning(note)
     if resume_id:
         check_same_data(checkpoint_dir, data_record, str(resume_id))
     else:
@@ -308,7 +311,7 @@ def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
         with interrupts.handled(), tracker.run(cfg.tracking.experiment, cfg.tracking.run_name, tags, run_id=resume_id) as run_id:
             log.info("MLflow run %s in experiment %r%s", run_id, cfg.tracking.experiment, f", resuming after epoch {state.epoch}" if resume_id else "")
             if not resume_id:
-                tracker.params({**tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True)), "data_fingerprint": data_record["fingerprint"]})
+                tracker.params({**tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True)), "data_fingerprint": data_record["fingerprint"], distill.VALIDATION_PARAM: validation})
                 tracker.metrics({f"data_{issue}": count for issue, count in dataset.issues.items()})
             if teacher:
                 tracker.metrics({"distill_teacher_label_agreement": agreement})

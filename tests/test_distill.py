@@ -213,3 +213,54 @@ def test_the_tracked_auc_matches_the_exact_roc_auc_on_confident_scores() -> None
     assert 0.0 <= history.history["auc"][0] <= 1.0
     restored = metrics.LabelAUC.from_config(run_metrics()[1].get_config())
     assert restored.logit_spaced is True  # a checkpoint's metric keeps the spacing
+
+
+def test_a_teacher_that_validated_on_other_images_is_refused() -> None:
+    """Same data settings on a folder that has changed draw another validation split, most of whose
+    images the teacher trained on: the settings alone passed it."""
+    from types import SimpleNamespace
+
+    from forgery.data import validation_fingerprint
+
+    rng = np.random.default_rng(0)
+    val = SimpleNamespace(images=rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8), labels=np.array([0, 1, 0, 1, 0, 1]))
+    dataset = SimpleNamespace(val=val, train=SimpleNamespace(images=np.zeros((2, 32, 32, 3), np.uint8)))
+    print_ = validation_fingerprint(dataset)
+    dataset.train.images[0, 0, 0, 0] = 1  # training images are the teacher's business (train_fraction may differ)
+    assert validation_fingerprint(dataset) == print_
+    relabelled = SimpleNamespace(val=SimpleNamespace(images=val.images, labels=val.labels[::-1].copy()))
+    changed = SimpleNamespace(val=SimpleNamespace(images=val.images.copy(), labels=val.labels))
+    changed.val.images[5, 31, 31, 2] ^= 1
+    assert len({print_, validation_fingerprint(relabelled), validation_fingerprint(changed)}) == 3
+
+    assert distill.check_teacher_validation("abc", {distill.VALIDATION_PARAM: print_}, print_) is None
+    with pytest.raises(ConfigError, match="run abc validated on other images than this run's .* would leak into training$"):
+        distill.check_teacher_validation("abc", {distill.VALIDATION_PARAM: validation_fingerprint(changed)}, print_)
+    note = distill.check_teacher_validation("abc", {}, print_)  # a run from before the record
+    assert note == "distill.teacher: run abc predates the validation-split record, so whether it trained on this run's validation images cannot be checked"
+
+
+@pytest.mark.slow
+def test_a_teacher_trained_before_its_folder_changed_is_refused_end_to_end(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cifake"
+    for split, count in (("train", 30), ("test", 6)):
+        for name in ("FAKE", "REAL"):
+            (root / split / name).mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / name / f"{index}.jpg")
+    small = ["data=cifake", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}", "epochs=1", "evidence.robustness_images=8", "evidence.gradcam_checks_per_class=2"]
+    teacher = run_forgery("train", *small, cwd=tmp_path)
+    assert teacher.returncode == 0, teacher.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (teacher_run,) = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
+    assert len(teacher_run.data.params[distill.VALIDATION_PARAM]) == 16
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "train" / "FAKE" / "new.jpg")
+    student = run_forgery("train", *small, f"distill.teacher={teacher_run.info.run_id}", cwd=tmp_path, timeout=180)
+    assert student.returncode == 2, student.stderr[-3000:]
+    errors = [line for line in student.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: distill.teacher: run {teacher_run.info.run_id} validated on other images than this run's (same settings, but the data has changed since: files added, removed or altered draw another split); its answers on this run's validation images would leak into training"]
+    assert len(client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])) == 1  # refused before a run opened

@@ -68,6 +68,24 @@ def test_no_test_image_repeats_a_training_image(demo: Dataset) -> None:
     assert not any(image.tobytes() in training for image in demo.val.images)
 
 
+def test_a_crop_is_rendered_from_its_own_pixels_only() -> None:
+    """Resizing with box= let the filter read up to a few pixels past the crop, from a neighbouring tile
+    that may be another split's: the rendered crop must not change when only pixels outside it do."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    crops = np.array([[0, 100, 20, 128, 0], [0, 50, 40, 37, 1]])  # a wide view and an odd-sized close-up
+    before = demo_data.render_crops([Image.fromarray(photo)], crops, 32)
+    outside = photo.copy()
+    for _, x, y, side, _ in crops:
+        keep = photo[y : y + side, x : x + side].copy()
+        outside[:] = 255 - outside  # every pixel changed ...
+        outside[y : y + side, x : x + side] = keep  # ... but the crop's own
+        after = demo_data.render_crops([Image.fromarray(outside)], crops[[list(crops[:, 1]).index(x)]], 32)
+        np.testing.assert_array_equal(after[0], before[list(crops[:, 1]).index(x)])
+
+
 def boxes_overlap(first: tuple[int, int, int, int], second: tuple[int, int, int, int]) -> bool:
     """Whether two (left, top, right, bottom) boxes share any area."""
     left, top, right, bottom = first

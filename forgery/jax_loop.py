@@ -105,6 +105,10 @@ def compiled_steps(model: Any) -> Any:
         return _COMPILED[model]
     import jax
 
+    # Weakly: the cache's value must not keep its key alive, or every model trained in a process (each job of
+    # an in-process sweep) would stay on the device with its optimizer state and compilations.
+    model_ref = weakref.ref(model)
+
     def run(state: Any, images: Any, targets: Any, order: Any, first: Any, batches: int, size: int) -> tuple[Any, Any]:
         # One gather for the call's batches, then scan over them: cheaper than a small gather inside every step.
         picked = jax.lax.dynamic_slice_in_dim(order, first, batches * size)
@@ -112,7 +116,7 @@ def compiled_steps(model: Any) -> Any:
         batch_targets = targets[picked].reshape((batches, size, *targets.shape[1:]))
 
         def step(state: Any, batch: Any) -> tuple[Any, Any]:
-            logs, state = model.train_step(state, batch)
+            logs, state = model_ref().train_step(state, batch)  # traced while the model lives
             return state, logs
 
         state, logs = jax.lax.scan(step, state, (batch_images, batch_targets))

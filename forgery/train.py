@@ -285,9 +285,10 @@ def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
         loop = OmegaConf.select(cfg, "runtime.loop", default="auto")  # a run from before the setting has none
         execution = runtime.configure(cfg.runtime.steps_per_execution, cfg.runtime.intra_op_threads, cfg.runtime.inter_op_threads, cfg.batch_size, loop)
         keras.ops.zeros(1)  # the first op initialises the backend's devices, which is chatty too
+        # Under JAX or PyTorch this seeds TensorFlow too when it is installed, which starts it: chatty as well.
+        keras.utils.set_random_seed(cfg.seed)
     log.info(execution.describe())
 
-    keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy(cfg.precision)
     if resume_id:
         model = restored_model(checkpoint_dir, cfg, execution.steps_per_execution)
@@ -563,6 +564,7 @@ def fit(
         validation_batch_size = max(cfg.batch_size, VALIDATION_BATCH_SIZE)
         if on_device:
             if mixes_images(cfg):  # each epoch's images are new: sent to the device each epoch, in order
+                epoch_data = None  # the last epoch's arrays leave the device before this epoch's arrive
                 epoch_images, epoch_targets = epoch_arrays(images, targets, cfg, epoch)
                 epoch_data, order = jax_loop.place(epoch_images, epoch_targets), np.arange(len(epoch_images))
             else:  # the same images every epoch: sent once, then only the epoch's order
@@ -699,12 +701,14 @@ def stop_on_non_finite_loss(epoch: int, checkpoint_dir: Path) -> Any:
     import keras
 
     class _Stop(keras.callbacks.Callback):
+        previous = -1  # the batch the last call ended at: this call's batches follow it (calls vary in length)
+
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             loss = float((logs or {}).get("loss", 0.0))
             if not np.isfinite(loss):
                 self.model.stop_training = True
-                span = int(getattr(self.model, "steps_per_execution", 1) or 1)
-                raise NumericalError(non_finite_loss_message(loss, epoch, batch_span(batch, span, self.params.get("steps")), checkpoint_dir))
+                raise NumericalError(non_finite_loss_message(loss, epoch, batch_span(self.previous, batch, self.params.get("steps")), checkpoint_dir))
+            self.previous = batch
 
     return _Stop()
 
@@ -723,11 +727,12 @@ def non_finite_scores_problem(probabilities: np.ndarray, split: str) -> str | No
     return f"the trained model scored {broken} of {len(probabilities)} {split} images NaN or infinite, so no metric of it would be right; the run ends FAILED"
 
 
-def batch_span(batch: int, steps_per_execution: int, steps: int | None) -> str:
-    """Which batches (1-based) a callback at 0-based `batch` speaks for: with steps_per_execution > 1 Keras
-    calls it once per that many batches, naming the last of them even past the epoch's `steps`."""
+def batch_span(previous: int, batch: int, steps: int | None) -> str:
+    """Which batches (1-based) a callback at 0-based `batch` speaks for, the last call having ended at `previous`
+    (-1 before the first): with steps_per_execution > 1 Keras calls it once per that many batches, naming the
+    last of them even past the epoch's `steps`, and the on-device loop's last calls hold fewer."""
     last = batch + 1 if not steps else min(batch + 1, steps)
-    first = max(1, batch + 2 - steps_per_execution)
+    first = previous + 2
     return f"batch {last}" if first >= last else f"batches {first}-{last}"
 
 

@@ -46,7 +46,8 @@ def built_model():
     return train.build_model(cfg, 72, steps_per_execution=4)
 
 
-def nan_message(checkpoints: Path) -> str:
+def nan_message(checkpoints: Path, batches: slice = slice(None)) -> str:
+    """The error of a scan whose targets are NaN in the given 0-based batches of epoch 1 (all by default)."""
     import keras
 
     with initialize_config_dir(version_base="1.3", config_dir=str(train.CONFIG_DIR)):
@@ -54,13 +55,35 @@ def nan_message(checkpoints: Path) -> str:
     dataset = instantiate(cfg.data)
     keras.utils.set_random_seed(cfg.seed)
     model = train.build_model(cfg, len(dataset.train), steps_per_execution=4)
-    targets = np.full((len(dataset.train), 2), np.nan, dtype="float32")
+    targets = np.eye(2, dtype="float32")[dataset.train.labels]
+    order = train.epoch_order(len(targets), cfg.seed, 0)
+    spots = order[batches.start * cfg.batch_size : batches.stop * cfg.batch_size] if batches.start is not None else order
+    targets[spots] = np.nan
     try:
-        train.fit(model, dataset, cfg, CheckpointState(), checkpoints / "nan", log_epoch=lambda metrics, epoch: None, targets=targets)
+        train.fit(model, dataset, cfg, CheckpointState(), checkpoints / f"nan{batches.start}", log_epoch=lambda metrics, epoch: None, targets=targets)
     except train.NumericalError as error:
         model.get_weights()  # the state went back into the model: its variables are readable
         return str(error)
     return "no error"
+
+
+def freed_after_training(checkpoints: Path) -> bool:
+    """Whether a model trained through the scan is freed once dropped (its compiled steps must not keep it)."""
+    import gc
+    import weakref
+
+    import keras
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(train.CONFIG_DIR)):
+        cfg = compose("train", [*OVERRIDES, "epochs=1", "runtime.loop=scan"])
+    dataset = instantiate(cfg.data)
+    keras.utils.set_random_seed(cfg.seed)
+    model = train.build_model(cfg, len(dataset.train), steps_per_execution=4)
+    train.fit(model, dataset, cfg, CheckpointState(), checkpoints / "freed", log_epoch=lambda metrics, epoch: None)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    return alive() is None
 
 
 def main() -> None:
@@ -73,7 +96,7 @@ def main() -> None:
             weights, histories[f"{variant}_{loop}"] = trained(loop, variant, checkpoints)
             arrays.update({f"{variant}_{loop}_{index}": value for index, value in enumerate(weights)})
     names = [variable.path for variable in built_model().weights]
-    np.savez(out, backend=keras.backend.backend(), histories=json.dumps(histories), names=json.dumps(names), nan_message=nan_message(checkpoints), **arrays)
+    np.savez(out, backend=keras.backend.backend(), histories=json.dumps(histories), names=json.dumps(names), nan_message=nan_message(checkpoints), nan_message_late=nan_message(checkpoints, slice(8, 9)), nan_message_last=nan_message(checkpoints, slice(10, 11)), model_freed=freed_after_training(checkpoints), **arrays)
 
 
 if __name__ == "__main__":

@@ -98,8 +98,11 @@ def test_an_epoch_through_the_scan_trains_as_fit_does(tmp_path: Path) -> None:
     for variant in ("plain", "ema", "cutmix", "sam"):
         fit, scan = histories[f"{variant}_fit"], histories[f"{variant}_scan"]
         assert set(scan) == set(fit) == {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"}
+        # SAM magnifies the two compilations' rounding (see the weights below), and Keras's AUC counts scores in 200
+        # buckets: one score that crosses a bucket's edge moves a 72-image AUC by about 1e-3.
+        history_tolerance = 2e-3 if variant == "sam" else 1e-5
         for name, values in fit.items():
-            np.testing.assert_allclose(scan[name], values, rtol=1e-4, atol=1e-5, err_msg=f"{variant} {name}")
+            np.testing.assert_allclose(scan[name], values, rtol=1e-4, atol=history_tolerance, err_msg=f"{variant} {name}")
         count = len([key for key in probe.files if key.startswith(f"{variant}_fit_")])
         assert count > 10
         for index in range(count):
@@ -115,3 +118,7 @@ def test_an_epoch_through_the_scan_trains_as_fit_does(tmp_path: Path) -> None:
     assert not np.allclose(probe["plain_fit_0"], probe["sam_fit_0"])
     # A NaN loss stops the scan at the call that made it, as fit's check does with several steps a call.
     assert str(probe["nan_message"]).startswith("loss became nan at epoch 1, batches 1-4;")
+    # calls of 4, 4 and 2 batches, then the partial one: a NaN in batch 9 or 11 names its own call
+    assert str(probe["nan_message_late"]).startswith("loss became nan at epoch 1, batches 9-10;")
+    assert str(probe["nan_message_last"]).startswith("loss became nan at epoch 1, batch 11;")
+    assert bool(probe["model_freed"])  # a sweep's jobs in one process do not pile up on the device

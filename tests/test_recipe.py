@@ -235,13 +235,21 @@ def test_a_ctrl_c_while_an_epoch_is_logged_is_not_logged_twice_on_resume(compose
 
 
 @pytest.mark.parametrize(
-    ("batch", "span", "steps", "expected"),
-    [(2, 1, 10, "batch 3"), (31, 32, 4, "batches 1-4"), (63, 32, 100, "batches 33-64"), (99, 32, 100, "batches 69-100"), (0, 1, None, "batch 1")],
+    ("previous", "batch", "steps", "expected"),
+    [
+        (1, 2, 10, "batch 3"),
+        (-1, 31, 4, "batches 1-4"),  # Keras names the call's last batch past the epoch's end
+        (31, 63, 100, "batches 33-64"),
+        (95, 127, 100, "batches 97-100"),
+        (-1, 0, None, "batch 1"),
+        (7, 9, 11, "batches 9-10"),  # the on-device loop's calls: 1-4, 5-8, then the leftover 9-10 ...
+        (9, 10, 11, "batch 11"),  # ... and the partial batch alone (a fixed span named 7-10 and 8-11)
+    ],
 )
-def test_a_nan_names_the_batches_one_callback_speaks_for(batch: int, span: int, steps: int | None, expected: str) -> None:
+def test_a_nan_names_the_batches_one_callback_speaks_for(previous: int, batch: int, steps: int | None, expected: str) -> None:
     from forgery.train import batch_span
 
-    assert batch_span(batch, span, steps) == expected
+    assert batch_span(previous, batch, steps) == expected
 
 
 def test_each_epoch_draws_new_random_numbers_whatever_the_seed() -> None:

@@ -3,6 +3,11 @@
 Each corruption is a pure function of uint8 (N, 32, 32, 3) images that returns new images of the same
 shape and dtype. A detector that leans on fragile pixel-level traces will lose most under JPEG
 re-compression and blur, which are exactly what a shared picture goes through before an editor sees it.
+
+The last row is no damage but a shortcut probe: CIFAKE's FAKE images are darker on average than its REAL
+ones, a cue that needs no content (forgery.shortcuts). Each image's colour is shifted by the difference
+between the two classes' average colours, towards the other class, so the cue points the wrong way while
+every edge and texture stays as it was; what a model loses there is what it took from global colour.
 """
 
 from __future__ import annotations
@@ -56,6 +61,21 @@ def gaussian_noise(images: np.ndarray, seed: int, sigma: float = NOISE_SIGMA) ->
     return np.clip(np.rint(images.astype("float64") + noise), 0, 255).astype("uint8")
 
 
+def colour_swapped(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each image shifted, channel by channel, by the difference between the other class's average colour and
+    its own class's (averages over `images`), rounded and clipped: the classes' colours trade places.
+
+    A shift changes no edge or texture. With one class only there is nothing to trade: the images come back as they are.
+    """
+    values = images.astype("float64")
+    classes = np.unique(labels)
+    if len(classes) == 2:
+        first, second = (values[labels == label].mean(axis=(0, 1, 2)) for label in classes)
+        values[labels == classes[0]] += second - first
+        values[labels == classes[1]] += first - second
+    return np.clip(np.rint(values), 0, 255).astype("uint8")
+
+
 def corruptions(seed: int) -> dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]:
     """Name -> (description, corruption), in the order reports list them; the noise is seeded by `seed`."""
     return {
@@ -72,6 +92,15 @@ def corruptions(seed: int) -> dict[str, tuple[str, Callable[[np.ndarray], np.nda
     }
 
 
+# Probes that need the labels: name -> (description, function of images and labels).
+LABELLED_PROBES = {
+    "colour_swapped": (
+        "a shortcut probe, not damage: each class shifted to the other class's average colour, so global colour points the wrong way",
+        colour_swapped,
+    ),
+}
+
+
 def robustness_report(
     predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, labels: np.ndarray, seed: int
 ) -> dict[str, Any]:
@@ -80,8 +109,9 @@ def robustness_report(
     rows: list[dict[str, Any]] = [
         {"name": "clean", "description": "the test images as they are", "accuracy": clean["test_accuracy"], "roc_auc": clean["test_roc_auc"]}
     ]
-    for name, (description, corrupt) in corruptions(seed).items():
-        scores = headline_metrics(labels, np.asarray(predict(corrupt(images))))
+    conditions = {name: (description, partial(_unlabelled, corrupt)) for name, (description, corrupt) in corruptions(seed).items()}
+    for name, (description, corrupt) in {**conditions, **LABELLED_PROBES}.items():
+        scores = headline_metrics(labels, np.asarray(predict(corrupt(images, labels))))
         rows.append(
             {
                 "name": name,
@@ -94,6 +124,11 @@ def robustness_report(
             }
         )
     return {"images": int(len(labels)), "seed": seed, "corruptions": rows}
+
+
+def _unlabelled(corrupt: Callable[[np.ndarray], np.ndarray], images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A corruption of images alone, called as the labelled probes are."""
+    return corrupt(images)
 
 
 def robustness_metrics(report: dict[str, Any]) -> dict[str, float]:

@@ -18,7 +18,7 @@ from forgery.robustness import (
     robustness_report,
 )
 
-EXPECTED_ORDER = ["clean", "jpeg_q90", "jpeg_q75", "jpeg_q50", "blur_sigma1", "rescale_16px", "noise_sigma8"]
+EXPECTED_ORDER = ["clean", "jpeg_q90", "jpeg_q75", "jpeg_q50", "blur_sigma1", "rescale_16px", "noise_sigma8", "colour_swapped"]
 
 
 def textured_images(count: int, seed: int = 0) -> np.ndarray:
@@ -44,7 +44,7 @@ def mean_abs_change(before: np.ndarray, after: np.ndarray) -> float:
     return float(np.abs(before.astype("float64") - after.astype("float64")).mean())
 
 
-@pytest.mark.parametrize("name", EXPECTED_ORDER[1:])
+@pytest.mark.parametrize("name", EXPECTED_ORDER[1:-1])
 def test_every_corruption_keeps_shape_and_dtype_and_changes_the_images(name: str) -> None:
     images = textured_images(4)
     _, corrupt = corruptions(seed=0)[name]
@@ -52,6 +52,34 @@ def test_every_corruption_keeps_shape_and_dtype_and_changes_the_images(name: str
     assert out.shape == images.shape and out.dtype == np.uint8
     assert mean_abs_change(images, out) > 1.0
     np.testing.assert_array_equal(images, textured_images(4))  # the input is not modified in place
+
+
+def test_the_colour_swap_trades_the_classes_average_colours_and_keeps_every_texture() -> None:
+    """A brightness cue that separates the classes completely points the wrong way once the colours trade
+    places, while each image keeps its pattern exactly (a shift, clipped); one class alone is left as it is."""
+    from forgery.robustness import colour_swapped
+
+    images = textured_images(20)
+    darker = (images[:10].astype("float64") * 0.6).astype("uint8")  # "FAKE": darker, like CIFAKE's
+    batch = np.concatenate([darker, images[10:]])
+    labels = np.array([0] * 10 + [1] * 10)
+    copy = batch.copy()
+    swapped = colour_swapped(batch, labels)
+    np.testing.assert_array_equal(batch, copy)  # the input is left alone
+    before = batch.astype("float64").mean(axis=(1, 2))
+    after = swapped.astype("float64").mean(axis=(1, 2))
+    # each class's average colour is now the other's (up to the clipping at 0 and 255)
+    np.testing.assert_allclose(after[labels == 0].mean(axis=0), before[labels == 1].mean(axis=0), atol=3.0)
+    np.testing.assert_allclose(after[labels == 1].mean(axis=0), before[labels == 0].mean(axis=0), atol=3.0)
+    brightness_before, brightness_after = before.mean(axis=1), after.mean(axis=1)
+    assert brightness_before[:10].max() < brightness_before[10:].min()  # darker = class 0, before ...
+    assert brightness_after[:10].mean() > brightness_after[10:].mean()  # ... and the other way after
+    for index in range(20):  # textures stay: away from the clipped ends, every pixel moved by the same amount
+        inside = (swapped[index] > 0) & (swapped[index] < 255)
+        moved = swapped[index].astype(int) - batch[index].astype(int)
+        for channel in range(3):
+            assert np.ptp(moved[..., channel][inside[..., channel]]) <= 1  # rounding only
+    np.testing.assert_array_equal(colour_swapped(batch[:10], labels[:10]), batch[:10])
 
 
 def test_lower_jpeg_quality_changes_more() -> None:

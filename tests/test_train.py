@@ -42,6 +42,7 @@ EVIDENCE_METRICS = (
     "gradcam_insertion_auc",
     "gradcam_insertion_auc_random",
     "robust_jpeg_q50_accuracy",
+    "robust_colour_swapped_accuracy",
 )
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc")
 TEST_METRICS = ("test_loss", "test_accuracy", "test_roc_auc", "test_pr_auc")

@@ -98,6 +98,22 @@ class RandomShift(PixelSizedAugmentation):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomColourShift(PixelSizedAugmentation):
+    """Each channel of each image shifted by its own random amount, up to `pixels` grey levels either way, clipped.
+
+    A shift adds one constant to a channel, so every edge and texture stays as it was; only the image's
+    global colour moves. CIFAKE's FAKE images are darker than its REAL ones on average, a cue that needs
+    no content: shifts larger than that gap (10-14 levels on the sample) leave colour too noisy to lean on.
+    The block runs after Rescaling, on 0-1 pixels, so `pixels` levels are pixels / 255 there.
+    """
+
+    def augment(self, images: Any) -> Any:
+        draws = keras.random.uniform((ops.shape(images)[0], 1, 1, ops.shape(images)[-1]), -1.0, 1.0, seed=self.seed_generator)
+        shifted = ops.cast(images, "float32") + draws * (self.pixels / 255.0)
+        return ops.cast(ops.clip(shifted, 0.0, 1.0), images.dtype)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class RandomDihedral(keras.layers.Layer):
     """One of the 8 symmetries of the square at random: a rotation by a multiple of 90 degrees, mirrored or not.
 
@@ -182,8 +198,9 @@ def build_augmentation(
     shift_pixels: int = 0,
     dihedral: bool = False,
     cutout_pixels: int = 0,
+    colour_shift: int = 0,
 ) -> keras.Sequential | None:
-    """Random flip/rotation/zoom/shift/whole-pixel shift/dihedral/contrast/cutout layers, or None when every option is off.
+    """Random flip/rotation/zoom/shift/whole-pixel shift/dihedral/colour shift/contrast/cutout layers, or None when every option is off.
 
     `fused` runs the geometric options as one RandomAffine layer when any of them resamples (a flip
     alone stays Keras's RandomFlip, which is exact and cheaper; a vertical flip keeps Keras's layers);
@@ -205,6 +222,8 @@ def build_augmentation(
         layers.append(RandomShift(shift_pixels, name="random_shift"))
     if dihedral:
         layers.append(RandomDihedral(name="random_dihedral"))
+    if colour_shift:
+        layers.append(RandomColourShift(colour_shift, name="random_colour_shift"))
     if contrast:
         # RandomContrast expects 0-255 pixels by default; the block runs after Rescaling, on 0-1.
         layers.append(keras.layers.RandomContrast(contrast, value_range=(0.0, 1.0)))
@@ -217,4 +236,4 @@ def build_augmentation(
 
 def custom_objects() -> dict[str, type]:
     """What Keras needs to load a model holding this module's layers (passed where forgery loads a model)."""
-    return {f"{PACKAGE}>{layer.__name__}": layer for layer in (RandomAffine, RandomShift, RandomDihedral, RandomCutout)}
+    return {f"{PACKAGE}>{layer.__name__}": layer for layer in (RandomAffine, RandomShift, RandomDihedral, RandomCutout, RandomColourShift)}

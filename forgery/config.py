@@ -106,15 +106,12 @@ def validate(cfg: DictConfig, backend_checks: bool = True) -> None:
     flip = OmegaConf.select(cfg, "augment.flip", default=None)
     if flip not in FLIP_MODES:  # Keras's RandomFlip takes any text and then never flips
         raise ConfigError(f"augment.flip must be null, {', '.join(str(mode) for mode in FLIP_MODES[1:])}, got {flip!r}")
-    if OmegaConf.select(cfg, "augment.shift_pixels") is not None:  # an older run's config has no such key
-        shift = _integer(cfg, "augment.shift_pixels")
-        if not 0 <= shift <= 8:
-            raise ConfigError(f"augment.shift_pixels must be a whole number from 0 to 8, got {shift}")
     _check_ranges(cfg, AUGMENT_RANGES)
-    if OmegaConf.select(cfg, "augment.cutout_pixels") is not None:  # an older run's config has no such key
-        square = _integer(cfg, "augment.cutout_pixels")
-        if not 0 <= square <= 16:
-            raise ConfigError(f"augment.cutout_pixels must be a whole number from 0 to 16, got {square}")
+    for key, largest in (("augment.shift_pixels", 8), ("augment.cutout_pixels", 16), ("augment.colour_shift", 64)):
+        if OmegaConf.select(cfg, key) is not None:  # an older run's config has no such key
+            value = _integer(cfg, key)
+            if not 0 <= value <= largest:
+                raise ConfigError(f"{key} must be a whole number from 0 to {largest}, got {value}")
     patience = OmegaConf.select(cfg, "early_stopping.patience")
     if patience is not None:
         _positive_int(cfg, "early_stopping.patience")

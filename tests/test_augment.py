@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 from forgery import models
-from forgery.augment import RandomAffine, RandomCutout, RandomDihedral, RandomShift, affine_rows, build_augmentation
+from forgery.augment import RandomAffine, RandomColourShift, RandomCutout, RandomDihedral, RandomShift, affine_rows, build_augmentation
 
 SIZE = 32
 
@@ -111,7 +111,7 @@ def test_whole_pixel_shifts_copy_pixels_exactly_over_the_whole_range() -> None:
     assert all(np.isin(moved[index], images[index]).all() for index in range(0, len(images), 30))
 
 
-@pytest.mark.parametrize("layer", [RandomShift, RandomCutout])
+@pytest.mark.parametrize("layer", [RandomShift, RandomCutout, RandomColourShift])
 def test_pixel_sized_layers_are_seeded_and_inert_at_inference_and_at_zero_pixels(layer: type) -> None:
     images = np.random.default_rng(1).random((8, SIZE, SIZE, 3)).astype("float32")
     first, second, other = layer(4, seed=7), layer(4, seed=7), layer(4, seed=8)
@@ -194,11 +194,28 @@ def test_cutout_greys_one_square_centred_on_any_pixel_and_keeps_every_other_pixe
     assert {top for top, _ in corners} == set(range(-6, 26)) and {left for _, left in corners} == set(range(-6, 26))
 
 
+def test_colour_shifts_move_each_channel_by_one_amount_within_the_range_and_keep_every_texture() -> None:
+    images = np.random.default_rng(5).uniform(0.2, 0.8, (2000, SIZE, SIZE, 3)).astype("float32")  # room to move unclipped
+    moved = np.asarray(RandomColourShift(32, seed=3)(images, training=True))
+    change = moved - images
+    # one constant per image and channel: edges and textures untouched (float32 rounding aside)
+    np.testing.assert_allclose(change, np.broadcast_to(change[:, :1, :1, :], change.shape), atol=1e-6)
+    shifts = change[:, 0, 0, :] * 255.0
+    assert np.abs(shifts).max() <= 32.0 + 1e-3 and np.abs(shifts).max() > 31.0  # up to 32 levels either way
+    assert abs(shifts.mean()) < 1.0 and np.abs(np.corrcoef(shifts.T)[np.triu_indices(3, 1)]).max() < 0.1  # channels drawn apart
+    bright = np.full((4, SIZE, SIZE, 3), 0.99, dtype="float32")
+    assert np.asarray(RandomColourShift(64, seed=1)(bright, training=True)).max() <= 1.0  # clipped to the pixel range
+
+
 def test_a_model_with_cutout_saves_and_loads(tmp_path) -> None:
     model = models.resnet("resnet", [8, 8, 8], blocks_per_stage=1, augmentation=build_augmentation("flip_shift_cutout", "horizontal", shift_pixels=4, cutout_pixels=12))
     model.save(tmp_path / "model.keras")
     loaded = models.load(tmp_path / "model.keras")
     block = next(layer for layer in loaded.layers if models.is_augmentation_block(layer))
     assert [type(layer).__name__ for layer in block.layers] == ["RandomFlip", "RandomShift", "RandomCutout"] and block.layers[2].pixels == 12
+    shifted = models.resnet("colour", [8, 8, 8], blocks_per_stage=1, augmentation=build_augmentation("c", None, colour_shift=16))
+    shifted.save(tmp_path / "colour.keras")
+    block = next(layer for layer in models.load(tmp_path / "colour.keras").layers if models.is_augmentation_block(layer))
+    assert [type(layer).__name__ for layer in block.layers] == ["RandomColourShift"] and block.layers[0].pixels == 16
     pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3)).astype("uint8")
     np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-6)

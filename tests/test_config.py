@@ -129,6 +129,9 @@ def test_demo_data_option_builds(compose_train) -> None:
         ("augment.cutout_pixels=17", "augment.cutout_pixels"),
         ("augment.cutout_pixels=-1", "augment.cutout_pixels"),
         ("augment.cutout_pixels=2.5", "augment.cutout_pixels"),
+        ("augment.colour_shift=65", "augment.colour_shift"),
+        ("augment.colour_shift=-1", "augment.colour_shift"),
+        ("augment.colour_shift=0.5", "augment.colour_shift"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key: str) -> None:

@@ -120,6 +120,8 @@ class Tracker:
             run_name = _fresh_run_name()
         run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags))
         missed = self._missed_by_store() if run_id is not None else []
+        if run_id is not None:
+            self._send(lambda: take_back_upload(run_id))
         self._record("start", experiment=experiment, run_name=run.info.run_name, run_id=run.info.run_id, tags=dict(tags), tracking_uri=tracking_uri())
         self.reopened = run_id is not None
         if missed:
@@ -427,6 +429,24 @@ def supersede_partial_uploads(experiment: str, original_run_id: str, uploaded_ru
         if run["status"] == "RUNNING":  # its upload lost the server before it could end it
             end_run_by_id(run["run_id"], "FAILED", f"a partial upload; the complete one is run {uploaded_run_id}")
     return len(partial)
+
+
+def take_back_upload(run_id: str) -> str | None:
+    """A resumed run finishes the work itself: the upload of its earlier journal, if any, is superseded by it.
+
+    Without this a resumed run that was uploaded while interrupted ended FINISHED beside its partial upload,
+    still tagged `uploaded_as` (so "incomplete") and its upload still blocking a later one. Returns the
+    upload's id.
+    """
+    original = get_run(run_id)
+    uploaded = original["tags"].get(UPLOADED_AS_TAG) if original else None
+    if uploaded is None:
+        return None
+    client = mlflow.MlflowClient()
+    if get_run(uploaded) is not None:  # a deleted upload needs no pointer
+        client.set_tag(uploaded, SUPERSEDED_TAG, run_id)
+    client.delete_tag(run_id, UPLOADED_AS_TAG)
+    return str(uploaded)
 
 
 def complete_in_store(run: dict[str, Any]) -> bool:

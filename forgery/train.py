@@ -469,6 +469,10 @@ def resumable_run(run_id: str, current: DictConfig, overrides: list[str]) -> tup
         raise ConfigError(f"resume: no MLflow run with id {run_id!r} in {tracking.tracking_uri()}")
     if run["status"] == "FINISHED":
         raise ConfigError(f"resume: run {run_id} already FINISHED; nothing to resume")
+    upload_id = run["tags"].get(tracking.UPLOADED_AS_TAG)
+    uploaded = tracking.get_run(upload_id) if upload_id else None
+    if uploaded is not None and uploaded["status"] == "FINISHED":  # it finished offline: a resume would make a second whole copy
+        raise ConfigError(f"resume: run {run_id} finished offline and was uploaded as run {uploaded['run_id']} (FINISHED); nothing to resume")
     output_dir = Path(run["tags"].get("hydra_output_dir", ""))
     if not output_dir.is_dir():
         raise ConfigError(f"resume: run {run_id}'s output folder {output_dir} is gone (moved or deleted?); its checkpoint is read from there, so put the folder back")

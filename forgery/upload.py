@@ -13,6 +13,7 @@ so the command can simply be run again, and the upload that completes ends any p
 tags it `superseded_by`. A run still training (its folder's lock held) is not uploaded, nor is a journal
 sent to a store that does not exist yet (a forgotten MLFLOW_TRACKING_URI would create one in the current
 folder). A journal whose last line was cut off mid-write (the process killed) is uploaded without that line.
+A run resumed after its upload (`resume=`) finishes in its own run and tags the upload `superseded_by` it.
 """
 
 from __future__ import annotations

@@ -236,6 +236,16 @@ def test_a_damaged_data_record_is_one_error(tmp_path: Path) -> None:
     assert checkpoints.read_data_record(tmp_path / "none") is None  # a run from before the record: nothing to compare
 
 
+def test_resume_refuses_a_run_that_finished_offline_and_was_uploaded(tmp_path: Path, compose_train) -> None:
+    # Its upload is the whole run: a resume would end a second FINISHED copy that a ranking counts twice.
+    client, run_id, _ = killed_run(tmp_path, compose_train, status="FAILED")
+    copy = client.create_run(client.get_experiment_by_name("image-forgery").experiment_id).info.run_id
+    client.set_tag(run_id, "uploaded_as", copy)
+    client.set_terminated(copy, "FINISHED")
+    result = run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == f"error: resume: run {run_id} finished offline and was uploaded as run {copy} (FINISHED); nothing to resume"
+
+
 def test_resume_names_a_moved_output_folder(tmp_path: Path, compose_train) -> None:
     client, run_id, output_dir = killed_run(tmp_path, compose_train)
     output_dir.rename(tmp_path / "elsewhere")

@@ -349,3 +349,46 @@ def test_an_upload_that_loses_the_server_names_the_call_that_failed(mlflow_store
         f"error: the upload of run {original} failed part-way (ConnectionError: the server went away); the journal is intact: run this command again"
     )
     assert mlflow.active_run() is None
+
+
+def test_a_run_resumed_after_its_upload_supersedes_the_upload(mlflow_store: str, tmp_path, capsys) -> None:
+    """Interrupted offline, uploaded, then resumed: the resumed run is the whole one, so the partial upload
+    points to it, the original is no longer tagged `uploaded_as` (incomplete), and nothing is uploaded twice."""
+    from unittest import mock
+
+    import mlflow
+
+    from forgery import upload
+
+    journal = tmp_path / "out" / tracking.JOURNAL_FILE
+    first = tracking.Tracker(journal)
+    with pytest.raises(KeyboardInterrupt), first.run("unit", "offline", {}) as run_id:
+        with mock.patch.object(mlflow, "log_metrics", side_effect=ConnectionError("the server went away")):
+            first.metrics({"val_auc": 0.8}, step=1)
+        raise KeyboardInterrupt
+    assert upload.main([str(journal.parent)]) == 0, capsys.readouterr().err
+    client = MlflowClient(mlflow_store)
+    (copy,) = tracking.uploads_of("unit", run_id)
+    assert client.get_run(copy).info.status == "KILLED" and client.get_run(run_id).data.tags[tracking.UPLOADED_AS_TAG] == copy
+    resumed = tracking.Tracker(journal)
+    with resumed.run("unit", None, {}, run_id=run_id):
+        resumed.metrics({"val_auc": 0.9}, step=2)
+    original = client.get_run(run_id)
+    assert original.info.status == "FINISHED" and tracking.UPLOADED_AS_TAG not in original.data.tags
+    assert client.get_run(copy).data.tags[tracking.SUPERSEDED_TAG] == run_id
+    assert tracking.uploads_of("unit", run_id) == []
+    assert tracking.complete_in_store(tracking.get_run(run_id))
+    assert upload.main([str(journal.parent)]) == 2  # the store holds the resumed run whole
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: run {run_id} is already complete in {mlflow_store} (FINISHED); there is nothing to upload"
+
+
+def test_taking_back_a_deleted_upload_only_clears_the_tag(mlflow_store: str) -> None:
+    client = MlflowClient(mlflow_store)
+    experiment = client.create_experiment("unit")
+    original, copy = (client.create_run(experiment).info.run_id for _ in range(2))
+    assert tracking.take_back_upload(original) is None  # never uploaded: nothing to do
+    client.set_tag(original, tracking.UPLOADED_AS_TAG, copy)
+    client.delete_run(copy)
+    assert tracking.take_back_upload(original) == copy
+    assert tracking.UPLOADED_AS_TAG not in client.get_run(original).data.tags
+    assert tracking.SUPERSEDED_TAG not in client.get_run(copy).data.tags

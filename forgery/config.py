@@ -99,7 +99,7 @@ def validate(cfg: DictConfig, backend_checks: bool = True) -> None:
     tta = OmegaConf.select(cfg, "tta", default="none")  # an older run's config has no such key
     if tta not in ("none", "flip", "dihedral"):  # forgery.models.TEST_TIME_VIEWS, without importing Keras here
         raise ConfigError(f"tta must be none, flip or dihedral, got {tta!r}")
-    for key in ("augment.fused", "augment.dihedral", "early_stopping.restore_best"):
+    for key in ("augment.fused", "augment.dihedral", "early_stopping.restore_best", "model.centre_colour", "model.highpass"):
         switch = OmegaConf.select(cfg, key, default=False)  # an older run's config has no such key
         if not isinstance(switch, bool):
             raise ConfigError(f"{key} must be true or false, got {switch!r}")

@@ -32,16 +32,20 @@ def cnn(
     width: float = 1.0,
     padding: str = "valid",
     dropout: float = 0.5,
+    centre_colour: bool = False,
     augmentation: keras.Layer | None = None,
 ) -> keras.Model:
     """Rescaling -> augmentation -> [Conv2D + BatchNorm + MaxPool] per filter count -> GAP -> Dropout -> Dense softmax.
 
     `width` scales every filter count (rounded, at least 1), so a sweep can tune capacity with one number.
+    `centre_colour` subtracts each image's own mean colour first (see `centred_colour`).
     """
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="pixels")
     x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
     if augmentation is not None:
         x = augmentation(x)  # random at training time only, so the saved model needs no preprocessing
+    if centre_colour:
+        x = centred_colour(x)
     for index, count in enumerate(filters, start=1):
         x = keras.layers.Conv2D(max(1, round(count * width)), 3, padding=padding, activation="relu", name=f"conv{index}")(x)
         x = keras.layers.BatchNormalization(name=f"batchnorm{index}")(x)
@@ -51,6 +55,17 @@ def cnn(
     # float32 even under mixed precision: a softmax in float16 saturates.
     outputs = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name=CLASSIFIER_LAYER, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def centred_colour(x: keras.KerasTensor) -> keras.KerasTensor:
+    """Each image minus its own mean colour (per channel, over its pixels): the network cannot see global colour.
+
+    Global colour tells CIFAKE's classes apart without any content (its generated images are darker); after
+    this a constant shift of any channel changes nothing downstream (but where it clips at 0 or 255), so a
+    model cannot lean on it. Keras's own layers, so a saved model loads without forgery.
+    """
+    mean = keras.layers.GlobalAveragePooling2D(keepdims=True, name="mean_colour")(x)
+    return keras.layers.Subtract(name="centre_colour")([x, mean])
 
 
 def last_conv_layer(model: keras.Model) -> keras.Layer:
@@ -154,9 +169,11 @@ def architecture_summary(model: keras.Model) -> str:
     """The layer chain in arrow form, e.g. 'Rescaling -> Augmentation(RandomFlip, ...) -> Conv2D(32) -> ...'."""
     parts: list[str] = []
     for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, keras.layers.InputLayer) or layer.name == "mean_colour":
             continue
-        if is_augmentation_block(layer):
+        if layer.name == "centre_colour":
+            parts.append("CentreColour")
+        elif is_augmentation_block(layer):
             inner = ", ".join(type(sub).__name__ for sub in layer.layers)
             parts.append(f"Augmentation({inner})")
         elif isinstance(layer, keras.layers.Conv2D):
@@ -184,6 +201,7 @@ def resnet(
     full_resolution_stages: int = 1,
     spectrum_units: int = 0,
     drop_path: float = 0.0,
+    centre_colour: bool = False,
     augmentation: keras.Layer | None = None,
 ) -> keras.Model:
     """A small pre-activation residual network; with `highpass`, it also sees the image's high frequencies.
@@ -214,6 +232,8 @@ def resnet(
     a time (the block passes its shortcut only) with a probability rising linearly over the blocks to
     `drop_path` at the last one, so the network cannot lean on any one block. A Dropout layer whose noise
     covers the whole feature map does it, so the model keeps Keras's own layers and its weight count.
+
+    `centre_colour` subtracts each image's own mean colour before anything else reads it (`centred_colour`).
     """
     if not 0.0 <= drop_path < 1.0:
         raise ValueError(f"drop_path must be from 0 (off) to below 1, got {drop_path}")
@@ -229,6 +249,8 @@ def resnet(
     x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
     if augmentation is not None:
         x = augmentation(x)
+    if centre_colour:
+        x = centred_colour(x)
     pixels = x
     if highpass:
         blurred = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="blur3x3")(x)

@@ -188,6 +188,8 @@ def test_every_shipped_augmentation_and_optimizer_is_within_range(compose_train,
         (["augment.translation=-0.2"], "augment.translation must be in [0, 1), got -0.2"),
         (["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum must be in [0, 1), got 1.5"),
         (["optimizer=sgd", "optimizer.nesterov=maybe"], "optimizer.nesterov must be true or false, got 'maybe'"),
+        (["model.centre_colour=yes"], "model.centre_colour must be true or false, got 'yes'"),  # any text would switch it on
+        (["model=resnet", "model.highpass=1"], "model.highpass must be true or false, got 1"),
         (["optimizer=adamw", "optimizer.weight_decay=-0.01"], "optimizer.weight_decay must be in [0, 1], got -0.01"),
         (["model=resnet", "model.blocks_per_stage=[2,0,2]"], "model.blocks_per_stage must be a whole number of at least 1, or one per stage such as [3, 3, 2], got [2, 0, 2]"),
     ],

@@ -132,6 +132,25 @@ def test_architecture_summary_reads_like_the_seed() -> None:
     assert summary.endswith("GlobalAveragePooling2D -> Dropout(0.5) -> Dense(2, softmax)")
 
 
+@pytest.mark.parametrize("factory", ["cnn", "highpass_resnet"])
+def test_a_colour_centred_model_cannot_see_a_constant_shift_of_any_channel(factory: str) -> None:
+    def build(centre: bool) -> keras.Model:
+        keras.utils.set_random_seed(3)
+        if factory == "cnn":
+            return cnn("small", [8, 16], padding="same", centre_colour=centre)
+        return resnet("highpass_resnet", [8, 16], blocks_per_stage=1, highpass=True, spectrum_units=4, centre_colour=centre)
+
+    pixels = np.random.default_rng(4).integers(40, 200, (6, 32, 32, 3)).astype("float32")
+    shifted = pixels + np.array([30.0, -25.0, 12.0], dtype="float32")  # no pixel leaves 0-255
+    centred, plain = build(True), build(False)
+    assert centred.count_params() == plain.count_params()  # two weightless layers
+    np.testing.assert_allclose(centred.predict(shifted, verbose=0), centred.predict(pixels, verbose=0), atol=1e-4)  # float32 rounding of the mean
+    assert np.abs(plain.predict(shifted, verbose=0) - plain.predict(pixels, verbose=0)).max() > 4e-4  # what it takes away (untrained: small)
+    assert architecture_summary(centred).startswith("Rescaling -> CentreColour -> ")
+    added = [type(centred.get_layer(name)) for name in ("mean_colour", "centre_colour")]
+    assert all(kind.__module__.startswith("keras.") for kind in added)  # Keras's own layers: a saved model loads without forgery
+
+
 def test_last_conv_layer_is_found_and_missing_one_is_an_error() -> None:
     assert last_conv_layer(seed_model()).name == "conv3"
     inputs = keras.Input((4,))

@@ -6,12 +6,13 @@ The tracking URI is MLflow's own choice: `MLFLOW_TRACKING_URI` when set, else ML
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -792,11 +793,17 @@ def run_status(run_id: str) -> str | None:
 
 
 def end_run_by_id(run_id: str, status: str, reason: str | None = None) -> None:
-    """End a run that is not the active one, with a failure reason tag when given."""
+    """End a run that is not the active one, with a failure reason tag when given.
+
+    Against a server MLflow prints "View run ... at: <link>" for every run it ends; these are runs ended on
+    the side (an uploaded run's incomplete original, a killed sweep's jobs), so their links are held back and
+    the command's own run keeps the only one.
+    """
     client = mlflow.MlflowClient()
     if reason:
         client.set_tag(run_id, "failure_reason", reason[:5000])
-    client.set_terminated(run_id, status)
+    with redirect_stdout(io.StringIO()):
+        client.set_terminated(run_id, status)
 
 
 def record_failed_run(experiment: str, run_name: str | None, tags: Mapping[str, str], reason: str) -> str:

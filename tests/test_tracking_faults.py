@@ -118,6 +118,8 @@ def test_server_lost_mid_run_keeps_the_outputs_and_uploads_later(tmp_path: Path)
         client = MlflowClient(f"http://127.0.0.1:{port}")
         runs = client.search_runs([client.get_experiment_by_name("image-forgery").experiment_id])
         (uploaded,) = [run for run in runs if "original_run_id" in run.data.tags]
+        links = [line for line in result.stdout.splitlines() if "View run" in line]  # not one for the original it ends
+        assert len(links) == 1 and links[0].endswith(f"/runs/{uploaded.info.run_id}"), result.stdout
         assert uploaded.info.status == "FINISHED"
         assert [point.step for point in client.get_metric_history(uploaded.info.run_id, "val_auc")] == [1, 2, 3]
         assert "test_roc_auc" in uploaded.data.metrics and uploaded.data.params["epochs"] == "3"

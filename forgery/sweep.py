@@ -191,6 +191,9 @@ class MlflowSweepCallback(Callback):
         self.metric_checked = False  # whether a finished job has shown if sweep.metric is logged
         self.local_jobs = True  # whether the jobs run on this machine, so stop when the sweep does
         self.previous_handler: Any = None  # SIGTERM's handler before the sweep, restored when it ends
+        self.summarising = False  # whether the summary is being written: a SIGTERM then waits for it
+        self.held_signal: int | None = None  # a SIGTERM that arrived while the summary was written
+        self.failed_or_unranked = False  # whether the summary found failed jobs or no ranking: exit 1
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Open the parent run and publish its id to the jobs."""
@@ -253,10 +256,25 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Summarise the children on the parent run, end it, and exit non-zero if any job failed."""
-        from forgery import tracking
-
         if self.parent is None:
             return
+        self.summarising = True  # every job has ended: a SIGTERM now waits until the summary is saved
+        try:
+            self._summarise(config)
+        finally:
+            self.summarising = False
+            if self.previous_handler is not None:
+                interrupts.install(signal.SIGTERM, self.previous_handler)
+        if self.held_signal is not None:
+            print(f"error: stopped by {signal.Signals(self.held_signal).name} after the sweep's summary was saved on parent run {self.parent}", file=sys.stderr)
+            raise SystemExit(128 + self.held_signal)
+        if self.failed_or_unranked:
+            raise SystemExit(1)
+
+    def _summarise(self, config: DictConfig) -> None:
+        """Log the summary table, best run and failures on the parent run, end it, and print the table."""
+        from forgery import tracking
+
         try:
             experiment_id = tracking.experiment_id(config.tracking.experiment)
             children = [run for run in tracking.search_runs(experiment_id) if run["tags"].get("mlflow.parentRunId") == self.parent]
@@ -287,10 +305,7 @@ class MlflowSweepCallback(Callback):
             print(f"error: {unranked}; the jobs' runs are kept, see parent run {self.parent}", file=sys.stderr)
         if failed:
             print(f"error: {len(failed)} of {len(rows)} sweep jobs failed; see parent run {self.parent}", file=sys.stderr)
-        if self.previous_handler is not None:
-            interrupts.install(signal.SIGTERM, self.previous_handler)
-        if unranked or failed:
-            raise SystemExit(1)
+        self.failed_or_unranked = bool(unranked or failed)
 
     def _stop(self, signum: int, frame: Any) -> None:
         """SIGTERM to the sweeper: pass it on to the jobs' processes, give them a moment to end their runs, exit 128 + it.
@@ -298,6 +313,9 @@ class MlflowSweepCallback(Callback):
         The wait comes before the exit because a worker pool's shutdown (joblib's) kills its workers outright.
         """
         signal.signal(signum, signal.SIG_DFL)  # a second signal ends this process at once
+        if self.summarising:  # cut short, the parent run would be left half-summarised and then KILLED at exit
+            self.held_signal = signum
+            return
         if interrupts.forward(signum) and self.local_jobs:
             self._wait_for_jobs()
         raise SystemExit(128 + signum)

@@ -176,6 +176,41 @@ def test_an_abandoned_sweep_ends_its_parent_and_its_local_jobs_runs(mlflow_store
     assert "error:" not in capsys.readouterr().err
 
 
+def test_sigterm_while_the_summary_is_written_waits_for_it_then_exits_143(mlflow_store: str, monkeypatch, capsys, tmp_path: Path) -> None:
+    # A real SIGTERM to this process between the summary's writes: the parent run is still summarised and
+    # ended FINISHED (not left half-written, then KILLED at exit), and the sweep exits as SIGTERM ends it.
+    from omegaconf import OmegaConf
+
+    from forgery import interrupts, sweep, tracking
+
+    callback = sweep.MlflowSweepCallback()
+    callback.parent = tracking.start_parent_run("unit", None, {"sweep": "parent"}, {})
+    job = tracking.start_parent_run("unit", None, {"mlflow.parentRunId": callback.parent, "sweep_job": "0", "sweep_overrides": "seed=1"}, {})
+    MlflowClient(mlflow_store).log_metric(job, "evaluated_val_auc", 0.9)
+    tracking.end_run_by_id(job, "FINISHED")
+    before = signal.getsignal(signal.SIGTERM)
+    callback.previous_handler = interrupts.install(signal.SIGTERM, callback._stop)
+    real_finish = tracking.finish_parent_run
+
+    def signalled_midway(run_id, status, metrics, tags, texts) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler at the next line
+        real_finish(run_id, status, metrics, tags, texts)
+
+    monkeypatch.setattr(tracking, "finish_parent_run", signalled_midway)
+    config = OmegaConf.create({"tracking": {"experiment": "unit"}, "hydra": {"sweep": {"dir": str(tmp_path)}}})
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            callback.on_multirun_end(config)
+    finally:
+        restored = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, before)
+    assert stopped.value.code == 143
+    assert restored is before  # the sweep's handler is gone once it has ended
+    parent = MlflowClient(mlflow_store).get_run(callback.parent)
+    assert parent.info.status == "FINISHED" and parent.data.tags["best_run_id"] == job
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: stopped by SIGTERM after the sweep's summary was saved on parent run {callback.parent}"
+
+
 @pytest.mark.slow
 def test_sigterm_to_a_parallel_sweeps_process_stops_its_workers_and_ends_every_run(tmp_path: Path) -> None:
     # `kill <pid>` or `docker stop` reaches the sweeper's process alone: its joblib workers must not train on,

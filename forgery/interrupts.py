@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -85,10 +86,15 @@ def handled() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+PROC = Path("/proc")  # Linux's process table; elsewhere (macOS) `ps` lists the processes instead
+
+
 def child_processes(pid: int) -> list[int]:
-    """Ids of `pid`'s direct child processes, read from /proc (Linux); empty where /proc is absent."""
+    """Ids of `pid`'s direct child processes, read from /proc (Linux) or else from `ps` (macOS, BSD); empty if neither exists."""
+    if not PROC.is_dir():
+        return [child for child, parent in _ps_table() if parent == pid]
     children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for stat in PROC.glob("[0-9]*/stat"):
         try:
             # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after its last ")"
             ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
@@ -99,11 +105,20 @@ def child_processes(pid: int) -> list[int]:
     return children
 
 
+def _ps_table() -> list[tuple[int, int]]:
+    """(pid, parent pid) of every process, from POSIX `ps`; empty where it cannot run."""
+    try:
+        listing = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [(int(fields[0]), int(fields[1])) for fields in map(str.split, listing.splitlines()) if len(fields) == 2 and all(map(str.isdigit, fields))]
+
+
 def forward(signum: int) -> list[int]:
     """Send `signum` to each of this process's children; the ids signalled.
 
     A `kill <pid>` reaches one process only: a parallel sweep's workers would go on training, orphaned.
-    Where /proc is absent (not Linux) there is nothing to read the children from, and none is signalled.
+    Where neither /proc nor `ps` exists there is nothing to read the children from, and none is signalled.
     """
     signalled = []
     for child in child_processes(os.getpid()):

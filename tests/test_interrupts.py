@@ -166,10 +166,13 @@ def test_the_exit_status_names_the_signal() -> None:
         assert interrupts.exit_status() == 130
 
 
-def test_child_processes_lists_direct_children_only(tmp_path) -> None:
+@pytest.mark.parametrize("table", ["proc", "ps"])
+def test_child_processes_lists_direct_children_only(tmp_path, monkeypatch, table: str) -> None:
     import subprocess
     import sys
 
+    if table == "ps":  # a machine without /proc (macOS): `ps` lists the processes
+        monkeypatch.setattr(interrupts, "PROC", tmp_path / "no-proc")
     # The child's name holds a space and parentheses, as /proc's "pid (comm) state ppid" line then does.
     script = tmp_path / "a (child).py"
     script.write_text("import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\ntime.sleep(60)\n")
@@ -182,6 +185,21 @@ def test_child_processes_lists_direct_children_only(tmp_path) -> None:
         assert child.pid in interrupts.child_processes(os.getpid())
         assert grandchild not in interrupts.child_processes(os.getpid())
         os.kill(grandchild, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_without_proc_or_ps_no_child_is_found_and_none_signalled(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(interrupts, "PROC", tmp_path / "no-proc")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `ps` on it
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert interrupts.child_processes(os.getpid()) == [] and interrupts.forward(signal.SIGTERM) == []
+        assert child.poll() is None  # not signalled
     finally:
         child.kill()
         child.wait()

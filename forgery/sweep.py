@@ -57,6 +57,25 @@ def job_tags() -> dict[str, str]:
     return {"mlflow.parentRunId": parent, "sweep_job": str(job.num), "sweep_overrides": " ".join(HydraConfig.get().overrides.task)}
 
 
+class SweepStopped(Exception):
+    """A job about to start under a parent run that has ended: its sweep was stopped, so it must not train."""
+
+
+def check_parent_running(parent: str | None) -> None:
+    """Raise SweepStopped when a job's sweep `parent` run has ended; nothing outside a sweep (`parent` None).
+
+    A job process that was still starting when the sweep was stopped can miss the SIGTERM passed on to it
+    (submitit's job wrapper ignores SIGTERM until the training installs its own handler), and would then
+    train on with no sweep to report to. The sweep ends its parent before passing the signal on, so such a
+    job sees it here. A parent this store lacks (deleted, or another store) is left to the job's own run.
+    """
+    from forgery import tracking
+
+    status = tracking.run_status(parent) if parent else None
+    if status not in (None, "RUNNING"):
+        raise SweepStopped(f"job not started: its sweep's parent run {parent} has ended {status} (the sweep was stopped)")
+
+
 def record_job_failure(experiment: str, error: BaseException) -> None:
     """Make sure a failed job shows in MLflow: a FAILED child run unless the job had opened its own.
 
@@ -316,8 +335,7 @@ class MlflowSweepCallback(Callback):
         if self.summarising:  # cut short, the parent run would be left half-summarised and then KILLED at exit
             self.held_signal = signum
             return
-        if interrupts.forward(signum) and self.local_jobs:
-            self._wait_for_jobs()
+        self._end_if_abandoned(signum)
         raise SystemExit(128 + signum)
 
     def _running_jobs(self) -> list[dict[str, Any]]:
@@ -338,13 +356,19 @@ class MlflowSweepCallback(Callback):
             running = self._running_jobs()
         return running
 
-    def _end_if_abandoned(self) -> None:
-        """At exit, end a parent run the sweep never closed (KILLED), and its local jobs' runs left RUNNING."""
+    def _end_if_abandoned(self, signum: int | None = None) -> None:
+        """At exit, end a parent run the sweep never closed (KILLED), and its local jobs' runs left RUNNING.
+
+        With `signum` (a SIGTERM to the sweeper) the signal is passed on to the jobs' processes once the parent
+        has ended, so a job still starting then either gets it or finds the parent ended and does not train.
+        """
         from forgery import tracking
 
         if not self.parent or tracking.run_status(self.parent) != "RUNNING":
             return
         tracking.end_run_by_id(self.parent, "KILLED", "the sweep stopped before it finished")  # first: a second Ctrl-C may follow
+        if signum is not None:
+            interrupts.forward(signum)
         running = self._running_jobs() if self.local_jobs else []
         if running:
             print(f"the sweep stopped: waiting up to {JOB_GRACE_SECONDS:g} s for {len(running)} job run(s) to end", file=sys.stderr, flush=True)

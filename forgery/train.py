@@ -51,6 +51,8 @@ def main(cfg: DictConfig) -> float:
     try:
         with interrupts.handled():  # from the start: a Ctrl-C that Python drops while the data loads is still acted on
             return objective(train(cfg))
+    except sweep.SweepStopped as stopped:  # not a failure of this job: no run of its own, none recorded
+        fail(str(stopped), status=1)
     except TrackingLost as error:
         print(error, file=sys.stderr)
         if sweep.parent_run_id() is not None:
@@ -210,6 +212,7 @@ def train(cfg: DictConfig) -> float:
         raise ConfigError("resume= needs a run id (resume=<run id>, as the interrupted run printed it)")
     refuse_sweep_without_multirun()
     tracking.check_reachable()  # a dead tracking server stops the run now, not after an hour of training
+    sweep.check_parent_running(sweep.parent_run_id())  # a job still starting when its sweep was stopped
     given = cfg
     cfg, state = starting_point(given, resume_id)
     output_dir = Path(cfg.output_dir)

@@ -176,6 +176,25 @@ def test_an_abandoned_sweep_ends_its_parent_and_its_local_jobs_runs(mlflow_store
     assert "error:" not in capsys.readouterr().err
 
 
+def test_a_stopped_sweep_ends_its_parent_before_passing_sigterm_on(mlflow_store: str, monkeypatch, capsys) -> None:
+    # A job still starting that misses the signal must find its parent ended (and not train): so the parent
+    # ends first, then the jobs are signalled.
+    from forgery import interrupts, sweep, tracking
+
+    callback = sweep.MlflowSweepCallback()
+    callback.parent = tracking.start_parent_run("unit", None, {"sweep": "parent"}, {})
+    seen = []
+    monkeypatch.setattr(interrupts, "forward", lambda signum: seen.append((signum, tracking.run_status(callback.parent))) or [])
+    callback._end_if_abandoned(signal.SIGTERM)
+    assert seen == [(signal.SIGTERM, "KILLED")]
+    callback._end_if_abandoned()  # at exit: already ended, nothing passed on again
+    assert len(seen) == 1
+    with pytest.raises(sweep.SweepStopped, match=f"parent run {callback.parent} has ended KILLED"):
+        sweep.check_parent_running(callback.parent)
+    sweep.check_parent_running(None)  # outside a sweep: nothing to check
+    sweep.check_parent_running("0" * 32)  # a parent this store lacks: left to the job's run
+
+
 def test_sigterm_while_the_summary_is_written_waits_for_it_then_exits_143(mlflow_store: str, monkeypatch, capsys, tmp_path: Path) -> None:
     # A real SIGTERM to this process between the summary's writes: the parent run is still summarised and
     # ended FINISHED (not left half-written, then KILLED at exit), and the sweep exits as SIGTERM ends it.
@@ -264,6 +283,20 @@ def group_members(group: int) -> list[int]:
         if int(fields[2]) == group and fields[0] != "Z":
             members.append(int(stat.parent.name))
     return members
+
+
+@pytest.mark.slow
+def test_a_job_starting_after_its_sweep_was_stopped_does_not_train(tmp_path: Path) -> None:
+    # The parent ends KILLED as job 0 starts (a stopped sweeper ends it before passing SIGTERM on, which a
+    # job still starting under submitit would miss): the job refuses in one line and opens no run.
+    stopper = ["+hydra.callbacks.stopper._target_=tests.sweep_stopper.EndParentAtJobStart"]
+    root = str(Path(__file__).resolve().parents[1])
+    result = run_forgery("train", "-m", "seed=1,2", *TINY, *stopper, cwd=tmp_path, env={"PYTHONPATH": root})
+    assert result.returncode == 1, result.stderr[-3000:]
+    parent, children = sweep_runs(tmp_path)
+    assert (parent.info.status, children) == ("KILLED", [])
+    error = f"error: job not started: its sweep's parent run {parent.info.run_id} has ended KILLED (the sweep was stopped)"
+    assert result.stderr.strip().splitlines()[-1] == error and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

@@ -335,7 +335,12 @@ class MlflowSweepCallback(Callback):
         if self.summarising:  # cut short, the parent run would be left half-summarised and then KILLED at exit
             self.held_signal = signum
             return
-        self._end_if_abandoned(signum)
+        try:
+            self._end_if_abandoned(signum)
+        except Exception as error:  # the store went away: the jobs were still told; exit as the signal asks
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            print(f"error: the sweep stopped, but its parent run {self.parent} could not be ended in MLflow ({reason})", file=sys.stderr)
+            self.parent = None  # nothing more to try at exit
         raise SystemExit(128 + signum)
 
     def _running_jobs(self) -> list[dict[str, Any]]:
@@ -364,11 +369,13 @@ class MlflowSweepCallback(Callback):
         """
         from forgery import tracking
 
-        if not self.parent or tracking.run_status(self.parent) != "RUNNING":
-            return
-        tracking.end_run_by_id(self.parent, "KILLED", "the sweep stopped before it finished")  # first: a second Ctrl-C may follow
-        if signum is not None:
-            interrupts.forward(signum)
+        try:
+            if not self.parent or tracking.run_status(self.parent) != "RUNNING":
+                return
+            tracking.end_run_by_id(self.parent, "KILLED", "the sweep stopped before it finished")  # first: a second Ctrl-C may follow
+        finally:  # passed on even when the store cannot be reached: no job may train on orphaned
+            if signum is not None:
+                interrupts.forward(signum)
         running = self._running_jobs() if self.local_jobs else []
         if running:
             print(f"the sweep stopped: waiting up to {JOB_GRACE_SECONDS:g} s for {len(running)} job run(s) to end", file=sys.stderr, flush=True)

@@ -195,6 +195,28 @@ def test_a_stopped_sweep_ends_its_parent_before_passing_sigterm_on(mlflow_store:
     sweep.check_parent_running("0" * 32)  # a parent this store lacks: left to the job's run
 
 
+def test_sigterm_with_the_store_gone_still_reaches_the_jobs_and_exits_143(mlflow_store: str, monkeypatch, capsys) -> None:
+    from forgery import interrupts, sweep, tracking
+
+    callback = sweep.MlflowSweepCallback()
+    callback.parent = parent = tracking.start_parent_run("unit", None, {"sweep": "parent"}, {})
+    seen = []
+    monkeypatch.setattr(interrupts, "forward", lambda signum: seen.append(signum) or [])
+
+    def gone(run_id: str) -> str:
+        raise ConnectionError("connection refused\nmore detail")
+
+    monkeypatch.setattr(tracking, "run_status", gone)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            callback._stop(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert (stopped.value.code, seen, callback.parent) == (143, [signal.SIGTERM], None)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: the sweep stopped, but its parent run {parent} could not be ended in MLflow (connection refused)"
+
+
 def test_sigterm_while_the_summary_is_written_waits_for_it_then_exits_143(mlflow_store: str, monkeypatch, capsys, tmp_path: Path) -> None:
     # A real SIGTERM to this process between the summary's writes: the parent run is still summarised and
     # ended FINISHED (not left half-written, then KILLED at exit), and the sweep exits as SIGTERM ends it.

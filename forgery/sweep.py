@@ -277,11 +277,14 @@ class MlflowSweepCallback(Callback):
         """Summarise the children on the parent run, end it, and exit non-zero if any job failed."""
         if self.parent is None:
             return
-        self.summarising = True  # every job has ended: a SIGTERM now waits until the summary is saved
+        self.summarising = True  # every job has ended: a SIGTERM or Ctrl-C now waits until the summary is saved
+        previous_int = interrupts.install(signal.SIGINT, self._stop)
         try:
             self._summarise(config)
         finally:
             self.summarising = False
+            if previous_int is not None:
+                interrupts.install(signal.SIGINT, previous_int)
             if self.previous_handler is not None:
                 interrupts.install(signal.SIGTERM, self.previous_handler)
         if self.held_signal is not None:

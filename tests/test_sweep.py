@@ -217,9 +217,10 @@ def test_sigterm_with_the_store_gone_still_reaches_the_jobs_and_exits_143(mlflow
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: the sweep stopped, but its parent run {parent} could not be ended in MLflow (connection refused)"
 
 
-def test_sigterm_while_the_summary_is_written_waits_for_it_then_exits_143(mlflow_store: str, monkeypatch, capsys, tmp_path: Path) -> None:
-    # A real SIGTERM to this process between the summary's writes: the parent run is still summarised and
-    # ended FINISHED (not left half-written, then KILLED at exit), and the sweep exits as SIGTERM ends it.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_summary_is_written_waits_for_it_then_exits(mlflow_store: str, monkeypatch, capsys, tmp_path: Path, signum: int) -> None:
+    # A real SIGTERM or Ctrl-C to this process between the summary's writes: the parent run is still summarised
+    # and ended FINISHED (not left half-written, then KILLED at exit), and the sweep exits as the signal ends it.
     from omegaconf import OmegaConf
 
     from forgery import interrupts, sweep, tracking
@@ -229,12 +230,12 @@ def test_sigterm_while_the_summary_is_written_waits_for_it_then_exits_143(mlflow
     job = tracking.start_parent_run("unit", None, {"mlflow.parentRunId": callback.parent, "sweep_job": "0", "sweep_overrides": "seed=1"}, {})
     MlflowClient(mlflow_store).log_metric(job, "evaluated_val_auc", 0.9)
     tracking.end_run_by_id(job, "FINISHED")
-    before = signal.getsignal(signal.SIGTERM)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     callback.previous_handler = interrupts.install(signal.SIGTERM, callback._stop)
     real_finish = tracking.finish_parent_run
 
     def signalled_midway(run_id, status, metrics, tags, texts) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler at the next line
+        os.kill(os.getpid(), signum)  # Python runs the handler at the next line
         real_finish(run_id, status, metrics, tags, texts)
 
     monkeypatch.setattr(tracking, "finish_parent_run", signalled_midway)
@@ -243,13 +244,14 @@ def test_sigterm_while_the_summary_is_written_waits_for_it_then_exits_143(mlflow
         with pytest.raises(SystemExit) as stopped:
             callback.on_multirun_end(config)
     finally:
-        restored = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, before)
-    assert stopped.value.code == 143
-    assert restored is before  # the sweep's handler is gone once it has ended
+        restored = {sig: signal.getsignal(sig) for sig in before}
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert stopped.value.code == 128 + signum
+    assert restored == before  # the sweep's handlers are gone once it has ended
     parent = MlflowClient(mlflow_store).get_run(callback.parent)
     assert parent.info.status == "FINISHED" and parent.data.tags["best_run_id"] == job
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: stopped by SIGTERM after the sweep's summary was saved on parent run {callback.parent}"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: stopped by {signal.Signals(signum).name} after the sweep's summary was saved on parent run {callback.parent}"
 
 
 @pytest.mark.slow

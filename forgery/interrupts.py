@@ -108,10 +108,12 @@ def child_processes(pid: int) -> list[int]:
 def _ps_table() -> list[tuple[int, int]]:
     """(pid, parent pid) of every process, from POSIX `ps`; empty where it cannot run."""
     try:
-        listing = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True, timeout=10, check=True).stdout
+        with subprocess.Popen(["ps", "-A", "-o", "pid=", "-o", "ppid="], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as ps:
+            listing, _ = ps.communicate(timeout=10)
     except (OSError, subprocess.SubprocessError):
         return []
-    return [(int(fields[0]), int(fields[1])) for fields in map(str.split, listing.splitlines()) if len(fields) == 2 and all(map(str.isdigit, fields))]
+    table = [(int(fields[0]), int(fields[1])) for fields in map(str.split, listing.splitlines()) if len(fields) == 2 and all(map(str.isdigit, fields))]
+    return [(pid, parent) for pid, parent in table if pid != ps.pid]  # `ps` lists itself, ended by now
 
 
 def forward(signum: int) -> list[int]:

@@ -73,7 +73,7 @@ def check_parent_running(parent: str | None) -> None:
 
     status = tracking.run_status(parent) if parent else None
     if status not in (None, "RUNNING"):
-        raise SweepStopped(f"job not started: its sweep's parent run {parent} has ended {status} (the sweep was stopped)")
+        raise SweepStopped(f"job not started: its sweep's parent run {parent} has already ended {status} (the sweep was stopped, or its parent ended by hand)")
 
 
 def record_job_failure(experiment: str, error: BaseException) -> None:
@@ -277,19 +277,27 @@ class MlflowSweepCallback(Callback):
         """Summarise the children on the parent run, end it, and exit non-zero if any job failed."""
         if self.parent is None:
             return
-        self.summarising = True  # every job has ended: a SIGTERM or Ctrl-C now waits until the summary is saved
+        # Every job has ended: a SIGTERM or Ctrl-C now waits until the summary is saved (handler first, flag
+        # second; restored in the reverse order, so no signal falls between them).
         previous_int = interrupts.install(signal.SIGINT, self._stop)
+        status: Any = 0
         try:
+            self.summarising = True
             self._summarise(config)
+        except SystemExit as stop:  # the store went away: said in one line; a held signal still names the exit
+            status = stop.code
         finally:
-            self.summarising = False
             if previous_int is not None:
                 interrupts.install(signal.SIGINT, previous_int)
             if self.previous_handler is not None:
                 interrupts.install(signal.SIGTERM, self.previous_handler)
+            self.summarising = False
         if self.held_signal is not None:
-            print(f"error: stopped by {signal.Signals(self.held_signal).name} after the sweep's summary was saved on parent run {self.parent}", file=sys.stderr)
+            saved = f" after the sweep's summary was saved on parent run {self.parent}" if status == 0 and not self.failed_or_unranked else ""
+            print(f"error: stopped by {signal.Signals(self.held_signal).name}{saved}", file=sys.stderr)
             raise SystemExit(128 + self.held_signal)
+        if status:
+            raise SystemExit(status)
         if self.failed_or_unranked:
             raise SystemExit(1)
 
@@ -318,6 +326,12 @@ class MlflowSweepCallback(Callback):
             tags["failure_reason"] = unranked[:5000]  # MLflow's limit on a tag's length
         texts = {"sweep_summary.csv": to_csv(rows, columns), "sweep_summary.md": to_markdown(rows, columns)}
         status = "FINISHED" if best is not None else "FAILED"
+        ended = tracking.run_status(self.parent)
+        if ended != "RUNNING":  # ended by hand (or a stop) while the jobs ran: its record is not rewritten
+            print(to_markdown(rows, columns), end="")
+            print(f"error: the sweep's parent run {self.parent} had already ended {ended}; its summary was not written to it", file=sys.stderr)
+            self.failed_or_unranked = True
+            return
         tracking.finish_parent_run(self.parent, status, metrics, tags, texts)
         os.environ.pop(PARENT_ENV, None)
         print(to_markdown(rows, columns), end="")
@@ -338,7 +352,12 @@ class MlflowSweepCallback(Callback):
         if self.summarising:  # cut short, the parent run would be left half-summarised and then KILLED at exit
             self.held_signal = signum
             return
-        try:
+        if not (self.local_jobs and interrupts.child_processes(os.getpid())):
+            # No job processes here (the basic launcher runs jobs and their MLflow writes in this process, and
+            # ending the parent now could wait on the lock of a write the signal cut short): at exit instead.
+            interrupts.forward(signum)
+            raise SystemExit(128 + signum)
+        try:  # this process only waits on its jobs' processes, so it is between writes
             self._end_if_abandoned(signum)
         except Exception as error:  # the store went away: the jobs were still told; exit as the signal asks
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -373,17 +392,22 @@ class MlflowSweepCallback(Callback):
         from forgery import tracking
 
         try:
-            if not self.parent or tracking.run_status(self.parent) != "RUNNING":
-                return
-            tracking.end_run_by_id(self.parent, "KILLED", "the sweep stopped before it finished")  # first: a second Ctrl-C may follow
+            open_parent = bool(self.parent) and tracking.run_status(str(self.parent)) == "RUNNING"
+            if open_parent:
+                tracking.end_run_by_id(str(self.parent), "KILLED", "the sweep stopped before it finished")  # first: a second Ctrl-C may follow
         finally:  # passed on even when the store cannot be reached: no job may train on orphaned
             if signum is not None:
                 interrupts.forward(signum)
-        running = self._running_jobs() if self.local_jobs else []
+        if not self.parent or not (open_parent or signum is not None):
+            return  # ended already, and no stop to see through (at exit after a stop or a summary)
+        running = self._running_jobs() if self.local_jobs else []  # a parent ended by hand may still have some
         if running:
             print(f"the sweep stopped: waiting up to {JOB_GRACE_SECONDS:g} s for {len(running)} job run(s) to end", file=sys.stderr, flush=True)
             running = self._wait_for_jobs()
         for run in running:  # killed before it could (a worker pool's shutdown kills its processes)
             tracking.end_run_by_id(run["run_id"], "KILLED", "the sweep stopped before this job finished")
-        jobs = f" and {len(running)} unfinished job run(s)" if running else ""
-        print(f"error: the sweep stopped before it finished; its parent run {self.parent}{jobs} ended KILLED", file=sys.stderr)
+        jobs = f"{len(running)} unfinished job run(s)"
+        if open_parent:
+            print(f"error: the sweep stopped before it finished; its parent run {self.parent}{' and ' + jobs if running else ''} ended KILLED", file=sys.stderr)
+        elif running:
+            print(f"error: the sweep stopped before it finished; {jobs} of parent run {self.parent} ended KILLED", file=sys.stderr)

@@ -52,7 +52,8 @@ def main(cfg: DictConfig) -> float:
         with interrupts.handled():  # from the start: a Ctrl-C that Python drops while the data loads is still acted on
             return objective(train(cfg))
     except sweep.SweepStopped as stopped:  # not a failure of this job: no run of its own, none recorded
-        fail(str(stopped), status=1)
+        print(f"error: {stopped}", file=sys.stderr)
+        return FAILED_JOB_SCORE  # not an exit: a worker pool would kill the jobs still running with it
     except TrackingLost as error:
         print(error, file=sys.stderr)
         if sweep.parent_run_id() is not None:

@@ -182,7 +182,10 @@ def test_child_processes_lists_direct_children_only(tmp_path, monkeypatch, table
         while not interrupts.child_processes(child.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         (grandchild,) = interrupts.child_processes(child.pid)
-        assert child.pid in interrupts.child_processes(os.getpid())
+        mine = interrupts.child_processes(os.getpid())
+        assert child.pid in mine
+        for pid in mine:  # each one alive: not a lister that has ended by now (`ps` lists itself)
+            os.kill(pid, 0)
         assert grandchild not in interrupts.child_processes(os.getpid())
         os.kill(grandchild, signal.SIGKILL)
     finally:

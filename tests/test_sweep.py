@@ -189,7 +189,7 @@ def test_a_stopped_sweep_ends_its_parent_before_passing_sigterm_on(mlflow_store:
     assert seen == [(signal.SIGTERM, "KILLED")]
     callback._end_if_abandoned()  # at exit: already ended, nothing passed on again
     assert len(seen) == 1
-    with pytest.raises(sweep.SweepStopped, match=f"parent run {callback.parent} has ended KILLED"):
+    with pytest.raises(sweep.SweepStopped, match=f"parent run {callback.parent} has already ended KILLED"):
         sweep.check_parent_running(callback.parent)
     sweep.check_parent_running(None)  # outside a sweep: nothing to check
     sweep.check_parent_running("0" * 32)  # a parent this store lacks: left to the job's run
@@ -202,6 +202,7 @@ def test_sigterm_with_the_store_gone_still_reaches_the_jobs_and_exits_143(mlflow
     callback.parent = parent = tracking.start_parent_run("unit", None, {"sweep": "parent"}, {})
     seen = []
     monkeypatch.setattr(interrupts, "forward", lambda signum: seen.append(signum) or [])
+    monkeypatch.setattr(interrupts, "child_processes", lambda pid: [pid + 1])  # a parallel launcher's job process
 
     def gone(run_id: str) -> str:
         raise ConnectionError("connection refused\nmore detail")
@@ -215,6 +216,71 @@ def test_sigterm_with_the_store_gone_still_reaches_the_jobs_and_exits_143(mlflow
         signal.signal(signal.SIGTERM, before)
     assert (stopped.value.code, seen, callback.parent) == (143, [signal.SIGTERM], None)
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: the sweep stopped, but its parent run {parent} could not be ended in MLflow (connection refused)"
+
+
+@pytest.mark.parametrize("children", [[], [12345]])
+def test_sigterm_ends_the_parent_in_the_handler_only_when_the_jobs_run_in_other_processes(mlflow_store: str, monkeypatch, children: list[int]) -> None:
+    # With the basic launcher (no job processes) this process may be inside a job's MLflow write, whose lock
+    # ending the parent would wait on: the parent is left to the exit handler. With job processes, it ends first.
+    from forgery import interrupts, sweep, tracking
+
+    callback = sweep.MlflowSweepCallback()
+    callback.parent = tracking.start_parent_run("unit", None, {"sweep": "parent"}, {})
+    seen = []
+    monkeypatch.setattr(interrupts, "child_processes", lambda pid: children)
+    monkeypatch.setattr(interrupts, "forward", lambda signum: seen.append((signum, tracking.run_status(callback.parent))) or children)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            callback._stop(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert stopped.value.code == 143
+    assert seen == [(signal.SIGTERM, "KILLED" if children else "RUNNING")]
+    callback._end_if_abandoned()  # at exit
+    assert tracking.run_status(callback.parent) == "KILLED"
+
+
+def test_a_signal_held_while_the_store_fails_during_the_summary_still_names_the_exit(mlflow_store: str, monkeypatch, capsys, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from forgery import interrupts, sweep, tracking
+
+    callback = sweep.MlflowSweepCallback()
+    callback.parent = tracking.start_parent_run("unit", None, {"sweep": "parent"}, {})
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    callback.previous_handler = interrupts.install(signal.SIGTERM, callback._stop)
+
+    def signalled_then_gone(name: str) -> str:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(tracking, "experiment_id", signalled_then_gone)
+    config = OmegaConf.create({"tracking": {"experiment": "unit"}, "hydra": {"sweep": {"dir": str(tmp_path)}}})
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            callback.on_multirun_end(config)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert stopped.value.code == 143  # not the summary's 1: the signal is what ended it
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-2].startswith("error: could not summarise sweep") and lines[-1] == "error: stopped by SIGTERM"
+
+
+def test_a_stop_after_the_parent_was_ended_by_hand_still_waits_for_and_ends_its_jobs(mlflow_store: str, monkeypatch, capsys) -> None:
+    from forgery import interrupts, sweep, tracking
+
+    monkeypatch.setattr(sweep, "JOB_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(interrupts, "forward", lambda signum: [])
+    callback = sweep.MlflowSweepCallback()
+    callback.parent = tracking.start_parent_run("unit", None, {"sweep": "parent"}, {})
+    job = tracking.start_parent_run("unit", None, {"mlflow.parentRunId": callback.parent}, {})
+    tracking.end_run_by_id(callback.parent, "KILLED", "ended by hand")
+    callback._end_if_abandoned(signal.SIGTERM)
+    assert tracking.run_status(job) == "KILLED"
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == f"error: the sweep stopped before it finished; 1 unfinished job run(s) of parent run {callback.parent} ended KILLED"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -312,15 +378,19 @@ def group_members(group: int) -> list[int]:
 @pytest.mark.slow
 def test_a_job_starting_after_its_sweep_was_stopped_does_not_train(tmp_path: Path) -> None:
     # The parent ends KILLED as job 0 starts (a stopped sweeper ends it before passing SIGTERM on, which a
-    # job still starting under submitit would miss): the job refuses in one line and opens no run.
+    # job still starting under submitit would miss; or someone ended it by hand): each job refuses in one line
+    # and opens no run, without ending the sweep's process (a worker pool would kill the other jobs with it),
+    # and the summary leaves the ended parent as it was.
     stopper = ["+hydra.callbacks.stopper._target_=tests.sweep_stopper.EndParentAtJobStart"]
     root = str(Path(__file__).resolve().parents[1])
     result = run_forgery("train", "-m", "seed=1,2", *TINY, *stopper, cwd=tmp_path, env={"PYTHONPATH": root})
     assert result.returncode == 1, result.stderr[-3000:]
     parent, children = sweep_runs(tmp_path)
-    assert (parent.info.status, children) == ("KILLED", [])
-    error = f"error: job not started: its sweep's parent run {parent.info.run_id} has ended KILLED (the sweep was stopped)"
-    assert result.stderr.strip().splitlines()[-1] == error and "Traceback" not in result.stderr
+    assert (parent.info.status, children) == ("KILLED", []) and "best_run_id" not in parent.data.tags
+    refused = f"error: job not started: its sweep's parent run {parent.info.run_id} has already ended KILLED (the sweep was stopped, or its parent ended by hand)"
+    lines = result.stderr.strip().splitlines()
+    assert lines.count(refused) == 2 and "Traceback" not in result.stderr
+    assert lines[-1] == f"error: the sweep's parent run {parent.info.run_id} had already ended KILLED; its summary was not written to it"
 
 
 @pytest.mark.slow

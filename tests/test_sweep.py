@@ -176,6 +176,32 @@ def test_an_abandoned_sweep_ends_its_parent_and_its_local_jobs_runs(mlflow_store
     assert "error:" not in capsys.readouterr().err
 
 
+def exit_of(call, callback=None) -> tuple[object, bool]:
+    """Run `call`, which must end in SystemExit, with `callback` (if given) handling SIGTERM as a sweep's does.
+
+    Returns the exit code and whether SIGTERM's and SIGINT's handlers were left as they were; restores them either way.
+    """
+    from forgery import interrupts
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if callback is not None:
+        callback.previous_handler = interrupts.install(signal.SIGTERM, callback._stop)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            call()
+    finally:
+        left = {sig: signal.getsignal(sig) for sig in before}
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    return stopped.value.code, left == before
+
+
+def summary_config(folder: Path):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"tracking": {"experiment": "unit"}, "hydra": {"sweep": {"dir": str(folder)}}})
+
+
 def test_a_stopped_sweep_ends_its_parent_before_passing_sigterm_on(mlflow_store: str, monkeypatch, capsys) -> None:
     # A job still starting that misses the signal must find its parent ended (and not train): so the parent
     # ends first, then the jobs are signalled.
@@ -208,13 +234,8 @@ def test_sigterm_with_the_store_gone_still_reaches_the_jobs_and_exits_143(mlflow
         raise ConnectionError("connection refused\nmore detail")
 
     monkeypatch.setattr(tracking, "run_status", gone)
-    before = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            callback._stop(signal.SIGTERM, None)
-    finally:
-        signal.signal(signal.SIGTERM, before)
-    assert (stopped.value.code, seen, callback.parent) == (143, [signal.SIGTERM], None)
+    code, _ = exit_of(lambda: callback._stop(signal.SIGTERM, None))
+    assert (code, seen, callback.parent) == (143, [signal.SIGTERM], None)
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: the sweep stopped, but its parent run {parent} could not be ended in MLflow (connection refused)"
 
 
@@ -229,41 +250,25 @@ def test_sigterm_ends_the_parent_in_the_handler_only_when_the_jobs_run_in_other_
     seen = []
     monkeypatch.setattr(interrupts, "child_processes", lambda pid: children)
     monkeypatch.setattr(interrupts, "forward", lambda signum: seen.append((signum, tracking.run_status(callback.parent))) or children)
-    before = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            callback._stop(signal.SIGTERM, None)
-    finally:
-        signal.signal(signal.SIGTERM, before)
-    assert stopped.value.code == 143
+    assert exit_of(lambda: callback._stop(signal.SIGTERM, None))[0] == 143
     assert seen == [(signal.SIGTERM, "KILLED" if children else "RUNNING")]
     callback._end_if_abandoned()  # at exit
     assert tracking.run_status(callback.parent) == "KILLED"
 
 
 def test_a_signal_held_while_the_store_fails_during_the_summary_still_names_the_exit(mlflow_store: str, monkeypatch, capsys, tmp_path: Path) -> None:
-    from omegaconf import OmegaConf
-
-    from forgery import interrupts, sweep, tracking
+    from forgery import sweep, tracking
 
     callback = sweep.MlflowSweepCallback()
     callback.parent = tracking.start_parent_run("unit", None, {"sweep": "parent"}, {})
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    callback.previous_handler = interrupts.install(signal.SIGTERM, callback._stop)
 
     def signalled_then_gone(name: str) -> str:
         os.kill(os.getpid(), signal.SIGTERM)
         raise ConnectionError("connection refused")
 
     monkeypatch.setattr(tracking, "experiment_id", signalled_then_gone)
-    config = OmegaConf.create({"tracking": {"experiment": "unit"}, "hydra": {"sweep": {"dir": str(tmp_path)}}})
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            callback.on_multirun_end(config)
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-    assert stopped.value.code == 143  # not the summary's 1: the signal is what ended it
+    code, _ = exit_of(lambda: callback.on_multirun_end(summary_config(tmp_path)), callback)
+    assert code == 143  # not the summary's 1: the signal is what ended it
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-2].startswith("error: could not summarise sweep") and lines[-1] == "error: stopped by SIGTERM"
 
@@ -287,17 +292,13 @@ def test_a_stop_after_the_parent_was_ended_by_hand_still_waits_for_and_ends_its_
 def test_a_signal_while_the_summary_is_written_waits_for_it_then_exits(mlflow_store: str, monkeypatch, capsys, tmp_path: Path, signum: int) -> None:
     # A real SIGTERM or Ctrl-C to this process between the summary's writes: the parent run is still summarised
     # and ended FINISHED (not left half-written, then KILLED at exit), and the sweep exits as the signal ends it.
-    from omegaconf import OmegaConf
-
-    from forgery import interrupts, sweep, tracking
+    from forgery import sweep, tracking
 
     callback = sweep.MlflowSweepCallback()
     callback.parent = tracking.start_parent_run("unit", None, {"sweep": "parent"}, {})
     job = tracking.start_parent_run("unit", None, {"mlflow.parentRunId": callback.parent, "sweep_job": "0", "sweep_overrides": "seed=1"}, {})
     MlflowClient(mlflow_store).log_metric(job, "evaluated_val_auc", 0.9)
     tracking.end_run_by_id(job, "FINISHED")
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    callback.previous_handler = interrupts.install(signal.SIGTERM, callback._stop)
     real_finish = tracking.finish_parent_run
 
     def signalled_midway(run_id, status, metrics, tags, texts) -> None:
@@ -305,16 +306,9 @@ def test_a_signal_while_the_summary_is_written_waits_for_it_then_exits(mlflow_st
         real_finish(run_id, status, metrics, tags, texts)
 
     monkeypatch.setattr(tracking, "finish_parent_run", signalled_midway)
-    config = OmegaConf.create({"tracking": {"experiment": "unit"}, "hydra": {"sweep": {"dir": str(tmp_path)}}})
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            callback.on_multirun_end(config)
-    finally:
-        restored = {sig: signal.getsignal(sig) for sig in before}
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-    assert stopped.value.code == 128 + signum
-    assert restored == before  # the sweep's handlers are gone once it has ended
+    code, restored = exit_of(lambda: callback.on_multirun_end(summary_config(tmp_path)), callback)
+    assert code == 128 + signum
+    assert restored  # the sweep's handlers are gone once it has ended
     parent = MlflowClient(mlflow_store).get_run(callback.parent)
     assert parent.info.status == "FINISHED" and parent.data.tags["best_run_id"] == job
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: stopped by {signal.Signals(signum).name} after the sweep's summary was saved on parent run {callback.parent}"

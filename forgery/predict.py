@@ -244,6 +244,9 @@ def _load_run_model(run_id: str) -> tuple[keras.Model, float | None]:
         model = tracking.load_run_model(run_id)
     except (RuntimeError, OSError) as error:
         raise UsageError(str(error).splitlines()[0]) from None
+    except Exception as error:  # Keras's own refusal (a Lambda layer in safe mode, a custom layer renamed since): many types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"run {run_id} has no loadable model: {type(error).__name__}: {first_line}") from None
     temperature = run["metrics"].get(TEMPERATURE_METRIC)
     if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
         log.warning("ignoring the run's temperature %r: it must be a positive number", temperature)
@@ -278,15 +281,20 @@ def image_files(paths: list[str]) -> list[Path | tuple[Path, str]]:
     return files
 
 
-def folder_images(folder: Path) -> list[Path]:
+def folder_images(folder: Path) -> list[Path | tuple[Path, str]]:
     """Every non-folder entry with an image suffix under `folder` (sorted), skipping hidden names (.DS_Store, .git).
 
     Pipes, devices and dangling links are kept, so each gets its error line as when named. Linked folders are
-    followed, each real folder once: a link back up would otherwise loop forever.
+    followed, each real folder once: a link back up would otherwise loop forever. A folder that cannot be
+    listed becomes (folder, error), so its images are not left out without a word.
     """
-    found: list[Path] = []
+    found: list[Path | tuple[Path, str]] = []
     visited: set[str] = set()
-    for root, folders, names in os.walk(folder, followlinks=True):
+
+    def unlisted(error: OSError) -> None:
+        found.append((Path(error.filename or folder), f"cannot read folder: {error.strerror or error}"))
+
+    for root, folders, names in os.walk(folder, followlinks=True, onerror=unlisted):
         real = os.path.realpath(root)
         if real in visited:
             folders.clear()
@@ -294,7 +302,7 @@ def folder_images(folder: Path) -> list[Path]:
         visited.add(real)
         folders[:] = sorted(name for name in folders if not name.startswith("."))  # sorted: which path reaches a folder first is stable
         found.extend(Path(root, name) for name in names if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES)
-    return sorted(found)
+    return sorted(found, key=lambda entry: entry[0] if isinstance(entry, tuple) else entry)
 
 
 class InputImage(NamedTuple):
@@ -310,7 +318,7 @@ def read_input(item: Path | tuple[Path, str]) -> InputImage:
     """Decode one file to (32, 32, 3) uint8 RGB as the CIFAKE loader does, or say why it cannot be."""
     from PIL import Image, UnidentifiedImageError
 
-    from forgery.data import IMAGE_SIZE, MAX_FILE_BYTES, UNREADABLE_FILE_ERRORS, decode_image
+    from forgery.data import IMAGE_SIZE, MAX_FILE_BYTES, UNREADABLE_FILE_ERRORS, decode_image, has_16_bit_samples
 
     if isinstance(item, tuple):
         return InputImage(item[0], None, None, item[1])
@@ -324,19 +332,35 @@ def read_input(item: Path | tuple[Path, str]) -> InputImage:
         decoded = decode_image(data)
         with Image.open(io.BytesIO(data)) as image:  # the header only: what the file was before decoding
             mode, (width, height) = image.mode, image.size
+            if has_16_bit_samples(image):  # PIL opens a 16-bit RGB PNG as RGB
+                mode = f"16-bit {mode}"
     except FileNotFoundError:
         return InputImage(item, None, None, "no such file")
     except UnidentifiedImageError:
-        return InputImage(item, None, None, "not an image file (or a format Pillow cannot read)")
+        return InputImage(item, None, None, unaccepted(data))
     except UNREADABLE_FILE_ERRORS as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         return InputImage(item, None, None, f"unreadable image: {reason}")
     notes = []
     if decoded.converted:
-        notes.append(f"converted from {mode} to RGB")
+        notes.append(f"converted from {mode} to {'8-bit ' if mode.startswith('16-bit') else ''}RGB")
     if decoded.resized:
         notes.append(f"resized from {width}x{height} to {IMAGE_SIZE}x{IMAGE_SIZE} (Lanczos, antialiased)")
     return InputImage(item, decoded.pixels, "; ".join(notes) or None, None)
+
+
+def unaccepted(data: bytes) -> str:
+    """Why a file the decoder refused is not read: an image in a format outside IMAGE_FORMATS, or not an image."""
+    from PIL import Image
+
+    from forgery.data import IMAGE_FORMATS
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # any format Pillow knows, header only: to name it
+            found = image.format
+    except Exception:  # Pillow raises many types for bytes that are no image
+        return "not an image file (or a format Pillow cannot read)"
+    return f"an image in {found} format, which predict does not read (it reads {', '.join(IMAGE_FORMATS)})"
 
 
 def classify(

@@ -341,6 +341,63 @@ def test_a_deleted_run_is_named_deleted_not_unknown(mlflow_store: str) -> None:
         _load_run_model(run_id)
 
 
+def test_a_run_model_keras_refuses_is_one_line_not_a_traceback(mlflow_store: str) -> None:
+    # Keras refuses a Lambda layer in safe mode with its own error type, not MLflow's: still a usage error.
+    from forgery import tracking
+    from forgery.predict import _load_run_model
+
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Lambda(lambda x: x[:, 0, 0, :])(inputs))
+    model = keras.Model(inputs, outputs)
+    example = np.zeros((1, 32, 32, 3), "uint8")
+    with tracking.Tracker(None).run("unit", None, {}) as run_id:
+        tracking.log_keras_model(model, example, model.predict(example, verbose=0))
+    with pytest.raises(UsageError, match=f"^run {run_id} has no loadable model: ValueError: .*Lambda"):
+        _load_run_model(run_id)
+
+
+def test_a_folder_that_cannot_be_listed_gets_an_error_line_not_silence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from forgery.predict import image_files
+
+    save_image(tmp_path / "a.png", (32, 32, 3), seed=0)
+    (tmp_path / "locked").mkdir()
+    save_image(tmp_path / "locked" / "b.png", (32, 32, 3), seed=1)
+    listing = os.scandir
+
+    def refusing(path=".") -> object:  # as for a folder without read permission (root ignores chmod)
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert image_files([str(tmp_path)]) == [tmp_path / "a.png", (tmp_path / "locked", "cannot read folder: Permission denied")]
+    assert image_files([str(tmp_path / "locked")]) == [(tmp_path / "locked", "cannot read folder: Permission denied")]
+
+
+def test_an_image_format_predict_does_not_read_is_named(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    from forgery.predict import read_input
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "icon.ico")
+    (tmp_path / "text.png").write_text("not an image")
+    assert read_input(tmp_path / "icon.ico").error == "an image in ICO format, which predict does not read (it reads JPEG, PNG, WEBP, BMP, GIF, TIFF)"
+    assert read_input(tmp_path / "text.png").error == "not an image file (or a format Pillow cannot read)"
+    # A 16-bit RGB PNG, which PIL opens as mode RGB: the note says what it was.
+    rows = np.random.default_rng(0).integers(0, 65536, (32, 32, 3))
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rows)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 32, 32, 16, 2, 0, 0, 0)
+    (tmp_path / "deep.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    assert read_input(tmp_path / "deep.png").note == "converted from 16-bit RGB to 8-bit RGB"
+
+
 def test_a_reader_that_leaves_ends_it_quietly_with_the_sigpipe_status(tmp_path: Path, model_file: Path) -> None:
     # `predict folder | head -1`: the reader is gone before the next line is written.
     import os

@@ -122,9 +122,12 @@ def promote(
 ) -> dict[str, Any]:
     """Choose and check a run, then (unless `dry_run`) publish it to `dest`; return the promotion record."""
     check_options(metric, mode, model_name)
-    dest = through_link(dest)
-    check_dest(dest, Path.cwd())
-    check_writable(dest)
+    try:
+        dest = through_link(dest)
+        check_dest(dest, Path.cwd())
+        check_writable(dest)
+    except OSError as error:  # a folder on the way that this user may not look into
+        raise PromoteError(f"dest {dest} cannot be checked: {error.strerror or error}{f' ({error.filename})' if error.filename else ''}") from None
     try:
         tracking.check_reachable()  # a dead server: one line now, not minutes of retries and a traceback
     except tracking.TrackingUnavailable as error:
@@ -300,8 +303,10 @@ def is_plain_name(name: str) -> bool:
 
 
 def gradcam_problem(gradcam_results: dict[str, Any]) -> str | None:
-    """Why gradcam_results.json cannot be shown (it names a file that is not a promoted report file), or None."""
-    for sample in gradcam_results.get("samples", []):
+    """Why gradcam_results.json cannot be shown (not laid out as train writes it, or it names a file that is not a promoted report file), or None."""
+    if not isinstance(gradcam_results, dict) or not isinstance(gradcam_results.get("samples"), list):
+        return "gradcam_results.json is not laid out as train writes it (an object whose samples are a list)"
+    for sample in gradcam_results["samples"]:
         overlays = sample.get("overlays", {}) if isinstance(sample, dict) else None
         if not isinstance(overlays, dict):
             return "gradcam_results.json has a sample that is not laid out as train writes it"
@@ -435,7 +440,10 @@ def swap_in(staging: Path, dest: Path) -> None:
             os.rename(retired, dest)
         raise
     if had_old:
-        shutil.rmtree(retired, ignore_errors=True)
+        try:
+            shutil.rmtree(retired)
+        except OSError as error:  # the new page is in place; a leftover must not pass for a page later
+            print(f"warning: the previous page could not all be removed from {retired} ({error.strerror or error}); remove it by hand", file=sys.stderr)
 
 
 def recover_interrupted(dest: Path) -> None:
@@ -447,9 +455,23 @@ def recover_interrupted(dest: Path) -> None:
         key=lambda path: path.stat().st_mtime,
     )
     if not dest.exists() and retired:
-        os.rename(retired.pop(), dest)
+        # The page renamed away mid-swap is whole; an older leftover that could not all be removed is not,
+        # though its failed removal made it look newer.
+        whole = [path for path in retired if is_whole_page(path)]
+        chosen = (whole or retired)[-1]
+        retired.remove(chosen)
+        os.rename(chosen, dest)
     for path in leftovers + retired:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def is_whole_page(folder: Path) -> bool:
+    """Whether `folder` holds a promotion.json and every file it lists."""
+    try:
+        files = json.loads((folder / PROMOTION_FILE).read_text())["files"]
+        return isinstance(files, list) and all(isinstance(name, str) and (folder / name).is_file() for name in files)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def summary(record: dict[str, Any], dest: Path, dry_run: bool, register: bool, model_name: str) -> str:

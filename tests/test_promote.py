@@ -319,6 +319,53 @@ def test_a_promote_killed_mid_swap_is_repaired_by_the_next(promoted: tuple[Path,
     assert beside(dest) == [dest.name]
 
 
+def test_recovery_restores_the_whole_page_not_a_newer_half_removed_leftover(promoted: tuple[Path, str]) -> None:
+    import os
+    import shutil
+
+    dest, _ = promoted
+    before = snapshot(dest)
+    leftover = dest.with_name(f".{dest.name}.old-leftover")  # an earlier page whose removal failed part-way
+    shutil.copytree(dest, leftover)
+    next(path for path in leftover.iterdir() if path.name != "promotion.json").unlink()
+    dest.rename(dest.with_name(f".{dest.name}.old-killed"))  # then a promote killed mid-swap
+    os.utime(leftover, (2e9, 2e9))  # the failed removal touched it last
+    promote.recover_interrupted(dest)
+    assert snapshot(dest) == before
+    assert beside(dest) == [dest.name]
+
+
+def test_a_previous_page_that_cannot_be_removed_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    dest, staging = tmp_path / "page", tmp_path / "staging"
+    dest.mkdir()
+    staging.mkdir()
+    (staging / "new.txt").write_text("new")
+
+    def busy(path: Path) -> None:
+        raise OSError(16, "Device or resource busy", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", busy)
+    promote.swap_in(staging, dest)
+    assert (dest / "new.txt").read_text() == "new"
+    error = capsys.readouterr().err
+    assert error.startswith("warning: the previous page could not all be removed from") and "(Device or resource busy); remove it by hand" in error
+
+
+def test_a_dest_that_cannot_be_looked_into_is_one_line(experiment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python raises PermissionError from exists() and is_symlink() below a folder this user may not enter
+    # (root may enter any, so the refusal is made here).
+    dest = tmp_path / "private" / "page"
+
+    def refused(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_symlink", refused)
+    with pytest.raises(promote.PromoteError, match=f"^dest {re.escape(str(dest))} cannot be checked: Permission denied \\({re.escape(str(dest))}\\)$"):
+        run_promote(experiment, dest)
+
+
 def test_dry_run_changes_nothing(experiment: str, make_report: Callable[[str], Path], tmp_path: Path) -> None:
     run_id = log_run(make_report("a"), experiment, {"test_roc_auc": 0.7})
     dest = tmp_path / DEST
@@ -372,6 +419,16 @@ def _nan_robustness(report_dir: Path) -> Path:
     return report_dir
 
 
+def _gradcam_not_an_object(report_dir: Path) -> Path:
+    (report_dir / "gradcam_results.json").write_text("[]")
+    return report_dir
+
+
+def _gradcam_samples_not_a_list(report_dir: Path) -> Path:
+    (report_dir / "gradcam_results.json").write_text('{"samples": 5}')
+    return report_dir
+
+
 def _break_json(report_dir: Path) -> Path:
     (report_dir / "training_metrics.json").write_text("{not json")
     return report_dir
@@ -384,11 +441,13 @@ def _break_json(report_dir: Path) -> Path:
         (_drop_calibration, "report/calibration.json is missing"),
         (_add_folder, "unsafe artefact name 'nested/'"),
         (_point_outside, "names '../../../outside.png'"),
+        (_gradcam_not_an_object, "gradcam_results.json is not laid out as train writes it"),
+        (_gradcam_samples_not_a_list, "gradcam_results.json is not laid out as train writes it"),
         (_break_json, "training_metrics.json is not valid JSON"),
         (_break_robustness, "robustness.json is not valid JSON"),
         (_nan_robustness, "robustness.json is not valid JSON (it holds NaN, which a browser cannot read"),
     ],
-    ids=["missing-artefact", "missing-calibration", "nested-folder", "path-outside", "broken-json", "broken-robustness", "nan"],
+    ids=["missing-artefact", "missing-calibration", "nested-folder", "path-outside", "gradcam-list", "gradcam-samples", "broken-json", "broken-robustness", "nan"],
 )
 def test_a_run_with_bad_artefacts_is_refused(
     promoted: tuple[Path, str], experiment: str, make_report: Callable[[str], Path], spoil: Callable[[Path], Path], reason: str

@@ -87,17 +87,32 @@ def check_val_fraction(fraction: float) -> None:
         raise DataError(f"data.val_fraction must be between 0 and 1 (exclusive), got {fraction}")
 
 
+def image_digests(images: np.ndarray) -> np.ndarray:
+    """A 16-byte digest of each image's pixels (N,): images with the same pixels, and only they, share one."""
+    return np.array([hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in images], dtype="S16")
+
+
 def split_validation(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Stratified, seeded (train, val) split: `fraction` of each class goes to validation."""
+    """Stratified, seeded (train, val) split: `fraction` of each class goes to validation.
+
+    Copies of one image (CIFAKE's training split holds byte-identical FAKE images) stay on one side, so
+    validation never scores an image the model trained on.
+    """
     check_val_fraction(fraction)
     rng = np.random.default_rng(seed)
-    val_indices: list[np.ndarray] = []
-    for label, class_name in enumerate(CLASS_NAMES):
-        members = np.flatnonzero(labels == label)
+    digests = image_digests(images)
+    class_members = [np.flatnonzero(labels == label) for label in range(len(CLASS_NAMES))]
+    for members, class_name in zip(class_members, CLASS_NAMES):
         if len(members) < 2:  # else validation lacks the class, and its AUC is undefined
             raise DataError(f"the training split has {len(members)} {class_name} image(s); the validation split needs at least 2 per class")
+    val_indices: list[np.ndarray] = []
+    for members, class_name in zip(class_members, CLASS_NAMES):
         count = min(max(int(round(len(members) * fraction)), 1), len(members) - 1)  # both sides keep one image per class
-        val_indices.append(rng.choice(members, size=count, replace=False))
+        _, group_of = np.unique(digests[members], return_inverse=True)
+        if group_of.max() + 1 == len(members):  # no copies: the draw every split made before copies were kept together
+            val_indices.append(rng.choice(members, size=count, replace=False))
+        else:
+            val_indices.append(draw_whole_groups(members, group_of.ravel(), count, rng, class_name))
     is_val = np.zeros(len(labels), dtype=bool)
     is_val[np.concatenate(val_indices)] = True
     # Shuffle each side once so batches mix classes even without fit's own shuffling.
@@ -107,6 +122,30 @@ def split_validation(images: np.ndarray, labels: np.ndarray, fraction: float, se
         Split(images[train_order], labels[train_order]),
         Split(images[val_order], labels[val_order]),
     )
+
+
+def draw_whole_groups(members: np.ndarray, group_of: np.ndarray, count: int, rng: np.random.Generator, class_name: str) -> np.ndarray:
+    """About `count` of `members` for validation, taking each group of copies (`group_of`) whole, in a seeded order."""
+    groups = group_of.max() + 1
+    if groups < 2:
+        raise DataError(f"the training split's {len(members)} {class_name} images are copies of one image; the validation split needs 2 different ones")
+    chosen: list[int] = []
+    taken = 0
+    for group in rng.permutation(groups)[: groups - 1]:  # the last group stays in training: both sides keep the class
+        if taken >= count:
+            break
+        chosen.append(int(group))
+        taken += int(np.count_nonzero(group_of == group))
+    return members[np.isin(group_of, chosen)]
+
+
+def duplicate_counts(train: Split, test: Split) -> dict[str, int]:
+    """Copies among the training images, and test images that are also training images (0s when none)."""
+    train_digests, test_digests = image_digests(train.images), image_digests(test.images)
+    return {
+        "duplicate_train_images": len(train_digests) - len(np.unique(train_digests)),
+        "test_images_in_train": int(np.count_nonzero(np.isin(test_digests, train_digests))),
+    }
 
 
 def check_train_fraction(fraction: float) -> None:
@@ -161,6 +200,11 @@ ISSUE_DESCRIPTIONS: dict[str, str] = {
     ),
 }
 ISSUE_KINDS: tuple[str, ...] = tuple(ISSUE_DESCRIPTIONS)
+# Found in the decoded pixels; in Dataset.issues (and metrics data_<key>) only when not 0. Full CIFAKE has both.
+DUPLICATE_DESCRIPTIONS: dict[str, str] = {
+    "duplicate_train_images": "training images with the same pixels as another (each kept with its copies on one side of the validation split)",
+    "test_images_in_train": "test images with the same pixels as a training image (the test split is kept as given: they are not held out)",
+}
 ISSUE_EXAMPLES = 5  # example paths per issue kind, in meta.json and in the warning
 # PIL raises many unrelated types for a broken file; each means this one file is unusable, not that the
 # dataset is. Some decoders raise NotImplementedError for a variant they do not handle.
@@ -264,8 +308,13 @@ def load_cifake(
     cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     decoded = load_or_decode(source, listing, cache_root)
     warn_about_issues(source, decoded.issues, decoded.issue_examples)
+    # Counted after decoding, not cached, and added only when found: a dataset without copies keeps the
+    # issue counts (and data fingerprint) it had before copies were counted, so its runs still resume.
+    copies = {kind: count for kind, count in duplicate_counts(decoded.train, decoded.test).items() if count}
+    for kind, count in copies.items():
+        logger.warning("CIFAKE %s: %d %s", kind, count, DUPLICATE_DESCRIPTIONS[kind])
     train, val = split_validation(decoded.train.images, decoded.train.labels, val_fraction, seed)
-    dataset = Dataset(name="cifake", train=keep_fraction(train, train_fraction), val=val, test=decoded.test, issues=dict(decoded.issues))
+    dataset = Dataset(name="cifake", train=keep_fraction(train, train_fraction), val=val, test=decoded.test, issues={**decoded.issues, **copies})
     seconds = time.perf_counter() - started
     logger.info("loaded CIFAKE from %s in %.2f s: %s", source, seconds, describe_counts(dataset))
     return dataset

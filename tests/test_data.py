@@ -571,6 +571,47 @@ def test_split_validation_is_stratified_seeded_and_a_partition() -> None:
     assert set(ids(val)) != set(ids(other_val))
 
 
+def test_copies_of_one_image_stay_on_one_side_of_the_validation_split() -> None:
+    # CIFAKE's training split holds byte-identical FAKE images: a copy in validation would be scored on an
+    # image the model trained on.
+    labels = np.array([0] * 100 + [1] * 50, dtype=np.int64)
+    images = np.zeros((150, 32, 32, 3), dtype=np.uint8)
+    images[:, 0, 0, 0] = np.arange(150)
+    images[:60:2, 0, 0, 0] = np.arange(1, 60, 2)  # FAKE images 0, 2, ... copy 1, 3, ...: 30 pairs
+    images[100:110, 0, 0, 0] = 100  # ten copies of one REAL image
+    for seed in range(5):
+        train, val = split_validation(images, labels, fraction=0.2, seed=seed)
+        assert not set(ids(train)) & set(ids(val)), seed
+        assert len(train) + len(val) == 150
+        assert 20 <= val.class_counts()["FAKE"] <= 21 and 10 <= val.class_counts()["REAL"] <= 19, val.class_counts()
+    again = split_validation(images, labels, fraction=0.2, seed=3)[1]
+    np.testing.assert_array_equal(ids(again), ids(split_validation(images, labels, fraction=0.2, seed=3)[1]))
+
+
+def test_a_class_of_copies_of_one_image_cannot_be_split() -> None:
+    labels = np.array([0] * 4 + [1] * 4, dtype=np.int64)
+    images = np.zeros((8, 32, 32, 3), dtype=np.uint8)
+    images[4:, 0, 0, 0] = np.arange(4)  # REAL distinct, FAKE four copies of one image
+    with pytest.raises(DataError, match="^the training split's 4 FAKE images are copies of one image; the validation split needs 2 different ones$"):
+        split_validation(images, labels, fraction=0.5, seed=0)
+
+
+def test_copies_in_the_data_are_counted_and_warned(cifake: Path, cache_dir: str, caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    clean = load_cifake(str(cifake), val_fraction=0.34, seed=0, cache_dir=cache_dir)
+    assert clean.issues == issue_counts()  # none: no keys for copies, so earlier fingerprints still match
+    fakes = cifake / "train" / "FAKE"
+    shutil.copy(fakes / FILE_NAMES[0], fakes / "copy (1).jpg")
+    shutil.copy(cifake / "test" / "REAL" / FILE_NAMES[1], cifake / "train" / "REAL" / "from test.jpg")
+    with caplog.at_level(logging.WARNING, logger="forgery.data"):
+        dataset = load_cifake(str(cifake), val_fraction=0.34, seed=0, cache_dir=cache_dir)
+    assert dataset.issues == {**issue_counts(), "duplicate_train_images": 1, "test_images_in_train": 1}
+    assert "CIFAKE duplicate_train_images: 1 training images with the same pixels as another" in caplog.text
+    assert "CIFAKE test_images_in_train: 1 test images with the same pixels as a training image" in caplog.text
+    assert not set(map(bytes, data.image_digests(dataset.val.images))) & set(map(bytes, data.image_digests(dataset.train.images)))
+
+
 @pytest.mark.parametrize(("fakes", "reals"), [(3, 1), (2, 0), (0, 5)])
 def test_split_validation_refuses_a_class_with_fewer_than_two_images(fakes: int, reals: int) -> None:
     labels = np.array([CLASS_NAMES.index("FAKE")] * fakes + [CLASS_NAMES.index("REAL")] * reals, dtype=np.int64)

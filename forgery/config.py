@@ -334,6 +334,8 @@ def _number(cfg: DictConfig, key: str) -> float:
     value = _value(cfg, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key} must be a number, got {value!r}")
+    if not math.isfinite(value):  # nan passes every comparison check, and would reach training
+        raise ConfigError(f"{key} must be a finite number, got {value}")
     return float(value)
 
 

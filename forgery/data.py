@@ -360,10 +360,13 @@ def default_cache_dir() -> Path:
 
 def list_cifake_files(source: Path) -> SourceListing:
     """Every file of the Kaggle layout in a folder or zip, sorted; DataError names the first missing path."""
-    problem = root_problem(source)
-    if problem:
-        raise DataError(problem)
-    return list_folder(source) if source.is_dir() else list_zip(source)
+    try:
+        problem = root_problem(source)
+        if problem:
+            raise DataError(problem)
+        return list_folder(source) if source.is_dir() else list_zip(source)
+    except OSError as error:  # a folder of the layout this user may not search (Path.is_dir raises then)
+        raise DataError(f"CIFAKE folder cannot be read: {error.filename or source} ({error.strerror or error})") from None
 
 
 def root_problem(source: Path) -> str | None:

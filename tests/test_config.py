@@ -117,6 +117,11 @@ def test_demo_data_option_builds(compose_train) -> None:
         ("epochs=abc", "epochs"),
         ("optimizer.lr=-1", "optimizer.lr"),
         ("optimizer.lr=0", "optimizer.lr"),
+        ("optimizer.lr=inf", "optimizer.lr"),
+        ("optimizer.lr=nan", "optimizer.lr"),
+        ("schedule=cosine schedule.warmup_epochs=nan", "schedule.warmup_epochs"),
+        ("schedule=cosine schedule.final_fraction=nan", "schedule.final_fraction"),
+        ("model.dropout=nan", "model.dropout"),
         ("data.val_fraction=1.5", "data.val_fraction"),
         ("optimizer.use_ema=sometimes", "optimizer.use_ema"),
         ("seed=1.5", "seed"),
@@ -136,7 +141,7 @@ def test_demo_data_option_builds(compose_train) -> None:
 )
 def test_bad_values_are_refused_naming_the_key(compose_train, override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{key} ") as refusal:
-        validate(compose_train(override))
+        validate(compose_train(*override.split()))
     assert "\n" not in str(refusal.value)
 
 

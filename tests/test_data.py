@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -250,6 +251,23 @@ def test_bad_zip_layout_names_the_path_inside_the_zip(cifake: Path, tmp_path: Pa
 
     with pytest.raises(DataError, match="^CIFAKE class folder not found: .*cifake.zip/CIFAKE/test/REAL$"):
         load_cifake(str(archive), cache_dir=cache_dir)
+
+
+@pytest.mark.parametrize("locked", ["", "test", "train/FAKE"])
+def test_a_folder_this_user_may_not_search_is_one_line(cifake: Path, cache_dir: str, monkeypatch: pytest.MonkeyPatch, locked: str) -> None:
+    # Python raises PermissionError from is_dir() on a path below a folder without search permission
+    # (root may search any, so the refusal is made here).
+    real_is_dir = Path.is_dir
+    target = cifake / locked if locked else cifake
+
+    def is_dir(self: Path) -> bool:
+        if self == target or target in self.parents and self != cifake:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    with pytest.raises(DataError, match=f"^CIFAKE folder cannot be read: {re.escape(str(target))}.* \\(Permission denied\\)$"):
+        load_cifake(str(cifake), cache_dir=cache_dir)
 
 
 def test_root_that_is_neither_folder_nor_zip(tmp_path: Path, cache_dir: str) -> None:

@@ -196,7 +196,7 @@ ISSUE_DESCRIPTIONS: dict[str, str] = {
     "unsafe_zip_names": "zip members named with an absolute path or '..' skipped, never extracted",
     "passed_over": (
         "entries passed over unread: sub-folders, pipes and other non-files in a class folder, folders other than "
-        f"{' and '.join(CLASS_NAMES)} in a split folder (in a zip, the files inside them)"
+        f"{' and '.join(CLASS_NAMES)} in a split folder (in a zip, the files inside them), and files directly in a split folder"
     ),
 }
 ISSUE_KINDS: tuple[str, ...] = tuple(ISSUE_DESCRIPTIONS)
@@ -385,7 +385,7 @@ def list_folder(root: Path) -> SourceListing:
     listing: dict[str, list[tuple[str, str]]] = {}
     passed_over: list[str] = []
     for split in sorted(folders):
-        passed_over += [f"{split}/{name}/" for name in other_folders(root / split)]
+        passed_over += [f"{split}/{name}" for name in other_entries(root / split)]
         for class_name in CLASS_NAMES:
             folder = f"{split}/{class_name}"
             if (root / folder).is_dir():
@@ -395,11 +395,15 @@ def list_folder(root: Path) -> SourceListing:
     return SourceListing(files_in_layout(root, "", folders, listing), passed_over=passed_over)
 
 
-def other_folders(split_folder: Path) -> list[str]:
-    """The folders of a split folder that are no class folder (train/OTHER/): never read, so counted."""
+def other_entries(split_folder: Path) -> list[str]:
+    """What a split folder holds besides its class folders (train/OTHER/, a loose train/x.png): never read, so counted."""
     try:
         with os.scandir(split_folder) as entries:
-            return sorted(entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir() and entry.name not in CLASS_NAMES)
+            return sorted(
+                f"{entry.name}/" if entry.is_dir() else entry.name
+                for entry in entries
+                if not entry.name.startswith(".") and entry.name not in CLASS_NAMES
+            )
     except OSError:  # an unreadable split folder: its class folders say so
         return []
 
@@ -487,7 +491,7 @@ def list_zip(archive_path: Path) -> SourceListing:
             listing.setdefault(f"{parts[0]}/{parts[1]}", []).append(
                 (parts[2], f"{member.file_size}:{member.CRC:08x}")
             )
-        elif len(parts) >= 3 and parts[0] in SPLIT_NAMES:  # in a sub-folder of a class folder, or in train/OTHER/
+        elif len(parts) >= 2 and parts[0] in SPLIT_NAMES:  # in a sub-folder of a class folder, in train/OTHER/, or loose in train/
             passed_over.append(name[len(prefix) :])
     files = files_in_layout(archive_path, prefix, folders, listing)
     return SourceListing(files, [member.filename for member in unsafe], sorted(passed_over))

@@ -381,11 +381,14 @@ def root_problem(source: Path) -> str | None:
 def list_folder(root: Path) -> SourceListing:
     """Files and symlinks directly inside the class folders under `root`."""
     real_root = Path(os.path.realpath(root))
-    folders = {split for split in SPLIT_NAMES if (root / split).is_dir()}
+    splits = {split for split in SPLIT_NAMES if (root / split).is_dir()}
+    folders = set(splits) | {name for name in names_in(root) if (root / name).is_dir()}  # all: names in another case get a hint
     listing: dict[str, list[tuple[str, str]]] = {}
     passed_over: list[str] = []
-    for split in sorted(folders):
-        passed_over += [f"{split}/{name}" for name in other_entries(root / split)]
+    for split in sorted(splits):
+        others = other_entries(root / split)
+        passed_over += [f"{split}/{name}" for name in others]
+        folders |= {f"{split}/{name.rstrip('/')}" for name in others if name.endswith("/")}
         for class_name in CLASS_NAMES:
             folder = f"{split}/{class_name}"
             if (root / folder).is_dir():
@@ -393,6 +396,20 @@ def list_folder(root: Path) -> SourceListing:
                 listing[folder], others = scan_class_folder(root / folder, real_root)
                 passed_over += [f"{folder}/{name}" for name in others]
     return SourceListing(files_in_layout(root, "", folders, listing), passed_over=passed_over)
+
+
+def names_in(folder: Path) -> list[str]:
+    """The names in a folder, or none when it cannot be listed (what needs it then says so)."""
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def case_hint(folder: str, folders: set[str]) -> str:
+    """For a layout folder missing only because its name is in another case (train/real), a hint naming it."""
+    found = sorted(name for name in folders if name.lower() == folder.lower() and name != folder)
+    return f" (found {found[0]}: folder names are case-sensitive; rename it to {folder.rsplit('/', 1)[-1]})" if found else ""
 
 
 def other_entries(split_folder: Path) -> list[str]:
@@ -524,11 +541,11 @@ def files_in_layout(
     files: list[SourceFile] = []
     for split in SPLIT_NAMES:
         if split not in folders:
-            raise DataError(f"CIFAKE split folder not found: {root / prefix / split}{'' if prefix else layout_hint(root)}")
+            raise DataError(f"CIFAKE split folder not found: {root / prefix / split}{case_hint(split, folders) or ('' if prefix else layout_hint(root))}")
         for label, class_name in enumerate(CLASS_NAMES):
             folder = f"{split}/{class_name}"
             if folder not in folders:
-                raise DataError(f"CIFAKE class folder not found: {root / prefix / folder}")
+                raise DataError(f"CIFAKE class folder not found: {root / prefix / folder}{case_hint(folder, folders)}")
             entries = sorted(listing.get(folder, []))
             if not entries:
                 raise DataError(f"CIFAKE class folder is empty: {root / prefix / folder}")

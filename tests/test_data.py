@@ -225,6 +225,16 @@ def test_bad_layout_names_the_path(
     assert str(raised.value) == missing.format(root=cifake)
 
 
+@pytest.mark.parametrize("zipped", [False, True])
+@pytest.mark.parametrize(("folder", "renamed"), [("train/REAL", "train/real"), ("test", "Test")])
+def test_a_layout_folder_named_in_another_case_is_named_in_the_error(cifake: Path, tmp_path: Path, cache_dir: str, folder: str, renamed: str, zipped: bool) -> None:
+    (cifake / folder).rename(cifake / renamed)
+    root = zip_folder(cifake, tmp_path / "cifake.zip", "") if zipped else cifake
+    kind = "class" if "/" in folder else "split"
+    with pytest.raises(DataError, match=f"^CIFAKE {kind} folder not found: {re.escape(str(root / folder))} \\(found {re.escape(renamed)}: folder names are case-sensitive; rename it to {folder.split('/')[-1]}\\)$"):
+        load_cifake(str(root), cache_dir=cache_dir)
+
+
 @pytest.mark.parametrize(
     ("given", "hint"),
     [

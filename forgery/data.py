@@ -196,7 +196,8 @@ ISSUE_DESCRIPTIONS: dict[str, str] = {
     "unsafe_zip_names": "zip members named with an absolute path or '..' skipped, never extracted",
     "passed_over": (
         "entries passed over unread: sub-folders, pipes and other non-files in a class folder, folders other than "
-        f"{' and '.join(CLASS_NAMES)} in a split folder (in a zip, the files inside them), and files directly in a split folder"
+        f"{' and '.join(CLASS_NAMES)} in a split folder (in a zip, the files inside them), files directly in a split folder, "
+        "and zip members whose name a later member repeats"
     ),
 }
 ISSUE_KINDS: tuple[str, ...] = tuple(ISSUE_DESCRIPTIONS)
@@ -496,7 +497,8 @@ def list_zip(archive_path: Path) -> SourceListing:
     folders: set[str] = set()
     listing: dict[str, list[tuple[str, str]]] = {}
     passed_over: list[str] = []
-    for member, name in zip(members, names):
+    last = {name: index for index, name in enumerate(names)}  # reading by name gives a repeated name's last member
+    for index, (member, name) in enumerate(zip(members, names)):
         if not name.startswith(prefix):
             continue
         parts = name[len(prefix) :].split("/")
@@ -504,7 +506,9 @@ def list_zip(archive_path: Path) -> SourceListing:
         folders.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
         if member.is_dir() or not parts[-1] or any(part.startswith(".") for part in parts):
             continue
-        if len(parts) == 3 and parts[1] in CLASS_NAMES:
+        if last[name] != index:  # an earlier member under a name a later one repeats: never read, so counted
+            passed_over.append(name[len(prefix) :])
+        elif len(parts) == 3 and parts[1] in CLASS_NAMES:
             listing.setdefault(f"{parts[0]}/{parts[1]}", []).append(
                 (parts[2], f"{member.file_size}:{member.CRC:08x}")
             )

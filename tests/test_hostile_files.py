@@ -618,6 +618,22 @@ def test_an_unsafe_zip_name_added_later_is_counted_not_served_from_the_cache(tmp
     assert dataset.issues == issue_counts(unsafe_zip_names=1)
 
 
+def test_a_zip_member_name_repeated_is_read_once_and_the_earlier_counted(tmp_path: Path) -> None:
+    root = build_cifake(tmp_path / "cifake")
+    archive = tmp_path / "cifake.zip"
+    shutil.make_archive(str(archive.with_suffix("")), "zip", root)
+    with zipfile.ZipFile(archive, "a") as zipped, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate name
+        zipped.writestr("train/REAL/0000 (1).jpg", jpeg_bytes(Image.new("RGB", (32, 32), (SECRET_SHADE,) * 3)))
+
+    dataset = load_cifake(str(archive), cache_dir=str(tmp_path / "cache"))
+
+    assert dataset.issues == issue_counts(passed_over=1)
+    assert len(dataset.train) + len(dataset.val) == 6  # the name once, with the later member's pixels
+    levels = np.concatenate([dataset.train.images, dataset.val.images])[..., 0].mean(axis=(1, 2))
+    assert np.count_nonzero(np.abs(levels - SECRET_SHADE) <= 2) == 1
+
+
 def test_a_folder_added_later_in_a_class_folder_is_counted_not_served_from_the_cache(tmp_path: Path) -> None:
     root = build_cifake(tmp_path / "cifake")
     load_cifake(str(root), cache_dir=str(tmp_path / "cache"))

@@ -623,6 +623,9 @@ def check_sweep(cfg: DictConfig) -> None:
     mode = OmegaConf.select(cfg, "sweep.mode")
     if mode not in ("max", "min"):
         raise ConfigError(f"sweep.mode must be max or min, got {mode!r}")
+    metric = OmegaConf.select(cfg, "sweep.metric")
+    if isinstance(metric, str) and metric.startswith("test_"):  # choosing by test makes the test figures a tuned number
+        raise ConfigError(f"sweep.metric must be a validation metric such as evaluated_val_auc, not {metric}: the test split only reports on the chosen run")
 
 
 def condense_hydra_error(message: str) -> str:

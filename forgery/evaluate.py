@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,13 @@ def headline_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str,
     """test_loss (cross-entropy), test_accuracy, test_roc_auc and test_pr_auc (average precision: PR_AUC_METHOD)."""
     picked = np.clip(probabilities[np.arange(len(labels)), labels], _EPSILON, 1.0)
     scores = ranking_scores(probabilities)
+    positive = labels == POSITIVE_CLASS
+    one_class = positive.all() or not positive.any()  # no ranking to judge: both areas are undefined, not 0 or 1
     return {
         "test_loss": float(-np.mean(np.log(picked))),
         "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
-        "test_roc_auc": float(metrics.roc_auc_score(labels == POSITIVE_CLASS, scores)),
-        "test_pr_auc": float(metrics.average_precision_score(labels == POSITIVE_CLASS, scores)),
+        "test_roc_auc": math.nan if one_class else float(metrics.roc_auc_score(positive, scores)),
+        "test_pr_auc": math.nan if one_class else float(metrics.average_precision_score(positive, scores)),
     }
 
 

@@ -598,7 +598,7 @@ def fit(
             state.history.setdefault(name, []).append(value)
         state.epoch = epoch + 1
         watched = metrics[cfg.early_stopping.metric]  # config.validate allows only metrics every epoch logs
-        improved = state.best_value is None or watched > state.best_value
+        improved = improves(watched, state.best_value)
         if improved:
             state.best_epoch, state.best_value = epoch + 1, watched
         checkpoints.save(checkpoint_dir, model, state, best=improved)  # the best epoch and its weights are kept together
@@ -861,11 +861,20 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
     }
 
 
+def improves(value: float, best: float | None) -> bool:
+    """Whether an epoch's watched validation metric beats the best so far; a nan one (no ranking) never does."""
+    return math.isfinite(value) and (best is None or value > best)
+
+
 def evaluated_epoch(history: dict[str, list[float]], cfg: DictConfig) -> int:
-    """The epoch whose weights were evaluated: the best one when early stopping restores it, else the last."""
-    values = history.get(cfg.early_stopping.metric, [])
-    if cfg.early_stopping.restore_best and values:
-        return int(np.argmax(values)) + 1
+    """The epoch whose weights were evaluated: the best one when early stopping restores it, else the last.
+
+    The best is the first epoch with the highest finite value, as `improves` kept it; with none, the last.
+    """
+    values = np.asarray(history.get(cfg.early_stopping.metric, []), dtype=float)
+    finite = np.isfinite(values)
+    if cfg.early_stopping.restore_best and finite.any():
+        return int(np.argmax(np.where(finite, values, -np.inf))) + 1
     return len(history.get("loss", []))
 
 

@@ -87,7 +87,7 @@ def test_report_json_writes_undefined_metrics_as_null() -> None:
         raise AssertionError(f"{name} in strict JSON")
 
     written = json.loads(to_json(payload), parse_constant=refuse)
-    assert written["rows"][0]["test_roc_auc"] is None
+    assert written["rows"][0]["test_roc_auc"] is None and written["rows"][0]["test_pr_auc"] is None  # not 0.0, as scikit-learn gives
     assert written["rows"][0]["test_accuracy"] == pytest.approx(1.0)
     assert written["inf"] == [None, 0.5] and written["n"] == 3
 

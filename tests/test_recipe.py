@@ -69,6 +69,7 @@ def test_residual_models_stay_under_a_million_parameters_and_explain(highpass: b
         ("early_stopping.metric=val_aucc", "early_stopping.metric"),
         ("early_stopping.metric=val_loss", "early_stopping.metric"),  # lower is better: would keep the worst epoch
         ("sweep.mode=best", "sweep.mode"),
+        ("sweep.metric=test_roc_auc", "sweep.metric"),
         ("gradcam.upscale=0", "gradcam.upscale"),
         ("gradcam.alpha=1.5", "gradcam.alpha"),
         ("evidence.gradcam_checks_per_class=0", "evidence.gradcam_checks_per_class"),
@@ -110,6 +111,20 @@ def test_the_evaluated_epoch_and_its_validation_figures(compose_train, overrides
     history = {"loss": [0.6, 0.5, 0.4], "val_auc": [0.7, 0.95, 0.9], "val_accuracy": [0.6, 0.8, 0.9]}
     assert train.evaluated_epoch(history, cfg) == epoch
     assert train.evaluated_validation(history, cfg) == {"evaluated_val_accuracy": accuracy, "evaluated_val_auc": auc}
+
+
+def test_a_nan_validation_metric_is_never_the_best_epoch(compose_train) -> None:
+    # nan compares false with everything: as the first epoch's value nothing would ever beat it, and argmax
+    # would name the nan epoch while the weights restored were another's.
+    from forgery import train
+
+    assert not train.improves(float("nan"), None) and not train.improves(float("nan"), 0.5)
+    assert train.improves(0.6, None) and train.improves(0.6, 0.5) and not train.improves(0.5, 0.5)
+    cfg = compose_train("early_stopping.restore_best=true")
+    nan = float("nan")
+    assert train.evaluated_epoch({"loss": [0.6, 0.5, 0.4], "val_auc": [0.8, nan, 0.9]}, cfg) == 3
+    assert train.evaluated_epoch({"loss": [0.6, 0.5, 0.4], "val_auc": [nan, 0.8, 0.7]}, cfg) == 2
+    assert train.evaluated_epoch({"loss": [0.6, 0.5], "val_auc": [nan, nan]}, cfg) == 2  # none ranked: the last, not restored
 
 
 @pytest.mark.slow

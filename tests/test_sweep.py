@@ -421,7 +421,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     ("ranking", "message"),
     [
         (["sweep.mode=min"], "error: hparams_search=optuna maximises evaluated_val_auc (what each job returns), but sweep.metric=evaluated_val_auc sweep.mode=min"),
-        (["sweep.metric=test_accuracy"], "error: hparams_search=optuna maximises evaluated_val_auc (what each job returns), but sweep.metric=test_accuracy sweep.mode=max"),
+        (["sweep.metric=evaluated_val_accuracy"], "error: hparams_search=optuna maximises evaluated_val_auc (what each job returns), but sweep.metric=evaluated_val_accuracy sweep.mode=max"),
         (["hydra.sweeper.direction=minimize"], "error: hydra.sweeper.direction=minimize: each job returns evaluated_val_auc, higher is better, so Optuna must maximize"),
     ],
 )

@@ -382,6 +382,38 @@ def test_a_model_scoring_nan_fails_the_evaluation_in_one_line_before_any_metric(
         evaluate_and_explain(model, SimpleNamespace(test=split, val=split), {}, OmegaConf.create({"tta": "none"}))
 
 
+def test_evaluation_fits_the_temperature_on_validation_and_scores_test_with_the_served_view(compose_train) -> None:
+    # Validation and test differ here, so a swap of the two (the temperature fitted on test) or scoring the
+    # single view instead of the mirror average that is served would change the numbers checked.
+    import keras
+    from hydra.utils import instantiate
+
+    from forgery import calibration, evaluate, models
+    from forgery.train import evaluate_and_explain
+    from tests.conftest import TINY_DEMO
+
+    cfg = compose_train(*TINY_DEMO, "tta=flip", "evidence.robustness_images=8", "evidence.gradcam_checks_per_class=1")
+    dataset = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    model.fit(dataset.train.images, keras.utils.to_categorical(dataset.train.labels, 2), epochs=1, batch_size=32, verbose=0)
+    history = {"loss": [0.5], "accuracy": [0.7], "val_accuracy": [0.7], "val_auc": [0.8]}
+    result = evaluate_and_explain(model, dataset, history, cfg)
+
+    served = models.tta_view(model, "flip")
+    val_probabilities = served.predict(dataset.val.images, verbose=0)
+    test_probabilities = served.predict(dataset.test.images, verbose=0)
+    on_validation, _ = calibration.temperature_fit(dataset.val.labels, val_probabilities)
+    on_test, _ = calibration.temperature_fit(dataset.test.labels, test_probabilities)
+    assert abs(on_validation - on_test) > 1e-3  # else the check below could not tell them apart
+    assert result["calibration"]["temperature"] == pytest.approx(on_validation, rel=1e-4)
+    expected = evaluate.headline_metrics(dataset.test.labels, test_probabilities)
+    single = evaluate.headline_metrics(dataset.test.labels, model.predict(dataset.test.images, verbose=0))
+    assert single["test_loss"] != pytest.approx(expected["test_loss"], rel=1e-4)
+    for key, value in expected.items():
+        assert result["headline"][key] == pytest.approx(value, rel=1e-4), key
+
+
 def test_a_non_finite_loss_names_the_checkpoint_kept_only_when_one_is(tmp_path: Path) -> None:
     from forgery.train import non_finite_loss_message
 

@@ -558,8 +558,13 @@ def files_in_layout(
 
 
 def source_fingerprint(listing: SourceListing) -> str:
-    """sha256 over the cache format, image size and every file's place and signature: any change, a new key."""
-    digest = hashlib.sha256(f"forgery-cifake-cache v{CACHE_FORMAT_VERSION} size {IMAGE_SIZE}\n".encode())
+    """sha256 over the cache format, image size, Pillow's version and every file's place and signature: any change, a new key.
+
+    Pillow's version is in it because its decoders decide what a file decodes to, or whether it is skipped.
+    """
+    import PIL
+
+    digest = hashlib.sha256(f"forgery-cifake-cache v{CACHE_FORMAT_VERSION} size {IMAGE_SIZE} pillow {PIL.__version__}\n".encode())
     for file in listing.files:
         # NUL cannot occur in a path, so distinct file lists can never hash the same text. A name that is not
         # UTF-8 on disk comes with lone surrogates (byte 0xff as "\udcff"); surrogateescape hashes its own bytes.

@@ -599,6 +599,16 @@ def test_split_validation_is_stratified_seeded_and_a_partition() -> None:
     assert set(ids(val)) != set(ids(other_val))
 
 
+def test_the_cache_key_changes_with_pillows_version(cifake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file skipped for want of a codec, or decoded differently, by one Pillow is not served to another.
+    import PIL
+
+    listing = data.list_cifake_files(cifake)
+    before = data.source_fingerprint(listing)
+    monkeypatch.setattr(PIL, "__version__", "0.0.1")
+    assert data.source_fingerprint(listing) != before
+
+
 def test_copies_of_one_image_stay_on_one_side_of_the_validation_split() -> None:
     # CIFAKE's training split holds byte-identical FAKE images: a copy in validation would be scored on an
     # image the model trained on.

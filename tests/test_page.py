@@ -70,6 +70,7 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (one_class / "robustness.json").write_text(json.dumps(robustness))
     metrics = json.loads((one_class / "training_metrics.json").read_text())
     metrics["history"].update(accuracy=[0.5], val_accuracy=[0.5])
+    metrics["headline"].update(test_roc_auc=None, test_pr_auc=None)  # a one-class test split has neither
     (one_class / "training_metrics.json").write_text(json.dumps(metrics))
 
     # Losses of exactly 1 point / 0.01 ROC AUC, as Python's subtraction stores them (0.57 - 0.56 = 0.00999...98),
@@ -180,6 +181,8 @@ def test_page_shows_the_files_numbers_and_loads_every_image(browser: Any, server
 
     assert shown(page, "[data-key=test_roc_auc] .stat-value") == f"{headline['test_roc_auc']:.4f}"
     assert shown(page, "[data-key=final_train_accuracy] .stat-value") == f"{headline['final_train_accuracy'] * 100:.2f}%"
+    # Beside the test figures, the validation accuracy of the same weights (the evaluated epoch's).
+    assert shown(page, "[data-key=final_train_accuracy] .stat-note") == f"validation {headline['evaluated_val_accuracy'] * 100:.2f}% (epoch 1, the weights tested)"
     assert shown(page, "[data-key=test_accuracy] .stat-value") == f"{headline['test_accuracy'] * 100:.2f}%"
     assert shown(page, "[data-key=gradcam_overlays] .stat-value") == str(headline["gradcam_overlays"])
     assert shown(page, "#model-card [data-key=parameters] dd") == f"{card['parameters']:,}"
@@ -302,6 +305,13 @@ def test_a_missing_or_broken_file_shows_a_message_in_its_section_only(browser: A
     assert [problem for problem in problems if not problem.startswith("console error: Failed to load resource")] == []
 
 
+def test_a_page_opened_from_a_file_says_how_to_serve_it(browser: Any, public: Path) -> None:
+    # A browser will not fetch() files beside a file:// page: one message saying what to do, not nine "Failed to fetch".
+    page, _ = open_page(browser, (public / PAGE / "index.html").as_uri(), 1280)
+    assert "python -m http.server" in shown(page, "#run .error")
+    assert "Failed to fetch" not in page.inner_text("body")
+
+
 def test_a_broken_evidence_file_shows_a_message_in_its_part_only(browser: Any, server: str, public: Path) -> None:
     calibration = json.loads((public / "projects" / "broken-robustness" / "calibration.json").read_text())
     page, problems = open_page(browser, f"{server}projects/broken-robustness/", 1280)
@@ -325,6 +335,8 @@ def test_undefined_roc_auc_and_narrow_axes_read_right(browser: Any, server: str,
         if row["name"] != "clean":
             assert shown(page, f"{selector} td[data-column=roc_auc_change]") == "–"
     assert "ROC AUC is undefined on these images" in shown(page, "#robustness .insight")
+    assert shown(page, "[data-key=test_roc_auc] .stat-value") == "–"  # not 0 or 1, and the accuracy beside it still shows
+    assert shown(page, "[data-key=test_accuracy] .stat-note") == "average precision –"
     # Tick labels must name their own positions: evenly spaced and distinct (not 45%, 48%, 50%, 53%, 55%).
     labels = page.locator('svg[aria-label="Accuracy per epoch"] .tick-y').all_text_contents()
     values = [float(label.rstrip("%")) for label in labels]

@@ -22,8 +22,9 @@ const downloads = new Map();
 /** The text of a file beside the page, fetched once however many sections read it. */
 function fetchText(name) {
   if (!downloads.has(name)) {
-    // no-cache: a new promotion must show on reload even when the server sends caching headers.
-    downloads.set(name, fetch(name, { cache: "no-cache" }).then((response) => {
+    // no-store, not no-cache: files copied in by hand may keep an older date (cp -p, rsync -a), and a server
+    // asked "changed since?" by date would then answer "not modified" and the old figures would stay.
+    downloads.set(name, fetch(name, { cache: "no-store" }).then((response) => {
       if (!response.ok) throw new Error(`${name} could not be loaded (HTTP ${response.status})`);
       return response.text();
     }));
@@ -269,12 +270,18 @@ async function renderHeadline() {
   const headline = metrics.headline;
   let overlays = headline && typeof headline.gradcam_overlays === "number" ? headline.gradcam_overlays : null;
   if (overlays === null) overlays = number(await fetchJSON(FILES.gradcam), "overlay_count", FILES.gradcam);
+  // A test split of one class has no ROC AUC or average precision: "–", while the accuracy still shows.
+  const area = (key) => { const value = numberOrNull(headline, key, file); return value === null ? "–" : fixed(value); };
+  // The validation accuracy of the weights that were tested (the best epoch's when early stopping restored it),
+  // so the figures beside it describe one model; a run from before that figure was logged gives the last epoch's.
+  const tested = headline && typeof headline.evaluated_val_accuracy === "number" && typeof headline.evaluated_epoch === "number"
+    ? `validation ${percent(headline.evaluated_val_accuracy)} (epoch ${headline.evaluated_epoch}, the weights tested)`
+    : `validation ${percent(number(headline, "final_val_accuracy", file))}`;
   return el("div", { className: "stats" },
-    stat("final_train_accuracy", "Final training accuracy", percent(number(headline, "final_train_accuracy", file)),
-      `validation ${percent(number(headline, "final_val_accuracy", file))}`),
-    stat("test_roc_auc", "Test ROC AUC", fixed(number(headline, "test_roc_auc", file)), "0.5 is chance, 1 is perfect"),
+    stat("final_train_accuracy", "Final training accuracy", percent(number(headline, "final_train_accuracy", file)), tested),
+    stat("test_roc_auc", "Test ROC AUC", area("test_roc_auc"), "0.5 is chance, 1 is perfect"),
     stat("test_accuracy", "Test accuracy", percent(number(headline, "test_accuracy", file)),
-      `average precision ${fixed(number(headline, "test_pr_auc", file))}`),
+      `average precision ${area("test_pr_auc")}`),
     stat("gradcam_overlays", "Grad-CAM overlays", count(overlays), "heatmaps of where the model looks"));
 }
 
@@ -792,7 +799,7 @@ async function renderRobustness() {
   });
   // data-label names each cell, for the phone layout where every row becomes a small card.
   const changeCell = (column, clean, change, format) => el("td", {
-    "data-column": column, "data-label": "change",
+    "data-column": column, "data-label": column === "accuracy_change" ? "accuracy change" : "ROC AUC change",
     className: clean ? "reference-cell" : change === null ? "" : notableLoss(change) ? "worse" : notableGain(change) ? "better" : "",
   }, clean ? "reference" : change === null ? "–" : format(change));
   // A paragraph, not a caption: on a phone the table becomes cards, and a caption would squeeze into one column.
@@ -800,7 +807,7 @@ async function renderRobustness() {
     `${typeof report.images === "number" ? plural(report.images, "test image") : "Test images"}; change = corrupted minus clean; ` +
     `red marks a loss of ${NOTABLE_CHANGE * 100} accuracy point or ${NOTABLE_CHANGE} ROC AUC or more, green a gain as large.`);
   const table = el("table", { className: "robustness" },
-    el("thead", {}, el("tr", {}, ["condition", "accuracy", "change", "ROC AUC", "change"].map((name) => el("th", { scope: "col" }, name)))),
+    el("thead", {}, el("tr", {}, ["condition", "accuracy", "accuracy change", "ROC AUC", "ROC AUC change"].map((name) => el("th", { scope: "col" }, name)))),
     el("tbody", {}, rows.map((row) => el("tr", { "data-row": row.name },
       el("th", { scope: "row" }, el("span", { className: "condition-name" }, row.name), el("span", { className: "condition-description" }, row.description)),
       el("td", { "data-column": "accuracy", "data-label": "accuracy" }, percent(row.accuracy)),
@@ -828,6 +835,13 @@ function robustnessInsight(rows) {
 
 function start() {
   const run = document.getElementById("run");
+  if (location.protocol === "file:") {  // browsers refuse fetch() of local files: say how to serve the folder instead
+    const message = "This page reads its figures from the files beside it, which a browser will not load from a file:// address. " +
+      "Serve the folder instead: python -m http.server --directory <this folder> 8000, then open http://localhost:8000/";
+    run.replaceChildren(el("p", { className: "error", role: "alert" }, message));
+    for (const slot of document.querySelectorAll(".slot")) slot.replaceChildren(el("p", { className: "note" }, "Not loaded: see the note at the top."));
+    return;
+  }
   renderRun().then((content) => run.replaceChildren(content), (error) => run.replaceChildren(el("p", { className: "error" }, error.message)));
   fill("headline", renderHeadline);
   fill("training", renderTraining);

@@ -120,14 +120,17 @@ class Tracker:
         if run_id is None and run_name is None:
             run_name = _fresh_run_name()
         run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags))
-        missed = self._missed_by_store() if run_id is not None else []
-        if run_id is not None:
-            self._send(lambda: take_back_upload(run_id))
-        self._record("start", experiment=experiment, run_name=run.info.run_name, run_id=run.info.run_id, tags=dict(tags), tracking_uri=tracking_uri())
-        self.reopened = run_id is not None
-        if missed:
-            self._resend(missed)
+        # From here on every failure ends the run here (MLflow's exit hook would end it FINISHED, however
+        # little it holds), and this attempt's start is journalled before anything is sent: a call that
+        # fails below is then journalled after it, as one this attempt missed, so the next one re-sends it.
         try:
+            missed = self._missed_by_store() if run_id is not None else []
+            self._record("start", experiment=experiment, run_name=run.info.run_name, run_id=run.info.run_id, tags=dict(tags), tracking_uri=tracking_uri())
+            self.reopened = run_id is not None
+            if run_id is not None:
+                self._send(lambda: take_back_upload(run_id))
+            if missed:
+                self._resend(missed)
             yield run.info.run_id
         except KeyboardInterrupt:
             self._end("KILLED", "interrupted (KeyboardInterrupt)")

@@ -263,6 +263,55 @@ def test_a_resumed_run_sends_what_an_earlier_attempt_journalled_offline(mlflow_s
     assert tracking.complete_in_store(tracking.get_run(run_id))
 
 
+def test_a_resume_stopped_while_it_resends_ends_killed_not_finished_with_a_gap(mlflow_store: str, tmp_path, monkeypatch) -> None:
+    # MLflow's exit hook ended such a run FINISHED with step 2 missing, and resume then refused it as finished.
+    import mlflow
+
+    journal = tmp_path / "out" / tracking.JOURNAL_FILE
+    first = tracking.Tracker(journal)
+    with pytest.raises(KeyboardInterrupt), first.run("unit", "offline", {}) as run_id:
+        first.metrics({"val_auc": 0.7}, step=1)
+        with monkeypatch.context() as patched:
+            patched.setattr(mlflow, "log_metrics", lambda *args, **kwargs: (_ for _ in ()).throw(ConnectionError("the server went away")))
+            first.metrics({"val_auc": 0.8}, step=2)  # journalled, not sent
+        raise KeyboardInterrupt
+
+    def interrupted(entry, path) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the missed calls are re-sent
+
+    monkeypatch.setattr(tracking, "send_entry", interrupted)
+    with pytest.raises(KeyboardInterrupt), tracking.Tracker(journal).run("unit", None, {}, run_id=run_id):
+        pass
+    run = tracking.get_run(run_id)
+    assert run["status"] == "KILLED"  # resumable: the next attempt re-sends step 2
+    monkeypatch.undo()
+    with tracking.Tracker(journal).run("unit", None, {}, run_id=run_id):
+        pass
+    steps = [point.step for point in MlflowClient(mlflow_store).get_metric_history(run_id, "val_auc")]
+    assert sorted(steps) == [1, 2] and tracking.get_run(run_id)["status"] == "FINISHED"
+
+
+def test_a_resume_that_loses_the_store_at_once_still_has_its_offline_calls_sent_later(mlflow_store: str, tmp_path, monkeypatch) -> None:
+    # The first call a resumed attempt makes can fail; what it journals offline must still count as missed.
+    journal = tmp_path / "out" / tracking.JOURNAL_FILE
+    first = tracking.Tracker(journal)
+    with pytest.raises(KeyboardInterrupt), first.run("unit", "r", {}) as run_id:
+        first.metrics({"val_auc": 0.7}, step=1)
+        raise KeyboardInterrupt
+    second = tracking.Tracker(journal)
+    with monkeypatch.context() as patched:
+        patched.setattr(tracking, "take_back_upload", lambda run_id: (_ for _ in ()).throw(ConnectionError("the server went away")))
+        with pytest.raises(KeyboardInterrupt), second.run("unit", None, {}, run_id=run_id):
+            second.metrics({"val_auc": 0.8}, step=2)  # offline: journalled only
+            raise KeyboardInterrupt
+    assert second.lost is not None
+    third = tracking.Tracker(journal)
+    with third.run("unit", None, {}, run_id=run_id):
+        third.metrics({"val_auc": 0.9}, step=3)
+    steps = sorted(point.step for point in MlflowClient(mlflow_store).get_metric_history(run_id, "val_auc"))
+    assert steps == [1, 2, 3] and tracking.get_run(run_id)["status"] == "FINISHED"
+
+
 def test_a_journal_cut_mid_line_loses_only_that_line_and_damage_elsewhere_names_its_line(mlflow_store: str, tmp_path, capsys) -> None:
     from forgery import upload
 

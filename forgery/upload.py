@@ -64,10 +64,20 @@ def main(arguments: list[str]) -> int:
     if cut:
         print(f"warning: {cut}", file=sys.stderr)
     earlier = tracking.uploads_of(start["experiment"], start["run_id"])
+    original = tracking.get_run(start["run_id"])
+    if earlier and original is not None and original["tags"].get(tracking.UPLOADED_AS_TAG) != earlier[0]:
+        # An upload whose replay completed but whose last steps failed (the store lost again): finish those.
+        try:
+            tracking.mark_uploaded(start["run_id"], earlier[0])
+            tracking.supersede_partial_uploads(start["experiment"], start["run_id"], earlier[0])
+        except Exception as error:
+            print(f"error: could not finish the upload of run {start['run_id']} as run {earlier[0]} ({reason(error)}); run this command again", file=sys.stderr)
+            return 1
+        print(f"finished the upload of {folder} as run {earlier[0]} to {tracking.tracking_uri()} (its replay had completed)")
+        return 0
     if earlier:  # a second upload would add an identical run that a ranking could count twice
         print(f"error: run {start['run_id']} was already uploaded as run {earlier[0]}; delete that run to upload it again", file=sys.stderr)
         return 2
-    original = tracking.get_run(start["run_id"])
     if original is not None and tracking.complete_in_store(original):  # its calls all reached this store: a copy would rank twice
         print(f"error: run {start['run_id']} is already complete in {tracking.tracking_uri()} ({original['status']}); there is nothing to upload", file=sys.stderr)
         return 2
@@ -80,11 +90,16 @@ def main(arguments: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # a server lost again, a refused call: the journal stays, so it can be retried
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"error: the upload of run {start['run_id']} failed part-way ({type(error).__name__}: {message[:300]}); the journal is intact: run this command again", file=sys.stderr)
+        print(f"error: the upload of run {start['run_id']} failed part-way ({reason(error)}); the journal is intact: run this command again", file=sys.stderr)
         return 1
     print(f"uploaded {folder} as run {run_id} to {tracking.tracking_uri()}")
     return 0
+
+
+def reason(error: Exception) -> str:
+    """An exception as "Type: its first line", cut to 300 characters, for an error line."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {message[:300]}"
 
 
 if __name__ == "__main__":

@@ -218,6 +218,29 @@ def test_an_upload_reads_a_moved_folder_and_one_that_fails_part_way_can_run_agai
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: run {original} was already uploaded as run {uploaded}; delete that run to upload it again"
 
 
+def test_an_upload_that_fails_after_its_replay_is_finished_by_running_it_again(mlflow_store: str, tmp_path, monkeypatch, capsys) -> None:
+    # The replay made a whole copy, then pointing the original at it failed: "run this command again" must
+    # then finish that step, not refuse the rerun as a duplicate and leave the original unpointed.
+    from forgery import upload
+
+    out, original = journalled_run(tmp_path)
+
+    def lost(*arguments, **keywords):
+        raise ConnectionError("the server went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tracking, "mark_uploaded", lost)
+        assert upload.main([str(out)]) == 1
+    (uploaded,) = tracking.uploads_of("unit", original)
+    assert tracking.UPLOADED_AS_TAG not in tracking.get_run(original)["tags"]
+    capsys.readouterr()
+    assert upload.main([str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"finished the upload of {out} as run {uploaded}")
+    assert tracking.get_run(original)["tags"][tracking.UPLOADED_AS_TAG] == uploaded
+    assert tracking.uploads_of("unit", original) == [uploaded]  # no second copy
+    assert upload.main([str(out)]) == 2  # done: now a rerun is the duplicate it refuses
+
+
 def test_an_upload_whose_files_are_gone_sends_nothing(mlflow_store: str, tmp_path, capsys) -> None:
     import shutil
 

@@ -477,7 +477,9 @@ def resumable_run(run_id: str, current: DictConfig, overrides: list[str]) -> tup
     uploaded = tracking.get_run(upload_id) if upload_id else None
     if uploaded is not None and uploaded["status"] == "FINISHED":  # it finished offline: a resume would make a second whole copy
         raise ConfigError(f"resume: run {run_id} finished offline and was uploaded as run {uploaded['run_id']} (FINISHED); nothing to resume")
-    output_dir = Path(run["tags"].get("hydra_output_dir", ""))
+    if not run["tags"].get("hydra_output_dir"):  # a sweep's parent, or a run another program made: Path("") is this folder
+        raise ConfigError(f"resume: run {run_id} is no training run of forgery (it has no hydra_output_dir tag); name the run to resume")
+    output_dir = Path(run["tags"]["hydra_output_dir"])
     if not output_dir.is_dir():
         raise ConfigError(f"resume: run {run_id}'s output folder {output_dir} is gone (moved or deleted?); its checkpoint is read from there, so put the folder back")
     config_path = output_dir / "config" / "resolved.yaml"
@@ -555,9 +557,12 @@ def fit(
     backend = keras.backend.backend()
     on_device = runtime.chosen_loop(OmegaConf.select(cfg, "runtime.loop", default="auto"), backend, runtime.has_gpu(backend)) == "scan"
     # Epochs checkpointed but not logged (killed between the two) are logged first, so no step is missing or doubled.
-    for epoch in range(state.logged_epoch, state.epoch):
-        log_epoch({name: values[epoch] for name, values in state.history.items()}, epoch + 1)
-    state.logged_epoch = state.epoch
+    if state.logged_epoch < state.epoch:
+        with interrupts.deferred():  # logged and recorded as logged together, as each epoch is below
+            for epoch in range(state.logged_epoch, state.epoch):
+                log_epoch({name: values[epoch] for name, values in state.history.items()}, epoch + 1)
+            state.logged_epoch = state.epoch
+            checkpoints.write_state(checkpoint_dir, state)  # else a second interruption logs them a second time
     patience = cfg.early_stopping.patience
     for epoch in range(state.epoch, cfg.epochs):
         if patience_exhausted(state, patience):  # checked first: a run resumed after it had stopped trains no more

@@ -249,6 +249,26 @@ def test_a_ctrl_c_while_an_epoch_is_logged_is_not_logged_twice_on_resume(compose
     assert resumed_logs == [2]  # epoch 1 is not logged again
 
 
+def test_epochs_logged_late_on_resume_are_recorded_as_logged_at_once(compose_train, tmp_path: Path) -> None:
+    # A run killed between an epoch's checkpoint and its logging: the resume logs that epoch first, and the
+    # state file must say so before anything else can stop the run, or the next resume logs it again.
+    import keras
+
+    from forgery import checkpoints, train
+
+    cfg = compose_train(*TINY_DEMO, "epochs=1", "verbose=0")
+    dataset = instantiate(cfg.data)
+    keras.utils.set_random_seed(0)
+    folder = tmp_path / "checkpoints"
+    train.fit(train.build_model(cfg, len(dataset.train)), dataset, cfg, checkpoints.CheckpointState(), folder, log_epoch=lambda metrics, epoch: None)
+    state = checkpoints.load_state(folder)
+    state.logged_epoch = 0  # checkpointed, not logged
+    checkpoints.write_state(folder, state)
+    logged: list[int] = []
+    train.fit(checkpoints.load_model(folder), dataset, cfg, checkpoints.load_state(folder), folder, log_epoch=lambda metrics, epoch: logged.append(epoch))
+    assert logged == [1] and checkpoints.load_state(folder).logged_epoch == 1
+
+
 @pytest.mark.parametrize(
     ("previous", "batch", "steps", "expected"),
     [

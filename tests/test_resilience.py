@@ -246,6 +246,15 @@ def test_resume_refuses_a_run_that_finished_offline_and_was_uploaded(tmp_path: P
     assert one_line_refusal(result) == f"error: resume: run {run_id} finished offline and was uploaded as run {copy} (FINISHED); nothing to resume"
 
 
+def test_resume_refuses_a_run_that_is_no_training_run(tmp_path: Path, compose_train) -> None:
+    # A sweep's parent has no output folder tag: read as "" it was this folder, and the refusal blamed a missing checkpoint.
+    client, _, _ = killed_run(tmp_path, compose_train)
+    parent = client.create_run(client.get_experiment_by_name("image-forgery").experiment_id, tags={"sweep": "parent"}).info.run_id
+    client.set_terminated(parent, "KILLED")
+    result = run_forgery("train", f"resume={parent}", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == f"error: resume: run {parent} is no training run of forgery (it has no hydra_output_dir tag); name the run to resume"
+
+
 def test_resume_names_a_moved_output_folder(tmp_path: Path, compose_train) -> None:
     client, run_id, output_dir = killed_run(tmp_path, compose_train)
     output_dir.rename(tmp_path / "elsewhere")

@@ -396,7 +396,9 @@ def replay_journal(entries: list[dict[str, Any]], origin: Path) -> str:
     """
     files = journalled_files(entries, origin)
     start = next(entry for entry in entries if entry["kind"] == "start")
-    ends = [entry for entry in entries if entry["kind"] == "end"]
+    # The last attempt's end: an earlier attempt's (KILLED, say) does not say how a later one that left none ended.
+    last_start = max(index for index, entry in enumerate(entries) if entry["kind"] == "start")
+    ends = [entry for entry in entries[last_start:] if entry["kind"] == "end"]
     end = ends[-1] if ends else {"status": "FAILED", "reason": "the journal ends before the run did"}
     mlflow.set_experiment(start["experiment"])
     tags = {**start["tags"], "uploaded_from": str(origin), "original_run_id": start["run_id"]}

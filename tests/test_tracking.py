@@ -361,6 +361,23 @@ def test_a_journal_cut_mid_line_loses_only_that_line_and_damage_elsewhere_names_
     assert "val_auc" in run.data.metrics
 
 
+def test_an_upload_ends_as_the_last_attempt_did_not_as_an_earlier_one(mlflow_store: str, tmp_path, capsys) -> None:
+    # A resumed attempt killed outright leaves no end line: the upload must not take the earlier attempt's.
+    import json
+
+    from forgery import upload
+
+    out, original = journalled_run(tmp_path)
+    journal = out / tracking.JOURNAL_FILE
+    start = next(line for line in journal.read_text().splitlines() if json.loads(line)["kind"] == "start")
+    with journal.open("a") as appended:
+        appended.write(start + "\n" + json.dumps({"kind": "metrics", "metrics": {"val_auc": 0.9}, "step": 2}) + "\n")
+    assert upload.main([str(out)]) == 0
+    (uploaded,) = tracking.uploads_of("unit", original)
+    run = MlflowClient(mlflow_store).get_run(uploaded)
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "the journal ends before the run did"
+
+
 def test_an_upload_refuses_a_run_still_going_and_a_store_that_is_not_there(mlflow_store: str, tmp_path, monkeypatch, capsys) -> None:
     import os
 

@@ -10,7 +10,8 @@ The folder may have moved since the run: the journal names its files relative to
 fails part-way (the server lost again) leaves its partial run without `upload_complete`, FAILED if the
 store still answered, and is reported in one line naming the call that failed; the journal is untouched,
 so the command can simply be run again, and the upload that completes ends any partial one FAILED and
-tags it `superseded_by`. A run still training (its folder's lock held) is not uploaded, nor is a journal
+tags it `superseded_by`. A run still training (its folder's lock held) is not uploaded, and the upload holds
+that lock itself, so no resume or second upload of the folder runs beside it; nor is a journal
 sent to a store that does not exist yet (a forgotten MLFLOW_TRACKING_URI would create one in the current
 folder). A journal whose last line was cut off mid-write (the process killed) is uploaded without that line.
 A run resumed after its upload (`resume=`) finishes in its own run and tags the upload `superseded_by` it.
@@ -25,7 +26,6 @@ from pathlib import Path
 def main(arguments: list[str]) -> int:
     """Replay one run's journal; 0 on success, 2 (with one `error:` line) when it cannot."""
     from forgery import checkpoints, tracking
-    from forgery.runtime import quiet_native_startup
 
     usage = "usage: python -m forgery.upload OUTPUT_DIR (the run's Hydra output folder)"
     if arguments in (["-h"], ["--help"]):
@@ -39,10 +39,25 @@ def main(arguments: list[str]) -> int:
     if not journal.is_file():
         print(f"error: no tracking journal at {journal}", file=sys.stderr)
         return 2
-    holder = checkpoints.holder(folder)
-    if holder is not None:  # its journal is still growing: an upload now would be of part of the run
-        print(f"error: the run in {folder} is still going (process {holder}); upload it once it has ended", file=sys.stderr)
+    try:  # held for the whole upload: a resume (or a second upload) of this folder waits for none of it
+        claim = checkpoints.claim(folder)
+    except checkpoints.FolderBusy as busy:  # its journal is still growing: an upload now would be of part of the run
+        print(f"error: the run in {folder} is still going (process {busy.holder}); upload it once it has ended", file=sys.stderr)
         return 2
+    except OSError:  # a read-only folder: nothing can train into it meanwhile either
+        claim = None
+    try:
+        return upload_journal(folder, journal)
+    finally:
+        if claim is not None:
+            claim.close()
+
+
+def upload_journal(folder: Path, journal: Path) -> int:
+    """Replay the journal of the run in `folder`, which this process holds; the exit status."""
+    from forgery import tracking
+    from forgery.runtime import quiet_native_startup
+
     try:
         entries, cut = tracking.read_journal(journal)
     except tracking.JournalDamaged as error:

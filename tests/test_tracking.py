@@ -378,6 +378,24 @@ def test_an_upload_ends_as_the_last_attempt_did_not_as_an_earlier_one(mlflow_sto
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "the journal ends before the run did"
 
 
+def test_an_upload_holds_the_folder_while_it_replays(mlflow_store: str, tmp_path, monkeypatch) -> None:
+    # A resume (or a second upload) of the folder started meanwhile would make a second whole copy of the run.
+    from forgery import checkpoints, upload
+
+    out, original = journalled_run(tmp_path)
+    seen = []
+    replay = tracking.replay_journal
+
+    def watched(entries, origin):
+        seen.append(checkpoints.holder(out))
+        return replay(entries, origin)
+
+    monkeypatch.setattr(tracking, "replay_journal", watched)
+    assert upload.main([str(out)]) == 0
+    assert seen and seen[0] is not None  # held during the replay
+    assert checkpoints.holder(out) is None  # and let go after it
+
+
 def test_an_upload_refuses_a_run_still_going_and_a_store_that_is_not_there(mlflow_store: str, tmp_path, monkeypatch, capsys) -> None:
     import os
 

@@ -320,6 +320,16 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     return entries, warning
 
 
+def last_attempt_end(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The `end` entry of the journal's last attempt, or None when it left none (killed outright, or still going).
+
+    An earlier attempt's end (KILLED, say) does not say how a later one ended.
+    """
+    starts = [index for index, entry in enumerate(entries) if entry.get("kind") == "start"]
+    ends = [entry for entry in entries[starts[-1] if starts else 0 :] if entry.get("kind") == "end"]
+    return ends[-1] if ends else None
+
+
 def missed_by_store(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The tracking calls earlier attempts journalled that never reached the store, in order.
 
@@ -396,10 +406,7 @@ def replay_journal(entries: list[dict[str, Any]], origin: Path) -> str:
     """
     files = journalled_files(entries, origin)
     start = next(entry for entry in entries if entry["kind"] == "start")
-    # The last attempt's end: an earlier attempt's (KILLED, say) does not say how a later one that left none ended.
-    last_start = max(index for index, entry in enumerate(entries) if entry["kind"] == "start")
-    ends = [entry for entry in entries[last_start:] if entry["kind"] == "end"]
-    end = ends[-1] if ends else {"status": "FAILED", "reason": "the journal ends before the run did"}
+    end = last_attempt_end(entries) or {"status": "FAILED", "reason": "the journal ends before the run did"}
     mlflow.set_experiment(start["experiment"])
     tags = {**start["tags"], "uploaded_from": str(origin), "original_run_id": start["run_id"]}
     run = mlflow.start_run(run_name=start["run_name"], tags=tags)

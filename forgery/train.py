@@ -234,6 +234,18 @@ def train(cfg: DictConfig) -> float:
         claim.close()
 
 
+def finished_offline(output_dir: Path) -> bool:
+    """Whether the run journalled in `output_dir` ended FINISHED in its last attempt (the store lost on the way)."""
+    from forgery import tracking
+
+    try:
+        entries, _ = tracking.read_journal(output_dir / tracking.JOURNAL_FILE)
+    except (OSError, tracking.JournalDamaged):  # none, or unreadable: the checks after this one judge the run
+        return False
+    end = tracking.last_attempt_end(entries)
+    return end is not None and end.get("status") == "FINISHED"
+
+
 def starting_point(cfg: DictConfig, resume_id: str | None) -> tuple[DictConfig, Any]:
     """The config to run and the checkpoint state to start from, or a one-line ConfigError saying why not."""
     from forgery import checkpoints, tracking
@@ -482,6 +494,8 @@ def resumable_run(run_id: str, current: DictConfig, overrides: list[str]) -> tup
     output_dir = Path(run["tags"]["hydra_output_dir"])
     if not output_dir.is_dir():
         raise ConfigError(f"resume: run {run_id}'s output folder {output_dir} is gone (moved or deleted?); its checkpoint is read from there, so put the folder back")
+    if finished_offline(output_dir):  # resumed, it would re-send all and be evaluated again: two models in one run
+        raise ConfigError(f"resume: run {run_id} finished offline (its journal ends FINISHED); upload it instead: python -m forgery.upload {output_dir}")
     config_path = output_dir / "config" / "resolved.yaml"
     try:
         state = checkpoints.load_state(output_dir / "checkpoints")

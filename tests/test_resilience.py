@@ -246,6 +246,23 @@ def test_resume_refuses_a_run_that_finished_offline_and_was_uploaded(tmp_path: P
     assert one_line_refusal(result) == f"error: resume: run {run_id} finished offline and was uploaded as run {copy} (FINISHED); nothing to resume"
 
 
+def test_resume_refuses_a_run_that_finished_offline_and_points_to_upload(tmp_path: Path, compose_train) -> None:
+    # The store's copy ended FAILED (incomplete) while the run itself finished: a resume would re-send it all
+    # and evaluate it again, logging a second model into the run; the upload is what it needs.
+    import json
+
+    from forgery import tracking
+
+    client, run_id, output_dir = killed_run(tmp_path, compose_train, status="FAILED")
+    attempts = [{"kind": "start", "run_id": run_id}, {"kind": "end", "status": "KILLED"}, {"kind": "start", "run_id": run_id}, {"kind": "end", "status": "FINISHED"}]
+    (output_dir / tracking.JOURNAL_FILE).write_text("".join(json.dumps(entry) + "\n" for entry in attempts))
+    result = run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == f"error: resume: run {run_id} finished offline (its journal ends FINISHED); upload it instead: python -m forgery.upload {output_dir}"
+    # A last attempt that was itself interrupted is resumable (the refusal is then the missing model's, further on).
+    (output_dir / tracking.JOURNAL_FILE).write_text("".join(json.dumps(entry) + "\n" for entry in [*attempts, {"kind": "start", "run_id": run_id}]))
+    assert "finished offline" not in run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120).stderr
+
+
 def test_resume_refuses_a_run_that_is_no_training_run(tmp_path: Path, compose_train) -> None:
     # A sweep's parent has no output folder tag: read as "" it was this folder, and the refusal blamed a missing checkpoint.
     client, _, _ = killed_run(tmp_path, compose_train)

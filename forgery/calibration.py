@@ -94,6 +94,16 @@ NO_ERROR_NOTE = (
 )
 
 
+def no_error_note(ties: int) -> str:
+    """NO_ERROR_NOTE, saying so when some images are tied between classes (their NLL no temperature changes)."""
+    if not ties:
+        return NO_ERROR_NOTE
+    return (
+        f"no validation image has another class scored above its own, but {ties} are tied between classes, whose NLL no "
+        "temperature changes, so any sharpening lowers the NLL towards a floor it never reaches; the temperature stays 1 (no scaling)"
+    )
+
+
 def bound_note(temperature: float) -> str:
     """Why the fitted temperature sits at one end of TEMPERATURE_BOUNDS."""
     side = "smallest" if temperature == TEMPERATURE_BOUNDS[0] else "largest"
@@ -108,8 +118,9 @@ def temperature_fit(labels: np.ndarray, probabilities: np.ndarray) -> tuple[floa
     rows = np.arange(len(labels))
     # Decided from the data, not from where a search stops: once every margin / T passes about 37, the
     # float64 NLL is exactly 0 and flat, and a search can stop anywhere in that flat region.
-    if np.all(logits[rows, labels] >= logits.max(axis=1)):
-        return 1.0, NO_ERROR_NOTE
+    top = logits.max(axis=1)
+    if np.all(logits[rows, labels] >= top):
+        return 1.0, no_error_note(int(np.count_nonzero((logits == top[:, None]).sum(axis=1) > 1)))
 
     def nll(log_temperature: float) -> float:
         return float(-np.mean(log_softmax(logits / np.exp(log_temperature), axis=1)[rows, labels]))

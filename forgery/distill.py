@@ -41,6 +41,9 @@ def check_teacher(run_id: str, run: Mapping[str, Any] | None, student_params: Ma
         raise ConfigError(f"distill.teacher: no MLflow run with id {run_id!r} in {store} (train in the folder of the teacher's store)")
     if run["status"] != "FINISHED":
         raise ConfigError(f"distill.teacher: run {run_id} is {run['status']}, not FINISHED; only a finished run has a model to learn from")
+    # Checked before the split: a parent logs no data settings, and "another split" would send the user the wrong way.
+    if run["tags"].get("sweep") == "parent":
+        raise ConfigError(f"distill.teacher: run {run_id} is a sweep's parent run, which trains no model; name one of its job runs")
     mismatch = split_mismatch(run["params"], student_params)
     if mismatch:
         raise ConfigError(

@@ -224,13 +224,19 @@ def shift_warnings(train: SplitFeatures, test: SplitFeatures, balanced: dict[str
     """Signs that the test split differs from the train split: tables train never had, scores well below chance."""
     warnings = []
     known = set(train.tables)
-    unseen = Counter(CLASS_NAMES[label] for digest, label in zip(test.tables, test.labels) if digest not in known)
-    if unseen:
-        per_class = ", ".join(f"{unseen[name]} {name}" for name in CLASS_NAMES if unseen[name])
-        warnings.append(
-            f"{unseen.total()} test file(s) ({per_class}) have JPEG quantisation tables no train file has: the test split "
-            "was stored differently from the train split (a shift between the splits, not a cue a model could learn)"
+    # A test file that is no JPEG while every train file is one is the same shift, said in its own words.
+    for unseen_jpeg, what in ((True, "have JPEG quantisation tables no train file has"), (False, "are no JPEG files while every train file is")):
+        unseen = Counter(
+            CLASS_NAMES[label]
+            for digest, label in zip(test.tables, test.labels)
+            if digest not in known and (digest != NO_TABLES) == unseen_jpeg
         )
+        if unseen:
+            per_class = ", ".join(f"{unseen[name]} {name}" for name in CLASS_NAMES if unseen[name])
+            warnings.append(
+                f"{unseen.total()} test file(s) ({per_class}) {what}: the test split "
+                "was stored differently from the train split (a shift between the splits, not a cue a model could learn)"
+            )
     limit = below_chance_limit(test.labels)
     for group, scores in balanced.items():
         for classifier, score in scores.items():
@@ -263,7 +269,7 @@ def shortcut_report(root: Path, limit: int = 2000) -> dict[str, object]:
         },
         "jpeg_quantisation_tables": {"train": table_counts(train), "test": table_counts(test)},
         # Equal sets per class are not enough: a 90/10 against a 10/90 mix of two tables is a cue.
-        "same_jpeg_tables": len(set(train.tables) | set(test.tables)) == 1,
+        "same_jpeg_tables": len(tables := set(train.tables) | set(test.tables)) == 1 and NO_TABLES not in tables,
         "test_balanced_accuracy_without_content": balanced,
         "test_roc_auc_without_content": auc,
         "warnings": shift_warnings(train, test, balanced),

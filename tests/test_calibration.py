@@ -167,7 +167,10 @@ def test_a_validation_split_without_errors_keeps_the_temperature_at_one() -> Non
     assert temperature_fit(labels, probabilities) == (1.0, NO_ERROR_NOTE)
     report = calibration_report(labels, probabilities, labels, probabilities)
     # a 0.5/0.5 tie is no error either way (its NLL does not depend on T), though argmax calls it FAKE
-    assert temperature_fit(np.array([0, 1, 0]), np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]])) == (1.0, NO_ERROR_NOTE)
+    fitted, note = temperature_fit(np.array([0, 1, 0]), np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]]))
+    assert fitted == 1.0 and "but 1 are tied between classes" in note and "towards a floor it never reaches" in note
+    # all tied (a collapsed model): said so, not passed off as a validation split without errors
+    assert "but 4 are tied" in temperature_fit(np.array([0, 1, 0, 1]), np.full((4, 2), 0.5))[1]
     assert report["temperature"] == 1.0 and report["fit_note"].startswith("no validation image has another class scored above its own")
     # one confident mistake makes the fit identifiable again: a real temperature, and no note
     labels[0] = 1 - probabilities[0].argmax()

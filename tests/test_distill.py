@@ -70,6 +70,17 @@ def test_check_teacher_reads_the_store(mlflow_store: str) -> None:
         distill.check_teacher("f00", tracking.get_run("f00"), SPLIT, mlflow_store)
 
 
+def test_a_sweeps_parent_run_is_refused_as_one(mlflow_store: str) -> None:
+    # The sweep's summary lives on its parent, so its id is the one a user has at hand; it logs no data
+    # settings, which the split check would report as "trained on another split".
+    from forgery import tracking
+
+    parent = tracking.start_parent_run("image-forgery", "sweep", {"sweep": "parent"}, {"sweep.metric": "val_auc"})
+    tracking.finish_parent_run(parent, "FINISHED", {}, {}, {})
+    with pytest.raises(ConfigError, match=rf"^distill\.teacher: run {parent} is a sweep's parent run, which trains no model; name one of its job runs$"):
+        distill.check_teacher(parent, tracking.get_run(parent), SPLIT, mlflow_store)
+
+
 def test_a_teacher_without_a_model_is_refused_in_one_line(mlflow_store: str) -> None:
     from forgery import train
     from forgery.data import Split

@@ -172,6 +172,31 @@ def save_images(folder: Path, count: int, level: Callable[[int], int], quality: 
         Image.fromarray(pixels).save(folder / f"{index} ({index}).jpg", quality=quality(index))
 
 
+def test_files_that_are_no_jpeg_carry_no_table(tmp_path: Path) -> None:
+    # PNG files all share the "no table" digest: that is no table carried by every file, and a test split
+    # of PNG files beside a JPEG train split is a shift named as such, not as unseen tables.
+    make_dataset(tmp_path, fake_quality=75)
+    for path in (tmp_path / "test" / "REAL").iterdir():
+        with Image.open(path) as image:
+            image.load()
+        path.unlink()
+        image.save(path.with_suffix(".png"))
+    report = shortcut_report(tmp_path, limit=40)
+    assert report["same_jpeg_tables"] is False
+    assert report["warnings"][0].startswith("20 test file(s) (20 REAL) are no JPEG files while every train file is: the test split was stored")
+    assert not any("quantisation tables no train file has" in warning for warning in report["warnings"])
+    for split in ("train", "test"):
+        for name in ("FAKE", "REAL"):
+            for path in (tmp_path / split / name).iterdir():
+                with Image.open(path) as image:
+                    image.load()
+                path.unlink()
+                image.save(path.with_suffix(".png"))
+    report = shortcut_report(tmp_path, limit=40)
+    assert report["same_jpeg_tables"] is False and report["warnings"] == []
+    assert report["jpeg_quantisation_tables"]["train"]["FAKE"] == {"none": 40}
+
+
 def test_a_cue_on_both_sides_of_the_other_class_is_found_by_the_trees(tmp_path: Path) -> None:
     # REAL images dark (60) or bright (200), FAKE ones mid-grey (130): the same mean grey, the same JPEG
     # quality, so no line through the features separates them, while a split on either side does.

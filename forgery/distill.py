@@ -69,6 +69,15 @@ def check_teacher_validation(run_id: str, teacher_params: Mapping[str, str], fin
     return None
 
 
+def check_teacher_probabilities(run_id: str, probabilities: np.ndarray, images: int) -> None:
+    """ConfigError unless the teacher gave one finite probability per class (two) for each of `images` images."""
+    if probabilities.shape != (images, 2):
+        raise ConfigError(f"distill.teacher: run {run_id}'s model answers with shape {probabilities.shape} for {images} images, not two class probabilities each")
+    bad = int(np.count_nonzero(~np.isfinite(probabilities).all(axis=1)))
+    if bad:
+        raise ConfigError(f"distill.teacher: run {run_id}'s model gives non-finite probabilities (nan or inf) for {bad} of the {images} training images; they cannot be training targets")
+
+
 def mixed_targets(labels: np.ndarray, teacher_probabilities: np.ndarray, weight: float) -> np.ndarray:
     """(N, classes) float32 targets: `1 - weight` of the one-hot label plus `weight` of the teacher's probabilities."""
     if teacher_probabilities.shape != (len(labels), teacher_probabilities.shape[-1]) or teacher_probabilities.ndim != 2:

@@ -539,6 +539,7 @@ def teacher_targets(run_id: str, train: Any, weight: float) -> tuple[np.ndarray,
     except (RuntimeError, OSError) as error:  # before the run opens: nothing is recorded
         raise ConfigError(f"distill.teacher: {str(error).splitlines()[0]}") from None
     probabilities = np.asarray(teacher.predict(train.images, batch_size=VALIDATION_BATCH_SIZE, verbose=0), dtype="float32")
+    distill.check_teacher_probabilities(run_id, probabilities, len(train))  # nan targets would turn every weight nan
     agreement = distill.label_agreement(train.labels, probabilities)
     log.info("distillation: teacher %s scored %d training images in %.0f s; it agrees with %.2f%% of their labels; targets take %g of its probabilities", run_id, len(train), time.perf_counter() - started, 100 * agreement, weight)
     return distill.mixed_targets(train.labels, probabilities, weight), agreement

@@ -91,6 +91,29 @@ def test_a_teacher_without_a_model_is_refused_in_one_line(mlflow_store: str) -> 
         train.teacher_targets(finished, Split(images, np.array([0, 1, 0, 1])), 0.3)
 
 
+def test_a_teacher_whose_answers_cannot_be_targets_is_refused_in_one_line(monkeypatch) -> None:
+    import keras
+
+    from forgery import tracking, train
+    from forgery.data import Split
+
+    def model(units: int, bias: float) -> keras.Model:
+        inputs = keras.Input((32, 32, 3))
+        outputs = keras.layers.Dense(units, activation="softmax", bias_initializer=keras.initializers.Constant(bias))(keras.layers.Flatten()(inputs))
+        return keras.Model(inputs, outputs)
+
+    images, labels = np.zeros((4, 32, 32, 3), "uint8"), np.array([0, 1, 0, 1])
+    monkeypatch.setattr(tracking, "load_run_model", lambda run_id: model(2, float("nan")))
+    with pytest.raises(ConfigError, match=r"^distill\.teacher: run abc's model gives non-finite probabilities \(nan or inf\) for 4 of the 4 training images"):
+        train.teacher_targets("abc", Split(images, labels), 0.3)
+    monkeypatch.setattr(tracking, "load_run_model", lambda run_id: model(3, 0.0))
+    with pytest.raises(ConfigError, match=r"^distill\.teacher: run abc's model answers with shape \(4, 3\) for 4 images"):
+        train.teacher_targets("abc", Split(images, labels), 0.3)
+    monkeypatch.setattr(tracking, "load_run_model", lambda run_id: model(2, 0.0))
+    targets, agreement = train.teacher_targets("abc", Split(images, labels), 0.3)  # a sound teacher: accepted
+    assert targets.shape == (4, 2) and np.isfinite(targets).all()
+
+
 def test_label_auc_reads_soft_targets_as_their_labels() -> None:
     import keras
 

@@ -500,6 +500,8 @@ def harness_runner(cfg: DictConfig, steps_per_execution: int, warm: Dataset, tim
 
     The timing comes three ways: the epoch as measured, less the time in the checkpoint, and less validation too.
     """
+    import keras
+
     from forgery import checkpoints
 
     model = build_model(cfg, train.run_metrics(), len(timed.train), steps_per_execution)
@@ -530,6 +532,11 @@ def harness_runner(cfg: DictConfig, steps_per_execution: int, warm: Dataset, tim
             "harness_training_only": {"steps": steps, "images": len(timed.train), "seconds": seconds - checkpointing.seconds - validation.seconds},
         }
 
+    if warmup_steps and keras.backend.backend() == "jax":
+        # JAX compiles once per array shape: the short warm-up epoch's shapes (its validation batches, its scan
+        # lengths) are not the timed epoch's, so the first timed round would pay for compiling. TensorFlow traces
+        # once whatever the count.
+        run()
     return run
 
 

@@ -159,6 +159,23 @@ def test_list_options_take_spaces_after_their_commas() -> None:
     assert bench.bracketed_list("steps=100, 200") == "steps=100, 200"  # not a list option: refused as a sweep
 
 
+@pytest.mark.parametrize("loop", ["fit", "scan"])
+def test_on_jax_no_timed_round_pays_for_compiling(tmp_path: Path, loop: str) -> None:
+    # JAX compiles once per shape, and the short warm-up epoch validates on one batch and scans other lengths
+    # than a timed epoch: the first timed round paid for those compilations (reported with repeats=1).
+    import os
+    import subprocess
+    import sys
+
+    probe = Path(__file__).with_name("bench_warmup_probe.py")
+    result = subprocess.run(
+        [sys.executable, str(probe), loop, str(tmp_path)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}, cwd=Path(__file__).parents[1],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"compilations_per_round": [0, 0]}
+
+
 def test_cycled_takes_images_in_order_and_starts_over() -> None:
     split = Split(np.arange(3, dtype=np.uint8).repeat(32 * 32 * 3).reshape(3, 32, 32, 3), np.array([0, 1, 0]))
     taken = bench.cycled(split, 7)

@@ -159,7 +159,7 @@ def cli() -> None:
 
 def bracketed_list(argument: str) -> str:
     """`batch_size=8,128` (spaces after the commas allowed) as the list `batch_size=[8,128]`, which Hydra would read as a sweep; any other argument as it is."""
-    return re.sub(r"^(batch_size|parts|pipelines)=(\w+(?:\s*,\s*\w+)+)$", r"\1=[\2]", argument)
+    return re.sub(r"^(batch_size|parts|pipelines)=([^,\s\[\]]+(?:\s*,\s*[^,\s\[\]]+)+)$", r"\1=[\2]", argument)
 
 
 def sweep_override(argument: str) -> bool:
@@ -213,7 +213,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
 
             keras.ops.zeros(1)
         if "training" in parts:
-            folder = notebook_folder(cfg.data, dataset.train, scratch / "notebook") if "notebook" in pipelines else None
+            folder = notebook_folder(cfg.data, dataset.train, scratch / "notebook", dataset.issues) if "notebook" in pipelines else None
             report["training"] = [
                 row
                 for batch_size in batch_sizes
@@ -309,13 +309,24 @@ def cycled(split: Split, count: int) -> Split:
     return Split(split.images[indices], split.labels[indices])
 
 
-def notebook_folder(data_cfg: DictConfig, train_split: Split, scratch: Path) -> Path:
-    """The class-folder tree the notebook reads: a CIFAKE folder's train/ as it is, else the training split written as JPEG files."""
+# What the loader met but the notebook's reader takes in its stride (it converts and resizes too).
+NOTEBOOK_READS_ANYWAY = frozenset({"converted_images", "resized_images", "duplicate_train_images", "test_images_in_train"})
+
+
+def notebook_folder(data_cfg: DictConfig, train_split: Split, scratch: Path, issues: dict[str, int]) -> Path:
+    """The class-folder tree the notebook reads: a CIFAKE folder's train/ as it is, else the training split written as JPEG files.
+
+    A folder the loader left files out of is written out too: the notebook's reader would fail on a file
+    the loader skipped, or read an extra class folder as a third class.
+    """
     from PIL import Image
 
     root = data_cfg.get("root")
+    left_out = sorted(kind for kind, count in issues.items() if count and kind not in NOTEBOOK_READS_ANYWAY)
     if root and Path(str(root)).expanduser().is_dir():
-        return Path(str(root)).expanduser() / "train"
+        if not left_out:
+            return Path(str(root)).expanduser() / "train"
+        log.info("the loader left files of %s out (%s), so the notebook reads the training split written as JPEG files instead", root, ", ".join(left_out))
     log.info("writing %d training images as JPEG files for the notebook pipeline", len(train_split))
     for name in CLASS_NAMES:
         (scratch / name).mkdir(parents=True)

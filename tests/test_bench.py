@@ -176,6 +176,21 @@ def test_on_jax_no_timed_round_pays_for_compiling(tmp_path: Path, loop: str) -> 
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"compilations_per_round": [0, 0]}
 
 
+def test_the_notebook_reads_a_folder_as_it_is_only_when_the_loader_left_nothing_out(tmp_path: Path) -> None:
+    # Its reader fails on a file the loader skipped and takes an extra folder for a third class.
+    from omegaconf import OmegaConf
+
+    root = tmp_path / "cifake"
+    (root / "train").mkdir(parents=True)
+    data_cfg = OmegaConf.create({"root": str(root)})
+    images = Split(np.full((4, 32, 32, 3), 90, dtype=np.uint8), np.array([0, 1, 1, 0]))
+    assert bench.notebook_folder(data_cfg, images, tmp_path / "a", {"converted_images": 2, "skipped_files": 0}) == root / "train"
+    for kind in ("skipped_files", "passed_over", "read_errors", "dangling_links"):
+        scratch = tmp_path / kind
+        assert bench.notebook_folder(data_cfg, images, scratch, {kind: 1}) == scratch
+        assert {name: len(list((scratch / name).iterdir())) for name in CLASS_NAMES} == {"FAKE": 2, "REAL": 2}
+
+
 def test_cycled_takes_images_in_order_and_starts_over() -> None:
     split = Split(np.arange(3, dtype=np.uint8).repeat(32 * 32 * 3).reshape(3, 32, 32, 3), np.array([0, 1, 0]))
     taken = bench.cycled(split, 7)
@@ -226,6 +241,8 @@ def test_time_spent_in_a_method_leaves_the_instance_as_it_was() -> None:
         (["steps=0"], "steps must be a whole number of at least 1"),
         (["batch_size=8,0"], "batch_size must be whole numbers of at least 1"),
         (["batch_size=8, 0"], "batch_size must be whole numbers of at least 1"),  # read as a list, not refused as a sweep
+        (["batch_size=8,16.5"], "batch_size must be whole numbers of at least 1, got [8, 16.5]"),  # a list too, whatever its values
+        (["batch_size=8,-8"], "batch_size must be whole numbers of at least 1, got [8, -8]"),
         (["parts=[speed]"], "parts must list some of loading, training, overhead"),
         (["backend=theano"], "backend must be one of tensorflow, jax, torch"),
         (["data=cifake"], "data.root is required"),

@@ -56,7 +56,8 @@ def place(images: np.ndarray, targets: np.ndarray) -> Placed:
         return kept[2]
     _PLACED.clear()  # the device memory of the arrays placed before goes back first
     placed = Placed(jax.device_put(images), jax.device_put(targets))
-    _PLACED["last"] = (weakref.ref(images), targets, placed)
+    # A copy: the caller's array changed in place afterwards would still compare equal to itself.
+    _PLACED["last"] = (weakref.ref(images), targets.copy(), placed)
     return placed
 
 

@@ -34,6 +34,16 @@ def test_the_plan_covers_every_image_once() -> None:
         assert covered == list(range(count))
 
 
+def test_targets_changed_in_place_are_placed_again() -> None:
+    from forgery.jax_loop import place
+
+    images, targets = np.zeros((2, 32, 32, 3), "uint8"), np.array([[1.0, 0.0], [0.0, 1.0]], "float32")
+    first = place(images, targets)
+    assert place(images, targets) is first  # the same arrays: nothing copied again
+    targets[0] = [0.0, 1.0]
+    assert np.asarray(place(images, targets).targets).tolist() == [[0.0, 1.0], [0.0, 1.0]]
+
+
 def test_a_plan_over_nothing_is_refused() -> None:
     with pytest.raises(ValueError, match="must be positive"):
         batch_plan(0, 8, 32)

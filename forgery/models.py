@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -318,7 +319,11 @@ def assemble_towers(ensemble: keras.Model, members: list[keras.Model]) -> None:
     if towers != len(members) or towers < 2:
         raise ValueError(f"model {ensemble.name!r} has {towers} towers for {len(members)} members")
     kernels, biases = [], []
+    assigned = {CLASSIFIER_LAYER}
     for tower, member in enumerate(members, start=1):
+        shared = sorted((PRE_TRUNK_LAYERS & _layer_names(member)) ^ (PRE_TRUNK_LAYERS & _layer_names(ensemble)))
+        if shared:
+            raise ValueError(f"member {member.name!r} and model {ensemble.name!r} differ before the trunk ({', '.join(shared)} in one only): not the same architecture")
         for layer in member.layers:
             if layer.name == CLASSIFIER_LAYER:
                 kernel, bias = layer.get_weights()
@@ -327,17 +332,43 @@ def assemble_towers(ensemble: keras.Model, members: list[keras.Model]) -> None:
             elif layer.weights:
                 target = _matching_layer(ensemble, f"{tower_prefix(tower)}{layer.name}", layer, member.name)
                 target.set_weights(layer.get_weights())
+                assigned.add(target.name)
+    # A layer no member filled (a block more per stage, gates) would keep its random weights, and the logits no average.
+    unfilled = [layer.name for layer in ensemble.layers if layer.weights and layer.name not in assigned]
+    if unfilled:
+        raise ValueError(f"model {ensemble.name!r} has layers no member has, {', '.join(unfilled[:3])}{' ...' if len(unfilled) > 3 else ''}: not the same architecture")
     ensemble.get_layer(CLASSIFIER_LAYER).set_weights([np.concatenate(kernels, axis=0), np.sum(biases, axis=0)])
 
 
+# The weightless layers between the pixels and the trunk: what the trunk sees (colour centred, high-pass view).
+PRE_TRUNK_LAYERS = frozenset({"mean_colour", "centre_colour", "blur3x3", "highpass", "with_highpass", "highpass_gain"})
+# Config entries that say nothing of what a layer computes on given weights.
+_NON_STRUCTURAL = ("name", "dtype", "trainable")
+
+
+def _layer_names(model: keras.Model) -> set[str]:
+    return {layer.name for layer in model.layers}
+
+
+def _structure(layer: keras.Layer) -> dict[str, Any]:
+    """A layer's config less its name, dtype and how its weights were initialised, regularised or constrained."""
+    return {
+        key: value
+        for key, value in layer.get_config().items()
+        if key not in _NON_STRUCTURAL and not key.endswith(("_initializer", "_regularizer", "_constraint"))
+    }
+
+
 def _matching_layer(ensemble: keras.Model, name: str, source: keras.Layer, member: str) -> keras.Layer:
-    """The ensemble's layer `name`, refused in one line unless its weights have `source`'s shapes."""
+    """The ensemble's layer `name`, refused in one line unless it has `source`'s weight shapes and settings (strides among them)."""
     try:
         target = ensemble.get_layer(name)
     except ValueError:
         raise ValueError(f"member {member!r} has a layer {source.name!r} that model {ensemble.name!r} lacks ({name}): not the same architecture") from None
     if [tuple(weight.shape) for weight in target.weights] != [tuple(weight.shape) for weight in source.weights]:
         raise ValueError(f"member {member!r} layer {source.name!r} has other weight shapes than {name} in model {ensemble.name!r}: not the same architecture")
+    if type(target) is not type(source) or _structure(target) != _structure(source):
+        raise ValueError(f"member {member!r} layer {source.name!r} has other settings than {name} in model {ensemble.name!r} (strides, say): not the same architecture")
     return target
 
 

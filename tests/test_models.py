@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -290,3 +291,26 @@ def test_towers_refuse_members_of_another_architecture_or_count() -> None:
         assemble_towers(ensemble, [same[0], resnet("deeper", [4, 8], 2)])
     with pytest.raises(ValueError, match="model 'single' has 0 towers for 2 members"):
         assemble_towers(resnet("single", [4, 8], 1), same)
+
+
+
+@pytest.mark.parametrize(
+    ("ensemble_options", "member_options", "message"),
+    [
+        # layers the members lack would keep their random weights
+        ({"blocks_per_stage": 2}, {}, "model 'ensemble' has layers no member has, tower1_stage1_block2_bn1, tower2_stage1_block2_bn1"),
+        ({"squeeze_excite": 2}, {}, "model 'ensemble' has layers no member has, tower1_stage1_block1_se_"),
+        # the same weight shapes, other strides
+        ({}, {"full_resolution_stages": 2}, "member 'member1' layer 'stage2_block1_conv1' has other settings than tower1_stage2_block1_conv1"),
+        # weightless layers before the trunk
+        ({}, {"centre_colour": True}, "member 'member1' and model 'ensemble' differ before the trunk (centre_colour, mean_colour in one only)"),
+        ({"highpass": True}, {"highpass": True, "centre_colour": True}, "differ before the trunk (centre_colour, mean_colour in one only)"),
+    ],
+)
+def test_towers_refuse_members_that_differ_in_more_than_weight_shapes(ensemble_options: dict, member_options: dict, message: str) -> None:
+    ensemble = resnet("ensemble", [4, 8], **{"blocks_per_stage": 1, **ensemble_options}, towers=2)
+    # members are built as the ensemble's towers are, less what the ensemble adds, plus what they add
+    shared = {key: value for key, value in ensemble_options.items() if key not in ("blocks_per_stage", "squeeze_excite")}
+    members = [resnet(f"member{index}", [4, 8], **{"blocks_per_stage": 1, **shared, **member_options}) for index in (1, 2)]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        assemble_towers(ensemble, members)

@@ -21,11 +21,10 @@ from typing import Any, Callable
 
 import keras
 import numpy as np
-from PIL import Image
 from scipy import stats
 
 from forgery.data import CLASS_NAMES
-from forgery.gradcam import cut_model, make_gradcam_heatmap
+from forgery.gradcam import Grid, cut_model, make_gradcam_heatmap, placed
 from forgery.models import last_conv_layer
 from forgery.robustness import gaussian_blur
 
@@ -58,7 +57,8 @@ def gradcam_checks(model: keras.Model, images: np.ndarray, labels: np.ndarray, s
     correlation = randomisation_correlation(heatmaps, randomised_heatmaps)
 
     height, width = images.shape[1:3]
-    saliency = np.stack([upsampled(heatmap, (height, width)) for heatmap in heatmaps])
+    grid = cut_model(model).grid
+    saliency = np.stack([upsampled(heatmap, (height, width), grid) for heatmap in heatmaps])
     rng = np.random.default_rng(seed)
     baselines = gaussian_blur(images, BASELINE_BLUR_SIGMA)
 
@@ -182,10 +182,9 @@ def randomisation_correlation(heatmaps: np.ndarray, randomised_heatmaps: np.ndar
     return {"mean": float(np.mean(values)) if values else None, "compared": len(values), "constant": constant}
 
 
-def upsampled(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A heatmap resized bilinearly to (height, width), as the overlays show it."""
-    height, width = size
-    return np.asarray(Image.fromarray(np.asarray(heatmap, dtype="float32"), mode="F").resize((width, height), Image.BILINEAR))
+def upsampled(heatmap: np.ndarray, size: tuple[int, int], grid: Grid | None = None) -> np.ndarray:
+    """A heatmap over an image of (height, width), each cell where it looks (`grid`), as the overlays show it."""
+    return placed(heatmap, size, 1, grid)
 
 
 def perturbation_curves(

@@ -10,7 +10,7 @@ augmentation block sits inside the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -21,12 +21,27 @@ from forgery.models import CLASSIFIER_LAYER, SIDE_BRANCH_LAYERS, last_conv_layer
 
 
 @dataclass(frozen=True)
+class Grid:
+    """Where a feature map's cells look in the image: cell (i, j) is centred on image pixel
+    (offset[0] + stride[0] * i, offset[1] + stride[1] * j), pixel centres counted 0, 1, ...
+
+    A map is not the image shrunk: unpadded convolutions trim its border (the seed's 4x4 grid looks at image
+    rows 8.5 to 20.5 and never at rows 30-31), so stretching it over the image would draw heat where the
+    model did not look.
+    """
+
+    offset: tuple[float, float]
+    stride: tuple[float, float]
+
+
+@dataclass(frozen=True)
 class GradcamModel:
     """A model cut for Grad-CAM: feature maps, and the logits computed from them."""
 
     body: keras.Model  # pixels -> feature maps, or [feature maps, then the outputs of the side branches] where there are any
     logits_from_maps: Callable[[object, list[object]], object]  # (feature maps, side branch outputs) -> logits
     layer_name: str
+    grid: Grid | None = None  # None: unknown, the map is spread evenly over the image
 
 
 def cut_model(model: keras.Model, layer_name: str | None = None) -> GradcamModel:
@@ -46,7 +61,82 @@ def cut_model(model: keras.Model, layer_name: str | None = None) -> GradcamModel
         features = head([maps, *side_outputs] if side_outputs else maps, training=False)
         return keras.ops.matmul(features, classifier.kernel) + classifier.bias
 
-    return GradcamModel(body=body, logits_from_maps=logits_from_maps, layer_name=layer.name)
+    return GradcamModel(body=body, logits_from_maps=logits_from_maps, layer_name=layer.name, grid=grid_of(layer))
+
+
+# Layers that slide a window: (kernel size, strides, padding, dilation) place their outputs' centres.
+_WINDOWED = (keras.layers.Conv2D, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
+
+
+def grid_of(layer: keras.Layer) -> Grid | None:
+    """Where the cells of `layer`'s output look in the model's input image, from the layers between them;
+    None when a layer on the way changes the grid in a way not modelled here."""
+    memo: dict[int, Grid | None] = {}
+
+    def spatial(shape: Any) -> tuple[Any, Any]:
+        return tuple(shape[1:3])
+
+    def of(current: keras.Layer) -> Grid | None:
+        if id(current) in memo:
+            return memo[id(current)]
+        if isinstance(current, keras.layers.InputLayer):
+            return Grid((0.0, 0.0), (1.0, 1.0))
+        parents = [parent.operation for node in current._inbound_nodes[:1] for parent in node.parent_nodes]
+        if not parents:
+            return None
+        out_size = spatial(current.output.shape)
+        if isinstance(current, _WINDOWED):
+            before = of(parents[0])
+            grid = None if before is None else _through_window(before, current, spatial(current.input.shape))
+        else:
+            # Elementwise, normalising and joining layers keep the grid; an input of another size (a 1x1 gate,
+            # an image's mean colour) is broadcast and says nothing of where cells look. Branches that disagree
+            # (a strided 1x1 shortcut beside a padded 3x3 convolution, a pixel apart) are averaged.
+            grids = [of(parent) for parent in parents if spatial(parent.output.shape) == out_size]
+            if not grids or any(grid is None for grid in grids) or len({grid.stride for grid in grids}) > 1:
+                grid = None
+            else:
+                grid = Grid(tuple(float(np.mean([g.offset[axis] for g in grids])) for axis in (0, 1)), grids[0].stride)
+        memo[id(current)] = grid
+        return grid
+
+    return of(layer)
+
+
+def _through_window(before: Grid, layer: keras.Layer, in_size: tuple[Any, Any]) -> Grid | None:
+    """`before` carried through one windowed layer (Keras's padding rules: "same" pads the extra row at the end)."""
+    config = layer.get_config()
+    kernel = config.get("kernel_size", config.get("pool_size"))
+    strides = config.get("strides") or kernel
+    dilation = config.get("dilation_rate", (1, 1))
+    offsets, steps = [], []
+    for axis in (0, 1):
+        span = dilation[axis] * (kernel[axis] - 1) + 1
+        if config["padding"] == "same":
+            if in_size[axis] is None:
+                return None
+            out = -(-in_size[axis] // strides[axis])
+            first = (span - 1) / 2 - max((out - 1) * strides[axis] + span - in_size[axis], 0) // 2
+        elif config["padding"] == "valid":
+            first = (span - 1) / 2
+        else:
+            return None
+        offsets.append(before.offset[axis] + before.stride[axis] * first)
+        steps.append(before.stride[axis] * strides[axis])
+    return Grid(tuple(offsets), tuple(steps))
+
+
+def placed(heatmap: np.ndarray, image_size: tuple[int, int], scale: int = 1, grid: Grid | None = None) -> np.ndarray:
+    """The heatmap over an image of `image_size` enlarged `scale` times, float32: each cell's value at the image
+    pixel its cell is centred on, linear in between, and the nearest cell's beyond the outermost centres."""
+    cells = np.asarray(heatmap, dtype="float32")
+    if grid is None:  # spread evenly, as a plain resize would
+        grid = Grid(*zip(*((size / count / 2 - 0.5, size / count) for size, count in zip(image_size, cells.shape))))
+    centres = [grid.offset[axis] + grid.stride[axis] * np.arange(cells.shape[axis]) for axis in (0, 1)]
+    # The image coordinate of each output pixel's centre.
+    at = [(np.arange(size * scale) + 0.5) / scale - 0.5 for size in image_size]
+    rows = np.stack([np.interp(at[0], centres[0], cells[:, column]) for column in range(cells.shape[1])], axis=1)
+    return np.stack([np.interp(at[1], centres[1], row) for row in rows]).astype("float32")
 
 
 def _has_layer(model: keras.Model, name: str) -> bool:
@@ -71,12 +161,12 @@ def heatmap_from_gradients(maps: np.ndarray, grads: np.ndarray) -> np.ndarray:
     return (cam / peak if peak > 0 else cam).astype("float32")
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, upscale: int = 8, alpha: float = 0.45) -> np.ndarray:
-    """The image upscaled `upscale` times with the heatmap blended on top in the 'jet' colours, uint8 RGB."""
+def overlay(image: np.ndarray, heatmap: np.ndarray, upscale: int = 8, alpha: float = 0.45, grid: Grid | None = None) -> np.ndarray:
+    """The image upscaled `upscale` times with the heatmap blended on top in the 'jet' colours, uint8 RGB;
+    each cell drawn where it looks (`grid`, as `cut_model` found it), else spread evenly."""
     base = upscaled(image, upscale).astype("float32")
-    size = (base.shape[1], base.shape[0])
-    smooth = Image.fromarray((heatmap * 255).astype("uint8")).resize(size, Image.BILINEAR)
-    colours = colormaps["jet"](np.asarray(smooth, dtype="float32") / 255.0)[..., :3] * 255.0
+    smooth = np.clip(placed(heatmap, image.shape[:2], upscale, grid), 0.0, 1.0)
+    colours = colormaps["jet"](smooth)[..., :3] * 255.0
     return np.clip((1.0 - alpha) * base + alpha * colours, 0, 255).astype("uint8")
 
 

@@ -430,7 +430,7 @@ def write_gradcam(cut: GradcamModel, image: np.ndarray, class_index: int, folder
     # The running number keeps two inputs called a.jpg in different folders, or two long names that begin
     # alike, from overwriting each other.
     target = folder / f"{number:05d}-{shortened(source.stem, GRADCAM_STEM_BYTES)}-gradcam-{CLASS_NAMES[class_index].lower()}.png"
-    Image.fromarray(overlay(image, heatmap, upscale=GRADCAM_UPSCALE, alpha=GRADCAM_ALPHA)).save(target)
+    Image.fromarray(overlay(image, heatmap, upscale=GRADCAM_UPSCALE, alpha=GRADCAM_ALPHA, grid=cut.grid)).save(target)
     return target
 
 

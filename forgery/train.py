@@ -877,6 +877,7 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
         "gradcam_results": report.gradcam_results(explanations, cut.layer_name, calibration_result["temperature"]),
         "model_card": card,
         "explanations": explanations,
+        "gradcam_grid": cut.grid,
         "resolved_config": OmegaConf.to_yaml(cfg, resolve=True),
     }
 
@@ -941,7 +942,7 @@ def write_outputs(output_dir: Path, result: dict[str, Any], upscale: int, alpha:
     for item in result["explanations"]:
         Image.fromarray(gradcam.upscaled(item.image, upscale)).save(report_dir / report.input_file(item.name))
         for target, heatmap in item.heatmaps.items():
-            picture = gradcam.overlay(item.image, heatmap, upscale=upscale, alpha=alpha)
+            picture = gradcam.overlay(item.image, heatmap, upscale=upscale, alpha=alpha, grid=result["gradcam_grid"])
             Image.fromarray(picture).save(report_dir / report.overlay_file(item.name, target))
 
     metrics = result["training_metrics"]

@@ -181,6 +181,29 @@ def test_heatmaps_are_upsampled_to_the_image_size_in_place() -> None:
     assert big[:16, 16:].mean() > big[16:, :16].mean()
 
 
+def test_pixels_are_ranked_by_the_heatmap_drawn_where_its_cells_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The seed's unpadded 4x4 grid looks at image rows 8.5-20.5: the deletion order must rank pixels by it
+    # there, as the overlays draw it, not by the map stretched over the image.
+    from forgery import explain_checks
+    from forgery.gradcam import cut_model, placed
+
+    model = cnn("small", [4, 8, 8], padding="valid")
+    images = np.random.default_rng(5).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    labels = np.array([0, 1])
+    seen = {}
+    real_curves = explain_checks.perturbation_curves
+
+    def recording(predict, images, baselines, orderings, class_indices, steps, rng):  # noqa: ANN001, ANN202
+        seen.update(orderings)
+        return real_curves(predict, images, baselines, orderings, class_indices, steps, rng)
+
+    monkeypatch.setattr(explain_checks, "perturbation_curves", recording)
+    explain_checks.gradcam_checks(model, images, labels, seed=3, steps=4)
+    grid = cut_model(model).grid
+    expected = np.stack([placed(heatmap, (32, 32), 1, grid) for heatmap in explain_checks.gradcam_heatmaps(model, images, labels)])
+    np.testing.assert_allclose(seen["gradcam"], expected, atol=1e-6)
+
+
 def test_gradcam_checks_report_and_metrics() -> None:
     model = tiny_model()
     images = np.random.default_rng(5).integers(0, 256, (6, 32, 32, 3)).astype("uint8")

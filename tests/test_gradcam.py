@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from forgery.augment import build_augmentation
-from forgery.gradcam import cut_model, heatmap_from_gradients, make_gradcam_heatmap, overlay, pick_examples, upscaled
+from forgery.gradcam import Grid, cut_model, heatmap_from_gradients, make_gradcam_heatmap, overlay, pick_examples, placed, upscaled
 from forgery.models import CLASSIFIER_LAYER, FEATURES_LAYER, cnn, inference_graph, load, resnet, tta_view
 
 
@@ -112,6 +112,53 @@ def test_overlay_and_upscale_shapes_and_blend() -> None:
     assert cold.shape == hot.shape == (256, 256, 3) and cold.dtype == np.uint8
     assert hot[..., 0].mean() > cold[..., 0].mean()  # 'jet' is red where the heatmap is hot, blue where cold
     assert cold[..., 2].mean() > hot[..., 2].mean()
+
+
+def receptive_field_centres(model: keras.Model) -> list[float]:
+    """Per row of the Grad-CAM grid, the centre of the image rows that reach it (from gradients: no formula)."""
+    import tensorflow as tf
+
+    cut = cut_model(model)
+    pixels = tf.Variable(np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32"))
+    centres = []
+    for row in range(int(cut.body(pixels).shape[1])):
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(cut.body(pixels, training=False)[0, row])
+        reached = np.flatnonzero(np.abs(tape.gradient(total, pixels).numpy()[0]).sum(axis=(1, 2)) > 0)
+        centres.append((reached.min() + reached.max()) / 2)
+    return centres
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="gradients taken with TensorFlow")
+def test_the_grid_is_where_the_cells_look() -> None:
+    # The seed's unpadded convolutions trim the border: its 4x4 grid looks at rows 8.5 to 20.5, not 4 to 28.
+    small = cnn("small", [32, 64, 128], padding="valid", augmentation=build_augmentation("light", "horizontal", 0.1, 0.1))
+    assert cut_model(small).grid == Grid((8.5, 8.5), (4.0, 4.0))
+    assert receptive_field_centres(small) == [8.5, 12.5, 16.5, 20.5]
+    # through a test-time view and with "same" padding (whose border cells' fields are cut off by the image edge)
+    padded = tta_view(inference_graph(cnn("small", [32, 64, 128], padding="same")), "flip")
+    assert cut_model(padded).grid == Grid((1.5, 1.5), (4.0, 4.0))
+    assert receptive_field_centres(padded)[2:6] == [9.5, 13.5, 17.5, 21.5]
+    # residual networks: a strided 1x1 shortcut and a padded 3x3 convolution a pixel apart, averaged
+    assert cut_model(resnet("resnet", [4, 8, 8], 1, highpass=True)).grid == Grid((1.5, 1.5), (4.0, 4.0))
+    assert cut_model(resnet("resnet", [4, 8, 8], 1, full_resolution_stages=2, centre_colour=True)).grid == Grid((0.5, 0.5), (2.0, 2.0))
+
+
+def test_a_cell_is_drawn_where_it_looks() -> None:
+    hot = np.zeros((4, 4), dtype="float32")
+    hot[0, 3] = 1.0
+    grid = Grid((8.5, 8.5), (4.0, 4.0))
+    spread = placed(hot, (32, 32), 1, grid)
+    assert spread.shape == (32, 32) and spread.dtype == np.float32
+    assert spread.max() == pytest.approx(1.0)
+    peak = np.argwhere(spread == spread.max())
+    assert set(peak[:, 0]) == {0, 1, 2, 3, 4, 5, 6, 7, 8} and set(peak[:, 1]) >= {21, 31}  # rows up to the centre 8.5, columns from 20.5 on
+    assert spread[12, 20] == pytest.approx(0.125 * 0.875, abs=1e-6)  # linear between centres, both ways
+    # evenly spread without a grid, as a resize would: the corner cell's centre at 3.5
+    assert placed(hot, (32, 32))[3, 28] == pytest.approx(1.0) and placed(hot, (32, 32))[8, 28] < 1.0
+    # the overlay draws it there too: red (hot in 'jet') at the cell's centre, blue in the far corner
+    picture = overlay(np.full((32, 32, 3), 100, dtype="uint8"), hot, upscale=8, alpha=1.0, grid=grid)
+    assert picture[8 * 8 + 4, 20 * 8 + 4, 0] > 200 and picture[31 * 8, 0, 2] > 100 and picture[31 * 8, 0, 0] < 50
 
 
 def test_examples_are_one_per_class_and_seeded() -> None:

@@ -467,3 +467,17 @@ def test_a_file_store_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stdout == "", result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert line.startswith("error: MLflow ") and "refuses the file store ./mlruns" in line and "MLFLOW_ALLOW_FILE_STORE=true" in line
+
+
+def test_a_saved_overlay_draws_each_cell_where_it_looks(tmp_path: Path) -> None:
+    from forgery.gradcam import cut_model, make_gradcam_heatmap, overlay
+    from forgery.models import cnn
+    from forgery.predict import GRADCAM_ALPHA, GRADCAM_UPSCALE, write_gradcam
+
+    keras.utils.set_random_seed(2)
+    cut = cut_model(cnn("small", [4, 8, 8], padding="valid"))  # the seed's unpadded grid
+    image = np.random.default_rng(3).integers(0, 256, (32, 32, 3)).astype("uint8")
+    saved = np.asarray(Image.open(write_gradcam(cut, image, 1, tmp_path, 1, Path("a b.png"))))
+    heatmap = make_gradcam_heatmap(cut, image, 1)
+    np.testing.assert_array_equal(saved, overlay(image, heatmap, GRADCAM_UPSCALE, GRADCAM_ALPHA, cut.grid))
+    assert not np.array_equal(saved, overlay(image, heatmap, GRADCAM_UPSCALE, GRADCAM_ALPHA))

@@ -382,7 +382,7 @@ def test_a_model_scoring_nan_fails_the_evaluation_in_one_line_before_any_metric(
         evaluate_and_explain(model, SimpleNamespace(test=split, val=split), {}, OmegaConf.create({"tta": "none"}))
 
 
-def test_evaluation_fits_the_temperature_on_validation_and_scores_test_with_the_served_view(compose_train) -> None:
+def test_evaluation_fits_the_temperature_on_validation_and_scores_test_with_the_served_view(compose_train, tmp_path: Path) -> None:
     # Validation and test differ here, so a swap of the two (the temperature fitted on test) or scoring the
     # single view instead of the mirror average that is served would change the numbers checked.
     import keras
@@ -412,6 +412,20 @@ def test_evaluation_fits_the_temperature_on_validation_and_scores_test_with_the_
     assert single["test_loss"] != pytest.approx(expected["test_loss"], rel=1e-4)
     for key, value in expected.items():
         assert result["headline"][key] == pytest.approx(value, rel=1e-4), key
+
+    # The overlays written draw each heatmap cell where it looks (the seed's unpadded grid), not stretched.
+    from PIL import Image
+
+    from forgery import gradcam, report
+    from forgery.train import write_outputs
+
+    write_outputs(tmp_path, result, upscale=8, alpha=0.45)
+    item = result["explanations"][0]
+    written = np.asarray(Image.open(tmp_path / "report" / report.overlay_file(item.name, 1)))
+    grid = gradcam.cut_model(model).grid
+    assert grid == gradcam.Grid((8.5, 8.5), (4.0, 4.0))
+    np.testing.assert_array_equal(written, gradcam.overlay(item.image, item.heatmaps[1], 8, 0.45, grid))
+    assert not np.array_equal(written, gradcam.overlay(item.image, item.heatmaps[1], 8, 0.45))
 
 
 def test_a_non_finite_loss_names_the_checkpoint_kept_only_when_one_is(tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ ROW_LABELS = {
 PEERS = ("notebook", "plain")
 STATISTICS = ("best", "median")  # which round of each pipeline is reported
 # What `forgery.train.fit` calls in `forgery.checkpoints` after an epoch: the "checkpoint" time of the harness.
-CHECKPOINT_CALLS = ("save", "save_best", "restore_best", "write_state")
+CHECKPOINT_CALLS = ("save", "restore_best", "write_state")
 OVERHEAD_METHOD = (
     "start_up: wall time of a fresh interpreter that imports every forgery module the run below imported, starts Keras "
     "(its first op) and has Hydra compose the training config (`forgery.train --cfg job`). The rest: forgery.train.train "

@@ -1,9 +1,11 @@
 """Per-epoch checkpoints of a run, so an interrupted run resumes from its last completed epoch.
 
-A checkpoint is `last.keras` (weights and optimizer state) plus `state.json`: the completed epoch, the
-metric history so far, and the last epoch whose metrics reached MLflow. Both are written to a temporary
-name and renamed, so a kill during the write leaves the previous checkpoint whole. `best.keras` is the
-best epoch's checkpoint so far, for early stopping's restore.
+A checkpoint is `state.json` (the completed epoch, the metric history so far, the last epoch whose
+metrics reached MLflow) and the model files it names: `epoch-NNNN.keras` (weights and optimizer state) of
+the latest epoch and of the best one so far, for early stopping's restore. An epoch's model is written
+under a new name first and state.json replaced after it (each to a temporary name, then renamed): the
+state is the commit point, so a process killed at any moment, even outright (kill -9, out of memory),
+leaves a state whose files hold the epochs it names. Files no state names any more go after it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -23,9 +25,10 @@ try:
 except ImportError:  # Windows: no advisory locks; the folder goes unguarded there
     fcntl = None  # type: ignore[assignment]
 
-MODEL_FILE = "last.keras"
-STATE_FILE = "state.json"
+EPOCH_FILE = "epoch-{epoch:04d}.keras"  # one per kept epoch; state.json names the latest and the best
+MODEL_FILE = "last.keras"  # what a state from before the epoch files holds its latest and best epochs in
 BEST_FILE = "best.keras"
+STATE_FILE = "state.json"
 LOCK_FILE = "run.lock"
 DATA_FILE = "data.json"  # what data the run trains on (forgery.data.fingerprint), for a resume to compare
 
@@ -49,29 +52,56 @@ class CheckpointState:
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = 0  # the epoch with the best early-stopping metric so far (0: none yet)
     best_value: float | None = None
+    model_file: str = MODEL_FILE  # the file in the folder holding epoch `epoch`'s model
+    best_file: str = ""  # the file holding epoch `best_epoch`'s model ("" while there is none)
 
 
 def save(folder: Path, model: Any, state: CheckpointState, best: bool = False) -> None:
-    """Write the model, with `best` also keep it as the best epoch's, then the state, each atomically.
+    """Write the model of epoch `state.epoch` under a name of its own, then the state naming it (and, with
+    `best`, naming it the best epoch's too), then remove the files no state names any more.
 
-    One deferred block: a Ctrl-C arriving meanwhile is raised after all three, so a state on disk never
-    names a best epoch whose weights were not kept, nor lacks one whose were. Model first: a state never
-    points at a missing model.
+    One deferred block: a Ctrl-C arriving meanwhile is raised after all of it. Until state.json is
+    replaced, the previous state and every file it names stay as they were.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    partial_model = folder / f".{MODEL_FILE}.partial.keras"  # Keras insists on the .keras suffix
+    name = EPOCH_FILE.format(epoch=state.epoch)
+    if name in (state.model_file, state.best_file):  # the same epoch saved again: never write over a file the state names
+        name = name.replace(".keras", f".{os.getpid()}-{time.monotonic_ns()}.keras")
+    partial_model = folder / f".{name}.partial.keras"  # Keras insists on the .keras suffix
     with interrupts.deferred():
         model.save(partial_model)
-        os.replace(partial_model, folder / MODEL_FILE)
+        os.replace(partial_model, folder / name)
+        state.model_file = name
         if best:
-            save_best(folder)
+            state.best_file = name
         write_state(folder, state)
+        remove_unnamed(folder, state)
+
+
+def remove_unnamed(folder: Path, state: CheckpointState) -> None:
+    """Remove the model files `state` does not name (earlier epochs, a partial write cut short); a file
+    that cannot be removed only costs disk space."""
+    kept = {state.model_file, state.best_file}
+    for path in folder.glob("*.keras"):
+        if path.name not in kept:
+            try:
+                path.unlink()
+            except OSError as error:
+                log.warning("cannot remove the old checkpoint file %s (%s)", path, error.strerror or error)
 
 
 def write_state(folder: Path, state: CheckpointState) -> None:
     """Write state.json atomically."""
     partial = folder / f".{STATE_FILE}.partial"
-    payload = {"epoch": state.epoch, "logged_epoch": state.logged_epoch, "history": state.history, "best_epoch": state.best_epoch, "best_value": state.best_value}
+    payload = {
+        "epoch": state.epoch,
+        "logged_epoch": state.logged_epoch,
+        "history": state.history,
+        "best_epoch": state.best_epoch,
+        "best_value": state.best_value,
+        "model_file": state.model_file,
+        "best_file": state.best_file,
+    }
     partial.write_text(json.dumps(payload, indent=1))
     os.replace(partial, folder / STATE_FILE)
 
@@ -104,48 +134,46 @@ class DamagedCheckpoint(Exception):
 
 def load_state(folder: Path) -> CheckpointState | None:
     """The saved state, or None when there is no complete checkpoint in `folder`; DamagedCheckpoint when unreadable."""
-    state_path, model_path = folder / STATE_FILE, folder / MODEL_FILE
-    if not state_path.is_file() or not model_path.is_file():
+    state_path = folder / STATE_FILE
+    if not state_path.is_file():
         return None
     try:  # written atomically, so damage means something else touched it
         payload = json.loads(state_path.read_text())
-        return CheckpointState(
+        best_epoch = int(payload.get("best_epoch", 0))
+        state = CheckpointState(
             epoch=int(payload["epoch"]),
             logged_epoch=int(payload["logged_epoch"]),
             history=dict(payload["history"]),
-            best_epoch=int(payload.get("best_epoch", 0)),
+            best_epoch=best_epoch,
             best_value=payload.get("best_value"),
+            # A state from before the epoch files: last.keras and best.keras.
+            model_file=payload.get("model_file", MODEL_FILE),
+            best_file=payload.get("best_file", BEST_FILE if best_epoch else ""),
         )
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise DamagedCheckpoint(f"{state_path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
-
-
-def save_best(folder: Path) -> None:
-    """Keep the checkpoint `save` just wrote as the best epoch's, for early stopping's restore (atomically).
-
-    A hard link, not a second write: the next `save` replaces last.keras's name, not the file the link
-    holds. Where the file system has no hard links, a copy.
-    """
-    partial = folder / f".{BEST_FILE}.partial"
-    partial.unlink(missing_ok=True)
-    with interrupts.deferred():
-        try:
-            os.link(folder / MODEL_FILE, partial)
-        except OSError:
-            shutil.copyfile(folder / MODEL_FILE, partial)
-        os.replace(partial, folder / BEST_FILE)
+    for name in (state.model_file, state.best_file):
+        if not isinstance(name, str) or Path(name).name != name:
+            raise DamagedCheckpoint(f"{state_path} names no model file of its folder ({name!r})")
+    if not (folder / state.model_file).is_file():
+        return None
+    return state
 
 
 def restore_best(folder: Path, model: Any) -> None:
-    """Load the best epoch's weights into `model`."""
-    model.load_weights(folder / BEST_FILE)
+    """Load the best epoch's weights, as the folder's state names them, into `model`."""
+    state = load_state(folder)
+    if state is None or not state.best_file:
+        raise DamagedCheckpoint(f"{folder / STATE_FILE} names no best epoch's model to restore")
+    model.load_weights(folder / state.best_file)
 
 
 def load_model(folder: Path) -> Any:
     """The checkpointed model, compiled as it was, loaded in Keras safe mode (no code from the file runs)."""
     from forgery import models
 
-    return models.load(folder / MODEL_FILE)
+    state = load_state(folder)
+    return models.load(folder / (state.model_file if state else MODEL_FILE))
 
 
 def holder(folder: Path) -> str | None:

@@ -201,7 +201,7 @@ def test_a_run_resumed_after_early_stopping_trains_no_further_epoch(compose_trai
     best = [weight.numpy().copy() for weight in model.weights]
     for weight in model.trainable_weights:
         weight.assign(weight + 0.5)  # epochs 2 and 3 moved the weights on
-    checkpoints.save(folder, model, state)  # last.keras: epoch 3's weights
+    checkpoints.save(folder, model, state)  # the latest model: epoch 3's weights
     logged: list[int] = []
     resumed = train.fit(model, dataset, cfg, state, folder, log_epoch=lambda metrics, epoch: logged.append(epoch))
     assert logged == [] and state.epoch == 3 and len(resumed["val_auc"]) == 3  # no epoch 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -358,7 +359,7 @@ def test_checkpoint_round_trip_and_atomic_state(tmp_path: Path) -> None:
     restored = checkpoints.load_model(tmp_path)
     pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(restored(pixels, training=False), model(pixels, training=False), rtol=1e-5)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["last.keras", "state.json"]  # no partial files left
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["epoch-0002.keras", "state.json"]  # no partial files left
 
 
 def test_best_checkpoint_survives_later_saves_and_restores(tmp_path: Path) -> None:
@@ -369,11 +370,67 @@ def test_best_checkpoint_survives_later_saves_and_restores(tmp_path: Path) -> No
     pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     best_weights = [weights.copy() for weights in model.get_weights()]
     best_output = np.asarray(model(pixels, training=False))
-    checkpoints.save(tmp_path, model, checkpoints.CheckpointState(epoch=1))
-    checkpoints.save_best(tmp_path)
+    state = checkpoints.CheckpointState(epoch=1, best_epoch=1)
+    checkpoints.save(tmp_path, model, state, best=True)
     model.set_weights([weights + 0.5 for weights in best_weights])  # a later, worse epoch
-    checkpoints.save(tmp_path, model, checkpoints.CheckpointState(epoch=2))
+    state.epoch = 2
+    checkpoints.save(tmp_path, model, state)
     assert not np.allclose(model(pixels, training=False), best_output)
     checkpoints.restore_best(tmp_path, model)
     np.testing.assert_allclose(model(pixels, training=False), best_output, rtol=1e-6)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.keras", "last.keras", "state.json"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["epoch-0001.keras", "epoch-0002.keras", "state.json"]
+    state.epoch = 3
+    checkpoints.save(tmp_path, model, state)  # epoch 2's file is no longer named: removed
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["epoch-0001.keras", "epoch-0003.keras", "state.json"]
+
+
+@pytest.mark.parametrize("best", [False, True])
+def test_a_process_killed_between_the_model_and_the_state_leaves_the_previous_checkpoint_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, best: bool
+) -> None:
+    # kill -9 or the out-of-memory killer cannot be deferred: whenever it lands, the state on disk and the
+    # weights it names must be of one epoch, or a resume retrains an epoch from weights already past it.
+    from forgery.models import cnn
+
+    model = cnn("tiny", [4], padding="same")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    epoch_one = np.asarray(model(pixels, training=False))
+    state = checkpoints.CheckpointState(epoch=1, logged_epoch=1, history={"loss": [0.9]}, best_epoch=1, best_value=0.9)
+    checkpoints.save(tmp_path, model, state, best=True)
+    model.set_weights([weights + 0.5 for weights in model.get_weights()])
+
+    class Killed(BaseException):
+        pass
+
+    def killed(folder: Path, state: checkpoints.CheckpointState) -> None:
+        raise Killed  # the process is gone before the state is replaced
+
+    monkeypatch.setattr(checkpoints, "write_state", killed)
+    with pytest.raises(Killed):
+        checkpoints.save(tmp_path, model, checkpoints.CheckpointState(epoch=2, logged_epoch=1, history={"loss": [0.9, 0.8]}), best=best)
+    monkeypatch.undo()
+    saved = checkpoints.load_state(tmp_path)
+    assert saved is not None and saved.epoch == 1 and saved.best_epoch == 1
+    np.testing.assert_allclose(checkpoints.load_model(tmp_path)(pixels, training=False), epoch_one, rtol=1e-5)
+    checkpoints.restore_best(tmp_path, model)
+    np.testing.assert_allclose(model(pixels, training=False), epoch_one, rtol=1e-5)
+
+
+def test_a_checkpoint_from_before_the_epoch_files_still_loads(tmp_path: Path) -> None:
+    from forgery.models import cnn
+
+    model = cnn("tiny", [4], padding="same")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.save(tmp_path / "last.keras")
+    os.link(tmp_path / "last.keras", tmp_path / "best.keras")
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": 2, "logged_epoch": 2, "history": {}, "best_epoch": 2, "best_value": 0.7}))
+    state = checkpoints.load_state(tmp_path)
+    assert state is not None and (state.model_file, state.best_file) == ("last.keras", "best.keras")
+    checkpoints.restore_best(tmp_path, checkpoints.load_model(tmp_path))
+    state.epoch = 3
+    checkpoints.save(tmp_path, model, state)  # the best epoch stays in best.keras; last.keras goes
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.keras", "epoch-0003.keras", "state.json"]
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": 2, "logged_epoch": 2, "history": {}, "model_file": "../elsewhere.keras"}))
+    with pytest.raises(checkpoints.DamagedCheckpoint, match="names no model file of its folder"):
+        checkpoints.load_state(tmp_path)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from forgery import checkpoints
 from forgery.runtime import NATIVE_STARTUP_NOISE
 from tests.conftest import run_forgery
 
@@ -107,7 +108,7 @@ def test_server_lost_mid_run_keeps_the_outputs_and_uploads_later(tmp_path: Path)
     assert upload is not None, stderr[-2000:]
     output_dir = Path(upload.group(1))
     assert (output_dir / "report" / "training_metrics.json").is_file()  # the work finished and stayed on disk
-    assert (output_dir / "checkpoints" / "last.keras").is_file()
+    assert checkpoints.load_state(output_dir / "checkpoints") is not None  # its state, with the model file it names
 
     port = free_port()
     server = start_server(store, port)  # the server is back, with the same store

@@ -51,6 +51,8 @@ def validate(cfg: DictConfig, backend_checks: bool = True) -> None:
             if not 0 <= seed < 2**32:  # what NumPy's and Keras's seeding take
                 raise ConfigError(f"{key} must be a whole number from 0 to 2**32 - 1, got {seed}")
     _positive_number(cfg, "optimizer.lr")
+    if _present(cfg, "optimizer.name") and OmegaConf.select(cfg, "optimizer.name") not in OPTIMIZER_NAMES:  # before the data loads
+        raise ConfigError(f"optimizer.name must be one of {', '.join(OPTIMIZER_NAMES)}, got {OmegaConf.select(cfg, 'optimizer.name')!r}")
     for key in ("data.train_per_class", "data.test_per_class"):  # only the demo data has them
         if _present(cfg, key):
             _positive_int(cfg, key)
@@ -171,6 +173,7 @@ AUGMENT_RANGES: dict[str, tuple[float, float, bool]] = {
     "augment.translation": (0.0, 1.0, False),  # a fraction of the image's side
     "augment.contrast": (0.0, 1.0, True),
 }
+OPTIMIZER_NAMES = ("adam", "adamw", "sgd")  # forgery.optimizers.OPTIMIZERS's keys (config imports no Keras)
 OPTIMIZER_RANGES: dict[str, tuple[float, float, bool]] = {
     "optimizer.momentum": (0.0, 1.0, False),
     "optimizer.weight_decay": (0.0, 1.0, True),

@@ -20,12 +20,23 @@ OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
 def make_optimizer(name: str, lr: float, **options: Any) -> keras.optimizers.Optimizer:
     """A Keras optimizer by config name, with learning rate `lr` and class-specific `options`."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}")
+        raise ConfigError(f"optimizer.name must be one of {', '.join(sorted(OPTIMIZERS))}, got {name!r}")
     optimizer = OPTIMIZERS[name]
+    if "learning_rate" in options:  # Keras's own name for it; passed as well, Keras would get the rate twice
+        raise ConfigError("optimizer.learning_rate: the rate is set with optimizer.lr (the schedule starts from it)")
     # Keras takes **kwargs and refuses unknown ones in a multi-line error; `+optimizer.<typo>` gets one line instead.
-    accepted = {key for key, parameter in inspect.signature(optimizer).parameters.items() if parameter.kind is not inspect.Parameter.VAR_KEYWORD}
+    parameters = inspect.signature(optimizer).parameters
+    accepted = {key for key, parameter in parameters.items() if parameter.kind is not inspect.Parameter.VAR_KEYWORD}
     unknown = sorted(set(options) - accepted)
     if unknown:
         takes = ", ".join(sorted(accepted - {"learning_rate", "name"}))
         raise ConfigError(f"optimizer.{unknown[0]} is not an option of keras.optimizers.{optimizer.__name__}; it takes {takes}")
+    for key, value in options.items():  # an option whose default is a number takes a number (Keras fails late, in a traceback)
+        default = parameters[key].default
+        if _is_number(default) and not _is_number(value):
+            raise ConfigError(f"optimizer.{key} must be a number, got {value!r}")
     return optimizer(learning_rate=lr, **options)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

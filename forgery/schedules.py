@@ -17,7 +17,7 @@ def cosine(lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float = 
     so the decay then ends that many steps short of its last value.
     """
     total = max(1, steps_per_epoch * epochs)
-    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1)
+    warmup = min(int(round(min(warmup_epochs, epochs) * steps_per_epoch)), total - 1)  # capped first: 1e308 epochs overflow an int
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else lr,
         decay_steps=max(1, total - 1 - warmup),  # steps count from 0, so the last one, total - 1, ends the decay

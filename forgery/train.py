@@ -704,8 +704,12 @@ def weight_averaging(model: Any) -> list[Any]:
     """
     import keras
 
-    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # mixed precision wraps it
-    return [keras.callbacks.SwapEMAWeights()] if getattr(optimizer, "use_ema", False) else []
+    return [keras.callbacks.SwapEMAWeights()] if getattr(training_optimizer(model), "use_ema", False) else []
+
+
+def training_optimizer(model: Any) -> Any:
+    """The optimizer that trains `model`: under mixed precision, the one Keras's LossScaleOptimizer wraps."""
+    return getattr(model.optimizer, "inner_optimizer", model.optimizer)
 
 
 def averaging_span_warning(momentum: float, steps_per_epoch: int) -> str | None:
@@ -843,7 +847,7 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
     card = report.model_card(
         model_name=cfg.model.name,
         architecture=models.architecture_summary(model),
-        optimizer=type(model.optimizer).__name__,
+        optimizer=type(training_optimizer(model)).__name__,  # not LossScaleOptimizer under mixed precision
         learning_rate=float(cfg.optimizer.lr),
         loss=f"categorical_crossentropy (label smoothing {cfg.label_smoothing:g})" if cfg.label_smoothing else "categorical_crossentropy",
         parameters=int(model.count_params()),

@@ -27,9 +27,37 @@ def test_each_option_builds_its_optimizer(compose_train, option: str, expected_c
         assert getattr(optimizer, key) == pytest.approx(value), key
 
 
-def test_an_unknown_name_lists_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"^unknown optimizer 'lamb'; choose from \['adam', 'adamw', 'sgd'\]$"):
+def test_an_unknown_name_lists_the_choices(compose_train) -> None:
+    from forgery.config import OPTIMIZER_NAMES, ConfigError, validate
+    from forgery.optimizers import OPTIMIZERS
+
+    with pytest.raises(ConfigError, match=r"^optimizer\.name must be one of adam, adamw, sgd, got 'lamb'$"):
         make_optimizer("lamb", 1e-3)
+    assert OPTIMIZER_NAMES == tuple(sorted(OPTIMIZERS))  # the config's check knows every optimizer, and only those
+    with pytest.raises(ConfigError, match=r"^optimizer\.name must be one of adam, adamw, sgd, got 'rmsprop'$"):
+        validate(compose_train("optimizer.name=rmsprop"))  # refused before the data loads
+
+
+def test_options_keras_would_refuse_late_are_one_line() -> None:
+    from forgery.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^optimizer\.learning_rate: the rate is set with optimizer\.lr"):
+        make_optimizer("adam", 1e-3, learning_rate=0.1)  # +optimizer.learning_rate=0.1: Keras would get it twice
+    with pytest.raises(ConfigError, match=r"^optimizer\.epsilon must be a number, got 'abc'$"):
+        make_optimizer("adam", 1e-3, epsilon="abc")
+    assert make_optimizer("adam", 1e-3, epsilon=1e-6).epsilon == pytest.approx(1e-6)
+
+
+def test_the_model_card_names_the_optimizer_under_mixed_precision() -> None:
+    from types import SimpleNamespace
+
+    import keras
+
+    from forgery.train import training_optimizer
+
+    wrapped = keras.optimizers.LossScaleOptimizer(make_optimizer("sgd", 1e-3))
+    assert type(training_optimizer(SimpleNamespace(optimizer=wrapped))).__name__ == "SGD"
+    assert type(training_optimizer(SimpleNamespace(optimizer=make_optimizer("adamw", 1e-3)))).__name__ == "AdamW"
 
 
 def test_an_added_keras_option_reaches_the_optimizer_and_a_misspelt_one_is_one_line() -> None:

@@ -26,6 +26,13 @@ def test_cosine_warms_up_then_decays() -> None:
     assert rate(49) == pytest.approx(1e-4, rel=1e-5)  # final_fraction of the peak at the last step (steps count from 0)
 
 
+def test_a_warm_up_longer_than_the_run_warms_up_over_all_of_it() -> None:
+    # 1e308 epochs times the steps is inf, which int() refuses: capped at the run's length first.
+    for warmup_epochs in (7.0, 1e308):
+        schedule = schedules.cosine(1e-3, steps_per_epoch=10, epochs=5, warmup_epochs=warmup_epochs)
+        assert float(schedule(0)) == pytest.approx(0.0) and float(schedule(49)) == pytest.approx(1e-3, rel=1e-5)
+
+
 def test_constant_is_the_rate() -> None:
     assert schedules.constant(3e-4, 10, 5) == 3e-4
 
@@ -66,6 +73,7 @@ def test_residual_models_stay_under_a_million_parameters_and_explain(highpass: b
         ("model.dropout=1.5", "model.dropout"),
         ("data.train_per_class=0", "data.train_per_class"),
         ("schedule=cosine schedule.warmup_epochs=-2", "schedule.warmup_epochs"),
+        ("optimizer.name=rmsprop", "optimizer.name"),
         ("early_stopping.metric=val_aucc", "early_stopping.metric"),
         ("early_stopping.metric=val_loss", "early_stopping.metric"),  # lower is better: would keep the worst epoch
         ("sweep.mode=best", "sweep.mode"),

@@ -91,10 +91,18 @@ def gradcam_checks(model: keras.Model, images: np.ndarray, labels: np.ndarray, s
         "perturbation": {
             "steps": steps,
             "baseline": f"Gaussian blur of the image, sigma {BASELINE_BLUR_SIGMA:g} px",
-            "heatmap_upsampling": "bilinear, to the image size",
+            "heatmap_upsampling": "each cell at the image pixel its cell looks at, linear in between (as the overlays draw it)",
             "fraction": [round(float(value), 6) for value in np.linspace(0.0, 1.0, steps + 1)],
             "mean_curves": {name: [round(float(value), 6) for value in curve.mean(axis=0)] for name, curve in curves.items()},
             "areas": areas,
+            # The blur that stands for "removed" is itself a trace of generated images: where a class's images
+            # keep their probability on the baseline alone, its curves cannot fall, whatever the order.
+            "areas_per_class": per_class_areas(curves, labels),
+            "baseline_probability_per_class": {
+                name: round(float(curves["deletion_gradcam"][labels == index, -1].mean()), 6)
+                for index, name in enumerate(CLASS_NAMES)
+                if np.any(labels == index)
+            },
         },
     }
 
@@ -218,6 +226,15 @@ def perturbation_curves(
     explained = np.take_along_axis(probabilities, np.asarray(class_indices)[None, None, :, None], axis=3)[..., 0]
     names = [f"{curve}_{name}" for name in orderings for curve in ("deletion", "insertion")]
     return {name: explained[position].T for position, name in enumerate(names)}
+
+
+def per_class_areas(curves: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, dict[str, float]]:
+    """`area_under_curve` of each curve over each class's images alone."""
+    return {
+        name: {curve_name: area_under_curve(curve[labels == index]) for curve_name, curve in curves.items()}
+        for index, name in enumerate(CLASS_NAMES)
+        if np.any(labels == index)
+    }
 
 
 def area_under_curve(curves: np.ndarray) -> float:

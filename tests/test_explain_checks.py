@@ -229,6 +229,20 @@ def test_gradcam_checks_report_and_metrics() -> None:
     }
     assert metrics["gradcam_deletion_auc"] == checks["checks"]["deletion_auc"]["value"]
     assert gradcam_checks(model, images, labels, seed=3, steps=4)["checks"] == checks["checks"]  # seeded
+    # Per class: the pooled area is the mean of the two (three images each), and the baseline's probability
+    # is where each class's deletion curve ends.
+    perturbation = checks["perturbation"]
+    for name, pooled in perturbation["areas"].items():
+        assert pooled == pytest.approx(np.mean([perturbation["areas_per_class"][label][name] for label in ("FAKE", "REAL")]))
+    assert perturbation["areas_per_class"]["FAKE"] != perturbation["areas_per_class"]["REAL"]
+    ends = {label: perturbation["baseline_probability_per_class"][label] for label in ("FAKE", "REAL")}
+    assert np.mean(list(ends.values())) == pytest.approx(perturbation["mean_curves"]["deletion_gradcam"][-1], abs=1e-5)
+    assert np.mean(list(ends.values())) == pytest.approx(perturbation["mean_curves"]["deletion_random"][-1], abs=1e-5)
+    from forgery.explain_checks import BASELINE_BLUR_SIGMA
+    from forgery.robustness import gaussian_blur
+
+    on_baseline = model.predict(gaussian_blur(images, BASELINE_BLUR_SIGMA), verbose=0)[np.arange(6), labels]
+    assert ends == pytest.approx({"FAKE": on_baseline[labels == 0].mean(), "REAL": on_baseline[labels == 1].mean()}, abs=1e-5)
 
 
 def test_sample_indices_are_balanced_seeded_and_capped() -> None:

@@ -35,7 +35,18 @@ def make_optimizer(name: str, lr: float, **options: Any) -> keras.optimizers.Opt
         default = parameters[key].default
         if _is_number(default) and not _is_number(value):
             raise ConfigError(f"optimizer.{key} must be a number, got {value!r}")
-    return optimizer(learning_rate=lr, **options)
+        # Keras takes these as given: a clip at a negative size, or 0 steps (read as none), train without a word.
+        if key in POSITIVE_OPTIONS and value is not None and not (_is_number(value) and value > 0):
+            raise ConfigError(f"optimizer.{key} must be a number above 0 (or null for none), got {value!r}")
+        if key == "gradient_accumulation_steps" and value is not None and not (_is_number(value) and value == int(value) and value >= 2):
+            raise ConfigError(f"optimizer.gradient_accumulation_steps must be a whole number of at least 2 (or null for none), got {value!r}")
+    try:
+        return optimizer(learning_rate=lr, **options)
+    except ValueError as error:  # Keras's own refusals (two clips at once, say), in one line
+        raise ConfigError(f"optimizer: {str(error).splitlines()[0]}") from None
+
+
+POSITIVE_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
 def _is_number(value: Any) -> bool:

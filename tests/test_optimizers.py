@@ -46,6 +46,15 @@ def test_options_keras_would_refuse_late_are_one_line() -> None:
     with pytest.raises(ConfigError, match=r"^optimizer\.epsilon must be a number, got 'abc'$"):
         make_optimizer("adam", 1e-3, epsilon="abc")
     assert make_optimizer("adam", 1e-3, epsilon=1e-6).epsilon == pytest.approx(1e-6)
+    for key, value in (("clipnorm", -1.0), ("clipvalue", 0), ("global_clipnorm", "x")):
+        with pytest.raises(ConfigError, match=rf"^optimizer\.{key} must be a number above 0 \(or null for none\), got {value!r}$"):
+            make_optimizer("sgd", 1e-3, **{key: value})
+    for steps in (0, 1, 2.5):  # Keras reads 0 as none
+        with pytest.raises(ConfigError, match=r"^optimizer\.gradient_accumulation_steps must be a whole number of at least 2"):
+            make_optimizer("sgd", 1e-3, gradient_accumulation_steps=steps)
+    assert make_optimizer("sgd", 1e-3, gradient_accumulation_steps=4, clipnorm=1.0).gradient_accumulation_steps == 4
+    with pytest.raises(ConfigError, match=r"^optimizer: Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set"):
+        make_optimizer("sgd", 1e-3, clipnorm=1.0, clipvalue=0.5)
 
 
 def test_the_model_card_names_the_optimizer_under_mixed_precision() -> None:

@@ -159,7 +159,7 @@ def cli() -> None:
 
 def bracketed_list(argument: str) -> str:
     """`batch_size=8,128` (spaces after the commas allowed) as the list `batch_size=[8,128]`, which Hydra would read as a sweep; any other argument as it is."""
-    return re.sub(r"^(batch_size|parts|pipelines)=([^,\s\[\]]+(?:\s*,\s*[^,\s\[\]]+)+)$", r"\1=[\2]", argument)
+    return re.sub(r"^(batch_size|parts|pipelines)=([^,\s\[\]()=]+(?:\s*,\s*[^,\s\[\]()=]+)+)$", r"\1=[\2]", argument)
 
 
 def sweep_override(argument: str) -> bool:

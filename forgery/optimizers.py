@@ -38,7 +38,7 @@ def make_optimizer(name: str, lr: float, **options: Any) -> keras.optimizers.Opt
         # Keras takes these as given: a clip at a negative size, or 0 steps (read as none), train without a word.
         if key in POSITIVE_OPTIONS and value is not None and not (_is_number(value) and value > 0):
             raise ConfigError(f"optimizer.{key} must be a number above 0 (or null for none), got {value!r}")
-        if key == "gradient_accumulation_steps" and value is not None and not (_is_number(value) and value == int(value) and value >= 2):
+        if key == "gradient_accumulation_steps" and value is not None and not (_is_number(value) and float(value).is_integer() and value >= 2):
             raise ConfigError(f"optimizer.gradient_accumulation_steps must be a whole number of at least 2 (or null for none), got {value!r}")
     try:
         return optimizer(learning_rate=lr, **options)

@@ -253,6 +253,7 @@ def test_time_spent_in_a_method_leaves_the_instance_as_it_was() -> None:
         (["parts=[loading]", "data.val_fraction=abc"], "data.val_fraction must be a number, got 'abc'"),
         # A comma list where the bench takes one value is a Hydra sweep, which only a multirun accepts.
         (["steps=100,200"], "steps=100,200: the bench takes one value per option"),
+        (["batch_size=range(8,32,8)"], "batch_size=range(8,32,8): the bench takes one value per option"),  # a sweep function, not a list
         # Where the report cannot go, refused before any measuring.
         (["parts=[loading]", "output=."], "output=. is a folder"),
         (["parts=[loading]", "output=pyproject.toml/bench.json"], "pyproject.toml is a file, not a folder"),

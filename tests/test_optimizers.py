@@ -49,7 +49,7 @@ def test_options_keras_would_refuse_late_are_one_line() -> None:
     for key, value in (("clipnorm", -1.0), ("clipvalue", 0), ("global_clipnorm", "x")):
         with pytest.raises(ConfigError, match=rf"^optimizer\.{key} must be a number above 0 \(or null for none\), got {value!r}$"):
             make_optimizer("sgd", 1e-3, **{key: value})
-    for steps in (0, 1, 2.5):  # Keras reads 0 as none
+    for steps in (0, 1, 2.5, float("inf"), float("nan")):  # Keras reads 0 as none
         with pytest.raises(ConfigError, match=r"^optimizer\.gradient_accumulation_steps must be a whole number of at least 2"):
             make_optimizer("sgd", 1e-3, gradient_accumulation_steps=steps)
     assert make_optimizer("sgd", 1e-3, gradient_accumulation_steps=4, clipnorm=1.0).gradient_accumulation_steps == 4

@@ -133,7 +133,7 @@ class DamagedCheckpoint(Exception):
 
 
 def load_state(folder: Path) -> CheckpointState | None:
-    """The saved state, or None when there is no complete checkpoint in `folder`; DamagedCheckpoint when unreadable."""
+    """The saved state, or None when `folder` holds none; DamagedCheckpoint when it is unreadable or a model file it names is gone."""
     state_path = folder / STATE_FILE
     if not state_path.is_file():
         return None
@@ -155,8 +155,10 @@ def load_state(folder: Path) -> CheckpointState | None:
     for name in (state.model_file, state.best_file):
         if not isinstance(name, str) or Path(name).name != name:
             raise DamagedCheckpoint(f"{state_path} names no model file of its folder ({name!r})")
-    if not (folder / state.model_file).is_file():
-        return None
+    # Written before the state that names them: one gone was removed by hand (or the folder copied in part).
+    for name, what in ((state.model_file, "the latest epoch's"), (state.best_file, "the best epoch's")):
+        if name and not (folder / name).is_file():
+            raise DamagedCheckpoint(f"{state_path} names {name} as {what} model, and it is gone")
     return state
 
 

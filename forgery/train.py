@@ -354,11 +354,8 @@ def run_claimed(cfg: DictConfig, state: Any, resume_id: str | None) -> float:
             headline = result["headline"]
             log.info("test accuracy %.4f, ROC AUC %.4f; run %s. Browse with: mlflow ui", headline["test_accuracy"], headline["test_roc_auc"], run_id)
     except KeyboardInterrupt:
-        saved = checkpoints.load_state(checkpoint_dir)
-        kept = f"the checkpoint of epoch {saved.epoch} is in {checkpoint_dir}" if saved else "no epoch had completed, so nothing to resume"
-        print(f"interrupted: run {run_id} ended KILLED; {kept}", file=sys.stderr)
-        if saved and run_id:
-            print(f"resume with: python -m forgery.train resume={run_id}", file=sys.stderr)
+        for line in interrupted_lines(run_id, checkpoint_dir):
+            print(line, file=sys.stderr)
         raise SystemExit(interrupts.exit_status()) from None
     if tracker.lost:
         raise TrackingLost(
@@ -884,6 +881,21 @@ def evaluate_and_explain(model: Any, dataset: Any, history: dict[str, list[float
         "gradcam_grid": cut.grid,
         "resolved_config": OmegaConf.to_yaml(cfg, resolve=True),
     }
+
+
+def interrupted_lines(run_id: str | None, checkpoint_dir: Path) -> list[str]:
+    """What an interrupted run prints: how it ended, what it kept and, when it can, how to resume it."""
+    from forgery import checkpoints
+
+    try:
+        saved = checkpoints.load_state(checkpoint_dir)
+        kept = f"the checkpoint of epoch {saved.epoch} is in {checkpoint_dir}" if saved else "no epoch had completed, so nothing to resume"
+    except checkpoints.DamagedCheckpoint as error:  # the interruption is still said, with why it cannot resume
+        saved, kept = None, f"its checkpoint cannot be resumed: {error}"
+    lines = [f"interrupted: run {run_id} ended KILLED; {kept}"]
+    if saved and run_id:
+        lines.append(f"resume with: python -m forgery.train resume={run_id}")
+    return lines
 
 
 def improves(value: float, best: float | None) -> bool:

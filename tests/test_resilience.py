@@ -434,3 +434,29 @@ def test_a_checkpoint_from_before_the_epoch_files_still_loads(tmp_path: Path) ->
     (tmp_path / "state.json").write_text(json.dumps({"epoch": 2, "logged_epoch": 2, "history": {}, "model_file": "../elsewhere.keras"}))
     with pytest.raises(checkpoints.DamagedCheckpoint, match="names no model file of its folder"):
         checkpoints.load_state(tmp_path)
+    # a file the state names, removed by hand: said at once, not found missing at the end of a resumed run
+    checkpoints.write_state(tmp_path, state)
+    (tmp_path / "best.keras").unlink()
+    with pytest.raises(checkpoints.DamagedCheckpoint, match=r"names best\.keras as the best epoch's model, and it is gone$"):
+        checkpoints.load_state(tmp_path)
+    (tmp_path / "epoch-0003.keras").unlink()
+    with pytest.raises(checkpoints.DamagedCheckpoint, match=r"names epoch-0003\.keras as the latest epoch's model, and it is gone$"):
+        checkpoints.load_state(tmp_path)
+
+
+def test_an_interrupted_run_says_what_it_kept(tmp_path: Path) -> None:
+    from forgery.models import cnn
+    from forgery.train import interrupted_lines
+
+    assert interrupted_lines("abc", tmp_path) == ["interrupted: run abc ended KILLED; no epoch had completed, so nothing to resume"]
+    model = cnn("tiny", [4], padding="same")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    checkpoints.save(tmp_path, model, checkpoints.CheckpointState(epoch=2, logged_epoch=2))
+    assert interrupted_lines("abc", tmp_path) == [
+        f"interrupted: run abc ended KILLED; the checkpoint of epoch 2 is in {tmp_path}",
+        "resume with: python -m forgery.train resume=abc",
+    ]
+    (tmp_path / "epoch-0002.keras").unlink()  # a damaged checkpoint: still one line on how the run ended, no resume offered
+    assert interrupted_lines("abc", tmp_path) == [
+        f"interrupted: run abc ended KILLED; its checkpoint cannot be resumed: {tmp_path / 'state.json'} names epoch-0002.keras as the latest epoch's model, and it is gone"
+    ]

@@ -5,7 +5,9 @@ metrics reached MLflow) and the model files it names: `epoch-NNNN.keras` (weight
 the latest epoch and of the best one so far, for early stopping's restore. An epoch's model is written
 under a new name first and state.json replaced after it (each to a temporary name, then renamed): the
 state is the commit point, so a process killed at any moment, even outright (kill -9, out of memory),
-leaves a state whose files hold the epochs it names. Files no state names any more go after it.
+leaves a state whose files hold the epochs it names. Each file is flushed to the disk before its rename
+and each rename before the next write, so a power cut keeps that order too. Files no state names any
+more go after it.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def save(folder: Path, model: Any, state: CheckpointState, best: bool = False) -
     partial_model = folder / f".{name}.partial.keras"  # Keras insists on the .keras suffix
     with interrupts.deferred():
         model.save(partial_model)
-        os.replace(partial_model, folder / name)
+        replace_durably(partial_model, folder / name)
         state.model_file = name
         if best:
             state.best_file = name
@@ -103,7 +105,7 @@ def write_state(folder: Path, state: CheckpointState) -> None:
         "best_file": state.best_file,
     }
     partial.write_text(json.dumps(payload, indent=1))
-    os.replace(partial, folder / STATE_FILE)
+    replace_durably(partial, folder / STATE_FILE)
 
 
 def write_data_record(folder: Path, record: dict[str, Any]) -> None:
@@ -111,7 +113,37 @@ def write_data_record(folder: Path, record: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f".{DATA_FILE}.partial"
     partial.write_text(json.dumps(record, indent=1))
-    os.replace(partial, folder / DATA_FILE)
+    replace_durably(partial, folder / DATA_FILE)
+
+
+def replace_durably(partial: Path, target: Path) -> None:
+    """Rename `partial` to `target` once its bytes are on the disk, and put the rename there too.
+
+    A rename alone is atomic against a killed process, not against a power cut: the kernel may write the
+    new name before the file's data (an empty model file under the new name) or the state's rename
+    before the model's (a state naming a file the disk never got).
+    """
+    descriptor = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(partial, target)
+    sync_folder(target.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush `folder`'s entries (the renames in it) to the disk, where the system lets a folder be flushed."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows opens no folders; its renames are flushed with the file
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems (a few network ones) refuse to flush a folder: the rename still happened
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def read_data_record(folder: Path) -> dict[str, Any] | None:

@@ -417,6 +417,62 @@ def test_a_process_killed_between_the_model_and_the_state_leaves_the_previous_ch
     np.testing.assert_allclose(model(pixels, training=False), epoch_one, rtol=1e-5)
 
 
+def test_each_checkpoint_file_reaches_the_disk_before_its_rename_and_the_rename_before_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A power cut can reorder what a killed process cannot: unflushed, the state's rename may reach the
+    # disk before the model file's bytes (a resume then loads an empty or missing model).
+    from forgery.models import cnn
+
+    model = cnn("tiny", [4], padding="same")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor: int) -> None:
+        events.append(("flush", os.path.basename(os.readlink(f"/proc/self/fd/{descriptor}"))))
+        real_fsync(descriptor)
+
+    def replace(source: Path, target: Path) -> None:
+        events.append(("rename", f"{Path(source).name} -> {Path(target).name}"))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    checkpoints.save(tmp_path, model, checkpoints.CheckpointState(epoch=1, logged_epoch=1, best_epoch=1), best=True)
+    assert events == [
+        ("flush", ".epoch-0001.keras.partial.keras"),
+        ("rename", ".epoch-0001.keras.partial.keras -> epoch-0001.keras"),
+        ("flush", tmp_path.name),
+        ("flush", ".state.json.partial"),
+        ("rename", ".state.json.partial -> state.json"),
+        ("flush", tmp_path.name),
+    ]
+    assert checkpoints.load_state(tmp_path).best_file == "epoch-0001.keras"
+    events.clear()
+    checkpoints.write_data_record(tmp_path, {"fingerprint": "abc"})
+    assert events == [("flush", ".data.json.partial"), ("rename", ".data.json.partial -> data.json"), ("flush", tmp_path.name)]
+
+
+def test_a_file_system_that_cannot_flush_a_folder_still_keeps_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forgery.models import cnn
+
+    model = cnn("tiny", [4], padding="same")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        if os.path.isdir(os.readlink(f"/proc/self/fd/{descriptor}")):
+            raise OSError(22, "Invalid argument")  # as some network file systems answer
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    checkpoints.save(tmp_path, model, checkpoints.CheckpointState(epoch=1, logged_epoch=1))
+    checkpoints.write_data_record(tmp_path, {"fingerprint": "abc"})
+    assert checkpoints.load_state(tmp_path).model_file == "epoch-0001.keras"
+    assert checkpoints.read_data_record(tmp_path) == {"fingerprint": "abc"}
+
+
 def test_a_checkpoint_from_before_the_epoch_files_still_loads(tmp_path: Path) -> None:
     from forgery.models import cnn
 

@@ -399,3 +399,46 @@ def test_config_files_start_with_a_comment_line() -> None:
     for path in CONFIG_DIR.rglob("*.yaml"):
         text = path.read_text().removeprefix("# @package _global_\n")  # Hydra needs this header first
         assert text.startswith("# ") and "@package" not in text.splitlines()[0], f"{path} must start with a one-line comment"
+
+
+def help_examples(app: str) -> list[list[str]]:
+    """The arguments of each `python -m forgery.<app> ...` example in the app's --help footer, notes in brackets and Hydra's --cfg dropped."""
+    from omegaconf import OmegaConf
+
+    footer = OmegaConf.load(CONFIG_DIR / f"{app}.yaml").hydra.help.footer
+    lines = [line.strip().split("(")[0] for line in footer.splitlines() if line.strip().startswith(f"python -m forgery.{app} ")]
+    return [[word for word in line.split()[3:] if word not in ("--cfg", "job")] for line in lines]
+
+
+@pytest.mark.parametrize("app", ["train", "promote", "bench"])
+def test_every_example_in_an_entrypoints_help_is_a_command_it_accepts(app: str) -> None:
+    import importlib
+
+    importlib.import_module("forgery.promote")  # registers promote's config, composed from the store as its entrypoint does
+    from forgery.bench import bracketed_list
+    from forgery.train import validate_sweep_job
+
+    examples = help_examples(app)
+    assert len(examples) >= 3 and all(examples)
+    for arguments in examples:
+        if app == "train":
+            problem = override_error(CONFIG_DIR, "train", arguments, check=validate_sweep_job)  # every check but the data path's
+        elif app == "bench":
+            problem = override_error(CONFIG_DIR, "bench", [bracketed_list(argument) for argument in arguments])
+        else:
+            problem = override_error(None, "promote", arguments)
+        assert problem is None, (arguments, problem)
+
+
+@pytest.mark.parametrize("app", ["train", "promote", "bench"])
+def test_help_says_what_the_entrypoint_does_and_shows_its_examples(tmp_path, app: str) -> None:
+    from tests.conftest import run_forgery
+
+    printed = run_forgery(app, "--help", cwd=tmp_path, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith(f"python -m forgery.{app} ")
+    assert "Examples:" in printed.stdout and "--hydra-help lists Hydra's own flags" in printed.stdout
+    groups = "experiment: cifake_best, lr_sweep, seed_repro, small_fast"
+    assert (groups in printed.stdout) == (app == "train")  # promote and the bench take no training groups
+    assert ("data=demo" in printed.stdout) == (app == "bench")
+    assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("mlflow.db"))  # --help runs nothing

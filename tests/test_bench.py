@@ -159,6 +159,7 @@ def test_list_options_take_spaces_after_their_commas() -> None:
     assert bench.bracketed_list("steps=100, 200") == "steps=100, 200"  # not a list option: refused as a sweep
 
 
+@pytest.mark.slow  # a bench under JAX, compiling each shape: about 20 s each
 @pytest.mark.parametrize("loop", ["fit", "scan"])
 def test_on_jax_no_timed_round_pays_for_compiling(tmp_path: Path, loop: str) -> None:
     # JAX compiles once per shape, and the short warm-up epoch validates on one batch and scans other lengths

@@ -93,6 +93,7 @@ def test_scan_on_tensorflow_is_refused_before_the_data_loads(tmp_path: Path) -> 
     assert lines == ["error: runtime.loop=scan needs the jax backend (KERAS_BACKEND=jax), this run uses tensorflow; use auto or fit"]
 
 
+@pytest.mark.slow  # eight trainings compiled by JAX: about two minutes
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_an_epoch_through_the_scan_trains_as_fit_does(tmp_path: Path) -> None:
     environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(PROJECT_ROOT)}

@@ -123,7 +123,7 @@ def replace_durably(partial: Path, target: Path) -> None:
     new name before the file's data (an empty model file under the new name) or the state's rename
     before the model's (a state naming a file the disk never got).
     """
-    descriptor = os.open(partial, os.O_RDONLY)
+    descriptor = os.open(partial, os.O_RDWR)  # Windows flushes only a file opened for writing
     try:
         os.fsync(descriptor)
     finally:

@@ -35,11 +35,15 @@ def make_optimizer(name: str, lr: float, **options: Any) -> keras.optimizers.Opt
         default = parameters[key].default
         if _is_number(default) and not _is_number(value):
             raise ConfigError(f"optimizer.{key} must be a number, got {value!r}")
+        if isinstance(default, float) and _is_number(value):  # momentum=0 read as a whole number: Keras refuses it as "not between 0 and 1"
+            options[key] = value = float(value)
         # Keras takes these as given: a clip at a negative size, or 0 steps (read as none), train without a word.
         if key in POSITIVE_OPTIONS and value is not None and not (_is_number(value) and value > 0):
             raise ConfigError(f"optimizer.{key} must be a number above 0 (or null for none), got {value!r}")
         if key == "gradient_accumulation_steps" and value is not None and not (_is_number(value) and float(value).is_integer() and value >= 2):
             raise ConfigError(f"optimizer.gradient_accumulation_steps must be a whole number of at least 2 (or null for none), got {value!r}")
+    if _is_number(lr):  # Hydra reads optimizer.lr=1 as a whole number, which Keras refuses (after the data has loaded)
+        lr = float(lr)
     try:
         return optimizer(learning_rate=lr, **options)
     except ValueError as error:  # Keras's own refusals (two clips at once, say), in one line

@@ -75,3 +75,13 @@ def test_an_added_keras_option_reaches_the_optimizer_and_a_misspelt_one_is_one_l
     assert make_optimizer("sgd", 1e-3, clipnorm=1.0).clipnorm == pytest.approx(1.0)  # +optimizer.clipnorm=1.0
     with pytest.raises(ConfigError, match=r"^optimizer\.lrate is not an option of keras\.optimizers\.SGD; it takes .*\bmomentum\b"):
         make_optimizer("sgd", 1e-3, lrate=1.0)
+
+
+def test_whole_numbers_where_keras_wants_a_float_are_taken_as_numbers(compose_train) -> None:
+    # Hydra reads optimizer.lr=1 and optimizer.momentum=0 as ints; Keras refused both, the rate only once the data had loaded.
+    cfg = compose_train("optimizer=sgd", "optimizer.lr=1", "optimizer.momentum=0")
+    rate = instantiate(cfg.schedule, lr=cfg.optimizer.lr, steps_per_epoch=10, epochs=2)
+    optimizer = instantiate(cfg.optimizer, lr=rate)
+    assert (float(optimizer.learning_rate), optimizer.momentum) == (1.0, 0.0)
+    assert float(make_optimizer("adam", 2).learning_rate) == 2.0
+    assert make_optimizer("sgd", 1e-3, momentum=1).momentum == 1.0

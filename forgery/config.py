@@ -395,6 +395,12 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
         return _unparsable(overrides, condense_hydra_error(str(error)))
+    relabelled = next((item for item in parsed if item.key_or_group in LABEL_KEYS), None)
+    if relabelled is not None:
+        group = relabelled.key_or_group.split(".")[0]
+        chosen = relabelled.input_line.split("=", 1)[1] if "=" in relabelled.input_line else "<option>"
+        built = {"model": "network", "augment": "augmentation"}[group]
+        return f"{relabelled.key_or_group} only names the chosen {group} file (the run would be recorded as {chosen}, its {built} unchanged); choose the {group} with {group}={chosen}"
     base = [item.input_line for item in parsed if not item.is_sweep_override()]
     context = initialize(version_base="1.3", config_path=None) if config_dir is None else initialize_config_dir(version_base="1.3", config_dir=str(config_dir))
     with context:
@@ -404,6 +410,10 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
             except (HydraException, OmegaConfBaseException):
                 sweeper = OmegaConf.create({})  # the first variant below reports why it does not compose
             optuna = "optuna" in str(OmegaConf.select(sweeper, "_target_", default=""))
+            for key in ("n_trials", "n_jobs") if optuna else ():  # Optuna fails on 0 trials with a traceback, after the sweep's parent run opened
+                value = OmegaConf.select(sweeper, key)
+                if not _is_count(value):
+                    return f"hydra.sweeper.{key} must be a whole number of at least 1, got {value!r}"
             command_line = _command_line_sweeps(parsed, optuna)
             preset = _preset_sweeps(sweeper, {item.key_or_group for item in parsed}, optuna)
         except ConfigError as error:
@@ -434,6 +444,14 @@ def override_error(config_dir: Path | None, config_name: str, overrides: list[st
                 if not _has_key(plain, key) and not _taken_by_target(plain, key):
                     return f"+{key} adds a key that nothing reads; check the spelling (the same command with --cfg job lists every key)"
     return None
+
+
+# Each option file's own name, recorded as the run's model and augmentation; what they build is set by the rest of the file.
+LABEL_KEYS = ("model.name", "augment.name")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 Sweeps = dict[str, tuple[list[str], str]]  # override key (with any + prefix) -> (values to check, where they came from)

@@ -302,6 +302,13 @@ def test_missing_cifake_root_is_refused(compose_train) -> None:
         (["++epochs=2", "+data.root=/x"], "+data.root adds a key that nothing reads"),  # the demo data's loader takes no root
         (["+model.depth=3"], "+model.depth adds a key that nothing reads"),  # nor does the model's builder take a depth
         (["experiment.epochs=3"], "unknown config key 'experiment.epochs' (check the spelling"),  # presets set top-level keys: no owner to name
+        # A name only labels its option file: model.name=wide filed a run of the small network as wide.
+        (["model.name=wide"], "model.name only names the chosen model file (the run would be recorded as wide, its network unchanged); choose the model with model=wide"),
+        (["augment.name=strong,none"], "augment.name only names the chosen augment file (the run would be recorded as strong,none, its augmentation unchanged); choose the augment with augment=strong,none"),
+        (["~model.name"], "model.name only names the chosen model file"),
+        # Optuna's sweeper failed on 0 trials with a traceback, after the sweep's parent run had opened.
+        (["hparams_search=optuna", "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials must be a whole number of at least 1, got 0"),
+        (["hparams_search=optuna", "hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs must be a whole number of at least 1, got 0"),
     ],
 )
 def test_override_errors_are_one_line(overrides: list[str], expected: str) -> None:

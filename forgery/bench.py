@@ -71,7 +71,7 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from forgery import runtime, train
-from forgery.config import ConfigError, override_error, validate
+from forgery.config import ConfigError, help_error, override_error, validate
 from forgery.data import CLASS_NAMES, IMAGE_SIZE, Dataset, Split
 
 log = logging.getLogger("forgery.bench")
@@ -154,6 +154,8 @@ def cli() -> None:
         problem = override_error(train.CONFIG_DIR, "bench", arguments)
         if problem:
             train.fail(problem)
+    elif help_error(train.CONFIG_DIR, "bench", arguments):
+        train.fail(help_error(train.CONFIG_DIR, "bench", arguments))
     main()
 
 

@@ -479,8 +479,8 @@ def _unparsable(overrides: list[str], problem: str) -> str:
     return problem
 
 
-def sweep_without_multirun(overrides: list[str]) -> str | None:
-    """Why an override that holds several values (`epochs=1,2`, `range(1,3)`) needs -m, or None when none does."""
+def sweep_without_multirun(overrides: list[str], remedy: str = "add -m to run one job each") -> str | None:
+    """Why an override that holds several values (`epochs=1,2`, `range(1,3)`) needs -m (or, printing a config, one value), or None when none does."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -492,7 +492,20 @@ def sweep_without_multirun(overrides: list[str]) -> str | None:
     if swept is None:
         return None
     key, _, value = swept.input_line.partition("=")
-    return f"{swept.input_line} gives several values, a sweep: add -m to run one job each, or quote it to give the text itself: {key}=\"'{value}'\""
+    return f"{swept.input_line} gives several values, a sweep: {remedy}, or quote it to give the text itself: {key}=\"'{value}'\""
+
+
+HELP_FLAGS = ("--help", "-h", "--hydra-help")
+
+
+def help_error(config_dir: Path | None, config_name: str, arguments: list[str]) -> str | None:
+    """For a --help command with overrides, why Hydra could not compose the config it prints, in one line (Hydra gave a traceback); else None."""
+    if not any(argument in HELP_FLAGS for argument in arguments):
+        return None
+    overrides = [argument for argument in arguments if not argument.startswith("-")]
+    if not overrides:
+        return None
+    return sweep_without_multirun(overrides, "--help prints one config, so give one value") or override_error(config_dir, config_name, overrides)
 
 
 def _command_line_sweeps(parsed: list[Any], optuna: bool = False) -> Sweeps:

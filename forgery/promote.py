@@ -522,7 +522,7 @@ def _first_line(text: str) -> str:
 
 def cli() -> None:
     """`python -m forgery.promote`: refuse a misspelt key or bad value in one line, then hand over to Hydra."""
-    from forgery.config import override_error
+    from forgery.config import help_error, override_error
 
     arguments = sys.argv[1:]
     if all(not argument.startswith("-") for argument in arguments):  # --help, --cfg and the like are Hydra's
@@ -530,6 +530,9 @@ def cli() -> None:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             raise SystemExit(2)
+    elif help_error(None, "promote", arguments):
+        print(f"error: {help_error(None, 'promote', arguments)}", file=sys.stderr)
+        raise SystemExit(2)
     main()
 
 

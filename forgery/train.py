@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from forgery import runtime, sweep
 
-from forgery.config import ConfigError, check_sweep, override_error, register_resolvers, sweep_without_multirun, validate, validate_runtime
+from forgery.config import ConfigError, check_sweep, help_error, override_error, register_resolvers, sweep_without_multirun, validate, validate_runtime
 from forgery.data import CLASS_NAMES, DataError, describe_counts, fingerprint, validation_fingerprint
 from forgery.tracking import TrackingLost, TrackingUnavailable
 
@@ -87,13 +87,18 @@ def cli() -> None:
     if printing is not None:  # --cfg: Hydra prints the config; say first what a run with it would refuse
         if any(argument in ("-m", "--multirun") for argument in arguments):
             fail("--cfg prints the config instead of running, so it cannot go with -m; drop one of them")
+        problem = sweep_without_multirun(printing, "--cfg prints one config, so give one value")
+        if problem:
+            fail(problem)
         problem = override_error(CONFIG_DIR, "train", printing, check=validate_printed)
         if problem and override_error(CONFIG_DIR, "train", printing):  # Hydra could not compose it: nothing to print
             fail(problem)
         warning = f"a run with this config would stop with: {problem}" if problem else printed_resume_warning(printing)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
-    # Other flags (--help, --config-dir, ...) change what Hydra does; only plain runs are pre-checked.
+    elif help_error(CONFIG_DIR, "train", arguments):
+        fail(help_error(CONFIG_DIR, "train", arguments))
+    # Other flags (--config-dir, ...) change what Hydra does; only plain runs are pre-checked.
     elif all(not argument.startswith("-") or argument in ("-m", "--multirun") for argument in arguments):
         if re.search(r"=\s*(tag\(.*)?interval\(", " ".join(arguments)) and not any(argument.startswith(("hparams_search=", "hydra/sweeper=")) for argument in arguments):
             fail("interval(...) needs a sweeper that samples ranges: add hparams_search=optuna (the default sweeper takes lists such as optimizer.lr=1e-3,3e-4)")

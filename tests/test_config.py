@@ -449,3 +449,34 @@ def test_help_says_what_the_entrypoint_does_and_shows_its_examples(tmp_path, app
     assert (groups in printed.stdout) == (app == "train")  # promote and the bench take no training groups
     assert ("data=demo" in printed.stdout) == (app == "bench")
     assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("mlflow.db"))  # --help runs nothing
+
+
+@pytest.mark.parametrize(
+    ("app", "arguments", "expected"),
+    [
+        ("train", ["--help", "model=foo"], "error: unknown model option 'foo'; choose from: highpass_resnet, resnet, small, spectral_resnet, wide"),
+        ("train", ["--cfg", "job", "epochs=1,2"], "error: epochs=1,2 gives several values, a sweep: --cfg prints one config, so give one value, or quote it"),
+        ("bench", ["--hydra-help", "data=foo"], "error: unknown data option 'foo'; choose from: cifake, demo"),
+        ("promote", ["-h", "dest2=x"], "error: unknown config key 'dest2' (check the spelling"),
+    ],
+)
+def test_a_bad_override_beside_help_or_cfg_is_one_line(tmp_path, app: str, arguments: list[str], expected: str) -> None:
+    # Hydra answered these with a traceback (--help) or its own "Ambiguous value" report (--cfg).
+    from tests.conftest import run_forgery
+
+    printed = run_forgery(app, *arguments, cwd=tmp_path, timeout=120)
+    assert printed.returncode == 2 and printed.stdout == ""
+    assert printed.stderr.strip().startswith(expected) and len(printed.stderr.strip().splitlines()) == 1, printed.stderr
+
+
+def test_help_error_names_what_help_could_not_compose() -> None:
+    import importlib
+
+    from forgery.config import help_error
+
+    importlib.import_module("forgery.promote")  # its config lives in Hydra's store
+    assert help_error(None, "promote", ["--help", "dest2=x"]).startswith("unknown config key 'dest2'")
+    assert help_error(None, "promote", ["--help", "dest=x"]) is None
+    assert help_error(CONFIG_DIR, "train", ["-h", "seed=1,2"]).startswith("seed=1,2 gives several values, a sweep: --help prints one config")
+    assert help_error(CONFIG_DIR, "train", ["model=foo"]) is None  # not a --help command: the run's own checks answer it
+    assert help_error(CONFIG_DIR, "train", ["--help"]) is None

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import struct
@@ -715,7 +716,10 @@ def decode_image(data: bytes) -> DecodedImage:
             with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:  # reads the header only
                 return decode_opened(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageTooLarge(str(error)) from None
+            # Pillow's own limit (about 89 megapixels) names a number that is not ours; say ours.
+            pixels = re.search(r"\((\d+) pixels\)", str(error))
+            size = f"{int(pixels.group(1)):,} pixels" if pixels else str(error)
+            raise ImageTooLarge(f"{size}, over the {MAX_IMAGE_PIXELS:,}-pixel limit") from None
 
 
 def decode_opened(image: Image.Image) -> DecodedImage:

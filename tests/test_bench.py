@@ -427,3 +427,33 @@ def test_the_notebook_runner_counts_the_images_each_round_really_trains(tmp_path
     run = bench.notebook_runner(compose_train("batch_size=4", "verbose=0"), 1, tmp_path, steps=2, warmup_steps=1)
     for _ in range(2):  # after one warm-up batch: counting on from it would give 4 + 2 in the first round
         assert run()["notebook"]["images"] == int(seen.result()) == 8
+
+
+def test_a_ctrl_c_stops_the_bench_in_one_line_without_resume_advice(tmp_path: Path) -> None:
+    # Sent while the overhead's scratch run evaluates: that run used to print how to resume it from a
+    # folder the bench deletes on the way out; elsewhere, Ctrl-C ended in a KeyboardInterrupt traceback.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    output = tmp_path / "bench.json"
+    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forgery.bench", "parts=[overhead]", *TINY_DEMO, f"output={output}"],
+        cwd=tmp_path, env={**environment, "PYTHONUNBUFFERED": "1", "FORGERY_CACHE_DIR": str(tmp_path / "cache")},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    printed = []
+    for line in process.stdout:
+        printed.append(line)
+        if line.startswith("epoch 1: "):
+            process.send_signal(signal.SIGINT)
+            break
+    printed += process.stdout.readlines()
+    process.wait(timeout=120)
+    text = "".join(printed)
+    assert process.returncode == 130, text[-3000:]
+    assert text.rstrip().splitlines()[-1] == "interrupted: the bench stopped before it finished; no report was written"
+    assert "resume with" not in text and "Traceback" not in text and "ended KILLED" not in text
+    assert not output.exists()

@@ -70,13 +70,17 @@ class Choice:
 # conf/ also holds train's `experiment/` presets group, and Hydra reads `experiment=NAME` as a pick from a
 # group when one of that name is on the search path. Composed from the config store instead, with no
 # search path of its own, promote.yaml's `experiment` stays a plain key.
-ConfigStore.instance().store(name="promote", node=OmegaConf.load(CONFIG_FILE))
+DEFAULTS = OmegaConf.load(CONFIG_FILE)
+ConfigStore.instance().store(name="promote", node=DEFAULTS)
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name="promote")
 def main(cfg: DictConfig) -> None:
     """Hydra entrypoint: a refusal becomes one `error:` line on stderr and exit code 2, never a traceback."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # else one bar per downloaded file
+    if not str(cfg.dest).strip():  # Path("") is the working folder, which dest then was said to be
+        print(f"error: dest is empty; give the page's folder ({DEFAULTS.dest} by default)", file=sys.stderr)
+        raise SystemExit(2)
     warning = test_metric_warning(str(cfg.metric), _optional_text(cfg.run_id))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

@@ -287,8 +287,11 @@ def main(arguments: list[str]) -> int:
     if arguments in (["-h"], ["--help"]):
         print(USAGE)
         return 0
-    if len(arguments) not in (1, 2) or (len(arguments) == 2 and not (arguments[1].isascii() and arguments[1].isdigit() and int(arguments[1]) > 0)):
+    if len(arguments) not in (1, 2):
         print(f"error: {USAGE}", file=sys.stderr)
+        return 2
+    if len(arguments) == 2 and not (arguments[1].isascii() and arguments[1].isdigit() and int(arguments[1]) > 0):
+        print(f"error: FILES_PER_CLASS must be a whole number above 0, got {arguments[1]!r}", file=sys.stderr)
         return 2
     try:
         report = shortcut_report(Path(arguments[0]).expanduser(), int(arguments[1]) if len(arguments) == 2 else 2000)

@@ -834,6 +834,14 @@ def test_cli_refuses_a_misspelt_key_in_one_line(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == []  # nothing written, not even a store
 
 
+def test_cli_refuses_an_empty_dest_in_one_line(tmp_path: Path) -> None:
+    # Path("") is the working folder: it was refused as such ("dest . is the working folder"), which it is not.
+    result = run_forgery("promote", "dest=", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: dest is empty; give the page's folder (public/projects/image-forgery by default)"]
+    assert sorted(os.listdir(tmp_path)) == []
+
+
 @pytest.mark.parametrize("option", ["register=no", "dry_run=off"])
 def test_cli_refuses_a_flag_that_is_not_true_or_false(option: str, tmp_path: Path) -> None:
     # Python's bool("no") is True: register=no used to register the model and move the champion alias.

@@ -184,6 +184,11 @@ def load_state(folder: Path) -> CheckpointState | None:
         )
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise DamagedCheckpoint(f"{state_path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    # Each completed epoch adds one value to every metric; a resume logs the unlogged ones from these lists.
+    short = next((name for name, values in state.history.items() if not isinstance(values, list) or len(values) != state.epoch), None)
+    if short is not None or state.epoch < 0 or not 0 <= state.logged_epoch <= state.epoch or not 0 <= state.best_epoch <= state.epoch:
+        detail = f"{short} has {len(state.history[short]) if isinstance(state.history[short], list) else 'no list of'} values" if short is not None else f"logged epoch {state.logged_epoch}, best epoch {state.best_epoch}"
+        raise DamagedCheckpoint(f"{state_path} does not add up: epoch {state.epoch}, but {detail}")
     for name in (state.model_file, state.best_file):
         if not isinstance(name, str) or Path(name).name != name:
             raise DamagedCheckpoint(f"{state_path} names no model file of its folder ({name!r})")

@@ -107,6 +107,9 @@ def cli() -> None:
         # when its job's turn comes hours later (a single run makes them at once anyway).
         multirun = any(argument in ("-m", "--multirun") for argument in arguments)
         overrides = [argument for argument in arguments if not argument.startswith("-")]
+        if multirun and any(argument.lstrip("+").startswith("resume=") for argument in overrides):
+            # -m would open a new parent run and file the resumed run under it, out of its own sweep.
+            fail("resume= continues one run where it stopped, in its own sweep if it had one: drop -m (one resume per command)")
         problem = None if multirun else sweep_without_multirun(overrides)
         problem = problem or override_error(CONFIG_DIR, "train", overrides, check=validate_sweep_job if multirun else check_sweep)
         problem = problem or output_folder_error(arguments)
@@ -491,7 +494,12 @@ def resumable_run(run_id: str, current: DictConfig, overrides: list[str]) -> tup
     uploaded = tracking.get_run(upload_id) if upload_id else None
     if uploaded is not None and uploaded["status"] == "FINISHED":  # it finished offline: a resume would make a second whole copy
         raise ConfigError(f"resume: run {run_id} finished offline and was uploaded as run {uploaded['run_id']} (FINISHED); nothing to resume")
-    if not run["tags"].get("hydra_output_dir"):  # a sweep's parent, or a run another program made: Path("") is this folder
+    if run["tags"].get("sweep") == "parent":
+        raise ConfigError(f"resume: run {run_id} is a sweep's parent run, which trains nothing; resume one of its jobs (each is a run of its own)")
+    if not run["tags"].get("hydra_output_dir") and run["tags"].get(tracking.FAILURE_TAG):  # a job that failed its checks
+        reason = run["tags"][tracking.FAILURE_TAG].splitlines()[0]
+        raise ConfigError(f"resume: run {run_id} failed before its training started ({reason}); nothing to resume, start a new run")
+    if not run["tags"].get("hydra_output_dir"):  # a run another program made: Path("") is this folder
         raise ConfigError(f"resume: run {run_id} is no training run of forgery (it has no hydra_output_dir tag); name the run to resume")
     output_dir = Path(run["tags"]["hydra_output_dir"])
     if not output_dir.is_dir():
@@ -503,6 +511,8 @@ def resumable_run(run_id: str, current: DictConfig, overrides: list[str]) -> tup
         state = checkpoints.load_state(output_dir / "checkpoints")
     except checkpoints.DamagedCheckpoint as error:
         raise ConfigError(f"resume: run {run_id}'s checkpoint state {error}; it cannot resume (start a new run)") from None
+    if state is None and "loss" in run["metrics"]:  # an epoch was logged, so its checkpoint was written before
+        raise ConfigError(f"resume: run {run_id} completed epochs, but {output_dir / 'checkpoints' / checkpoints.STATE_FILE} is gone (moved or deleted?); put the checkpoint folder back")
     if state is None:
         raise ConfigError(f"resume: run {run_id} left no checkpoint in {output_dir / 'checkpoints'} (it stopped before its first epoch ended)")
     if not config_path.is_file():

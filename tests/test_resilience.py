@@ -267,10 +267,42 @@ def test_resume_refuses_a_run_that_finished_offline_and_points_to_upload(tmp_pat
 def test_resume_refuses_a_run_that_is_no_training_run(tmp_path: Path, compose_train) -> None:
     # A sweep's parent has no output folder tag: read as "" it was this folder, and the refusal blamed a missing checkpoint.
     client, _, _ = killed_run(tmp_path, compose_train)
-    parent = client.create_run(client.get_experiment_by_name("image-forgery").experiment_id, tags={"sweep": "parent"}).info.run_id
+    experiment_id = client.get_experiment_by_name("image-forgery").experiment_id
+    parent = client.create_run(experiment_id, tags={"sweep": "parent"}).info.run_id
     client.set_terminated(parent, "KILLED")
     result = run_forgery("train", f"resume={parent}", cwd=tmp_path, timeout=120)
-    assert one_line_refusal(result) == f"error: resume: run {parent} is no training run of forgery (it has no hydra_output_dir tag); name the run to resume"
+    assert one_line_refusal(result) == f"error: resume: run {parent} is a sweep's parent run, which trains nothing; resume one of its jobs (each is a run of its own)"
+    other = client.create_run(experiment_id).info.run_id  # a run another program made
+    client.set_terminated(other, "KILLED")
+    result = run_forgery("train", f"resume={other}", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == f"error: resume: run {other} is no training run of forgery (it has no hydra_output_dir tag); name the run to resume"
+    # A sweep's job refused by its checks is a FAILED run with its reason and no output folder: it was called no run of forgery.
+    job = client.create_run(experiment_id, tags={"failure_reason": "ConfigError: runtime.loop=scan needs the jax backend\nmore"}).info.run_id
+    client.set_terminated(job, "FAILED")
+    result = run_forgery("train", f"resume={job}", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == (
+        f"error: resume: run {job} failed before its training started (ConfigError: runtime.loop=scan needs the jax backend); nothing to resume, start a new run"
+    )
+
+
+def test_resume_says_a_checkpoint_state_went_missing_after_epochs_were_logged(tmp_path: Path, compose_train) -> None:
+    # It blamed the run ("it stopped before its first epoch ended") for a folder moved away after epoch 1.
+    client, run_id, output_dir = killed_run(tmp_path, compose_train)
+    (output_dir / "checkpoints" / checkpoints.STATE_FILE).unlink()
+    result = run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == f"error: resume: run {run_id} left no checkpoint in {output_dir / 'checkpoints'} (it stopped before its first epoch ended)"
+    client.log_metric(run_id, "loss", 0.7, step=1)
+    result = run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == (
+        f"error: resume: run {run_id} completed epochs, but {output_dir / 'checkpoints' / 'state.json'} is gone (moved or deleted?); put the checkpoint folder back"
+    )
+
+
+def test_resume_with_m_is_refused_before_a_sweep_opens(tmp_path: Path) -> None:
+    # -m opened a new parent run and filed the resumed run under it, out of its own sweep (promote parent_run_id= lost it).
+    result = run_forgery("train", "-m", "resume=abc", cwd=tmp_path, timeout=120)
+    assert one_line_refusal(result) == "error: resume= continues one run where it stopped, in its own sweep if it had one: drop -m (one resume per command)"
+    assert sorted(os.listdir(tmp_path)) == []
 
 
 def test_resume_names_a_moved_output_folder(tmp_path: Path, compose_train) -> None:
@@ -471,6 +503,27 @@ def test_a_file_system_that_cannot_flush_a_folder_still_keeps_the_checkpoint(tmp
     checkpoints.write_data_record(tmp_path, {"fingerprint": "abc"})
     assert checkpoints.load_state(tmp_path).model_file == "epoch-0001.keras"
     assert checkpoints.read_data_record(tmp_path) == {"fingerprint": "abc"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"epoch": 5}, "does not add up: epoch 5, but loss has 1 values"),  # a resume logged history[loss][1..4]: IndexError
+        ({"history": {"loss": 0.9}}, "does not add up: epoch 1, but loss has no list of values"),
+        ({"logged_epoch": 2}, "does not add up: epoch 1, but logged epoch 2, best epoch 1"),
+        ({"best_epoch": 3}, "does not add up: epoch 1, but logged epoch 1, best epoch 3"),
+    ],
+)
+def test_a_state_whose_numbers_disagree_is_damaged_not_a_crash(tmp_path: Path, fields: dict, expected: str) -> None:
+    from forgery.models import cnn
+
+    model = cnn("tiny", [4], padding="same")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    checkpoints.save(tmp_path, model, checkpoints.CheckpointState(epoch=1, logged_epoch=1, history={"loss": [0.9]}, best_epoch=1), best=True)
+    saved = json.loads((tmp_path / "state.json").read_text())
+    (tmp_path / "state.json").write_text(json.dumps({**saved, **fields}))  # a hand edit
+    with pytest.raises(checkpoints.DamagedCheckpoint, match=re.escape(expected)):
+        checkpoints.load_state(tmp_path)
 
 
 def test_a_checkpoint_from_before_the_epoch_files_still_loads(tmp_path: Path) -> None:

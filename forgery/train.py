@@ -406,13 +406,22 @@ def check_same_data(checkpoint_dir: Path, now: dict[str, Any], run_id: str) -> N
     Other files would draw another validation split from another training set: images the run
     trained on could then be scored as validation, and its metrics would not be an uninterrupted run's.
     """
-    from forgery import checkpoints
+    from forgery import checkpoints, tracking
 
     try:
         started = checkpoints.read_data_record(checkpoint_dir)
     except checkpoints.DamagedCheckpoint as error:
         raise ConfigError(f"resume: run {run_id}'s data record {error}; it cannot resume (start a new run)") from None
-    if started is None or started["fingerprint"] == now["fingerprint"]:  # a run from before the record: nothing to compare
+    if started is None:  # the record removed, or a run from before it: the fingerprint the run logged, if it did
+        run = tracking.get_run(run_id)
+        logged = run["params"].get("data_fingerprint") if run else None
+        if logged is None or logged == now["fingerprint"]:
+            return
+        raise ConfigError(
+            f"resume: the data is not what run {run_id} trained on (its fingerprint, logged to MLflow, differs; "
+            f"{checkpoint_dir / checkpoints.DATA_FILE}, which held its counts, is gone); put its files back as they were, or start a new run"
+        )
+    if started["fingerprint"] == now["fingerprint"]:
         return
     then, found = describe_record(started), describe_record(now)
     difference = f"it had {then}; now {found}" if then != found else "the same counts, other images"

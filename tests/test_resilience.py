@@ -225,6 +225,15 @@ def test_resume_refuses_data_other_than_the_runs(tmp_path: Path, compose_train) 
     assert refusal[0].startswith(f"error: resume: the data is not what run {run_id} trained on (it had train 1 FAKE + 1 REAL; val 1 FAKE + 1 REAL; test 1 FAKE + 1 REAL (2 skipped files); now train ")
     assert refusal[0].endswith("); put its files back as they were, or start a new run")
     assert client.get_run(run_id).info.status == "KILLED" and client.get_metric_history(run_id, "val_auc") == []  # nothing was trained into it
+    # data.json removed: the check fell silent, though the run had logged its fingerprint to MLflow
+    (output_dir / "checkpoints" / checkpoints.DATA_FILE).unlink()
+    client.log_param(run_id, "data_fingerprint", "0" * 16)
+    result = run_forgery("train", f"resume={run_id}", cwd=tmp_path, timeout=120)
+    refusal = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and refusal == [
+        f"error: resume: the data is not what run {run_id} trained on (its fingerprint, logged to MLflow, differs; "
+        f"{output_dir / 'checkpoints' / 'data.json'}, which held its counts, is gone); put its files back as they were, or start a new run"
+    ], result.stderr[-2000:]
 
 
 def test_a_damaged_data_record_is_one_error(tmp_path: Path) -> None:

@@ -275,7 +275,10 @@ def sweep_best(parent: dict[str, Any] | None, children: list[dict[str, Any]], me
     best = next((run for run in children if run["run_id"] == parent["tags"].get("best_run_id")), None)
     if best is None or best["status"] != "FINISHED" or metric_value(best, metric) is None:
         return None
-    return best
+    # A job killed in the sweep and resumed to FINISHED afterwards can beat the record: then the record is only a tie-break no more.
+    scores = [value for run in children if run["status"] == "FINISHED" and (value := metric_value(run, metric)) is not None]
+    top = max(scores) if mode == "max" else min(scores)
+    return best if metric_value(best, metric) == top else None
 
 
 def metric_value(run: dict[str, Any], metric: str) -> float | None:

@@ -257,6 +257,10 @@ def test_parent_run_id_publishes_the_child_the_sweep_recorded_on_a_tie(experimen
     # A sweep ranked by another metric says nothing about this one: promote ranks (a tie goes to the newest).
     parent, _, second = sweep("val_auc")
     assert run_promote(experiment, tmp_path / "ranked", parent_run_id=parent)["run_id"] == second
+    # A job killed in the sweep, resumed to FINISHED after it ended, with a better score than the recorded best: it wins.
+    parent, first, _ = sweep("test_roc_auc")
+    resumed = log_run(make_report("resumed"), experiment, {"test_roc_auc": 0.9}, tags={"mlflow.parentRunId": parent})
+    assert run_promote(experiment, tmp_path / "resumed", parent_run_id=parent)["run_id"] == resumed
 
 
 def test_best_run_breaks_ties_by_the_newest_and_ignores_nan() -> None:
